@@ -1,0 +1,235 @@
+"""The stage contract and the one Ray Data adapter.
+
+A stage is a plain class: `resources`, `batch_size`, `setup()` (load what it
+needs once) and `__call__(batch: pyarrow.Table) -> pyarrow.Table`. Stages never
+import Ray, so tests call them directly on a small table.
+
+`apply_stages` turns a list of stages into a Ray Data pipeline: stateless
+stages run as tasks, stages with a `setup()` or GPUs as an actor pool, always
+with an explicit batch size and Arrow batches. `init_ray` starts Ray locally
+and quietly, or joins a cluster given `--ray-address` / `RAY_ADDRESS`.
+
+Rows that a stage drops keep flowing with `reject_stage` / `reject_reason` /
+`reject_detail` set (see filters/base.py); `collect` routes them to the
+rejects table at the sink, so nothing leaves the flow without a row.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.schema import REJECT_COLUMNS, REJECT_SCHEMA, RECORD_SCHEMA, conform
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ray.data
+
+    from curation.dataset import DatasetWriter
+
+__all__ = [
+    "Resources",
+    "Stage",
+    "init_ray",
+    "fit_cpus",
+    "apply_stages",
+    "run_local",
+    "split_rejects",
+    "collect",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+class Stage:
+    """Base of every stage. Subclasses set `name` and implement `__call__`."""
+
+    name: str = "stage"
+    resources: Resources = Resources()
+    batch_size: int = 256
+    # actors in the pool of a stateful stage; None = as many as fit
+    concurrency: int | None = None
+
+    def setup(self) -> None:
+        """Load models or other state once per worker (actor)."""
+
+    def __call__(self, batch: pa.Table) -> pa.Table:  # pragma: no cover - abstract
+        raise TypeError(f"{type(self).__name__} does not implement __call__")
+
+    @property
+    def stateful(self) -> bool:
+        return type(self).setup is not Stage.setup or self.resources.gpus > 0
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Start Ray in-process (local) or join `address` / $RAY_ADDRESS."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "include_dashboard": False,
+        "log_to_driver": not quiet,
+        "logging_level": logging.ERROR if quiet else logging.INFO,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        # keep workers quiet about the spare Ray features
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(**kwargs)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = sys.stderr.isatty()
+    ctx.verbose_stats_logs = False
+    try:
+        ctx.print_on_execution_start = False
+    except AttributeError:  # pragma: no cover - older Ray
+        pass
+
+
+def fit_cpus(requested: float, total: float) -> float:
+    """CPUs to ask for per worker so that one worker never takes the whole cluster.
+
+    An actor holding every CPU starves the read tasks that feed it and the
+    pipeline hangs with no error; leave at least one CPU (or half of a single
+    CPU) for the rest of the pipeline.
+    """
+    if requested <= 0:
+        return 0.0
+    cap = total - 1 if total >= 2 else max(total / 2, 0.25)
+    return float(min(requested, cap))
+
+
+class _StageActor:
+    """Ray actor wrapper: one stage instance per actor, set up once."""
+
+    def __init__(self, stage: Stage):
+        self.stage = stage
+        stage.setup()
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return self.stage(batch)
+
+
+def _call_stage(batch: pa.Table, stage: Stage) -> pa.Table:
+    return stage(batch)
+
+
+def apply_stages(ds: "ray.data.Dataset", stages: Sequence[Stage]) -> "ray.data.Dataset":
+    """Chain `stages` onto `ds` as Ray Data map_batches operators."""
+    import ray
+    from ray.data import ActorPoolStrategy
+
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 1.0))
+    total_gpus = float(resources.get("GPU", 0.0))
+    for stage in stages:
+        cpus = fit_cpus(stage.resources.cpus, total_cpus)
+        gpus = stage.resources.gpus
+        if gpus > total_gpus:
+            raise ValueError(f"stage {stage.name!r} asks for {gpus} GPUs per worker; the cluster has {total_gpus:g}")
+        common = dict(batch_size=stage.batch_size, batch_format="pyarrow", num_cpus=cpus, zero_copy_batch=True)
+        if stage.stateful:
+            if gpus:
+                fit = int(total_gpus // gpus)
+            else:
+                fit = int(max(total_cpus - 1, 1) // max(cpus, 1e-9))
+            size = max(1, min(stage.concurrency or fit, fit))
+            ds = ds.map_batches(
+                _StageActor,
+                fn_constructor_args=(stage,),
+                compute=ActorPoolStrategy(min_size=1, max_size=size),
+                num_gpus=gpus,
+                **common,
+            )
+        else:
+            ds = ds.map_batches(_call_stage, fn_args=(stage,), **common)
+    return ds
+
+
+def run_local(table: pa.Table, stages: Iterable[Stage]) -> pa.Table:
+    """Run stages in this process, batch by batch (tests, small inputs, `preview`)."""
+    for stage in stages:
+        stage.setup()
+        bs = max(1, stage.batch_size)
+        parts = [stage(table.slice(i, bs)) for i in range(0, table.num_rows, bs)] or [stage(table)]
+        table = pa.concat_tables(parts, promote_options="permissive")
+    return table
+
+
+def split_rejects(batch: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> tuple[pa.Table, pa.Table]:
+    """Split a flowing batch into (kept rows conformed to `schema`, reject rows)."""
+    if "reject_stage" not in batch.column_names:
+        return conform(batch, schema), REJECT_SCHEMA.empty_table()
+    dropped = pc.is_valid(batch.column("reject_stage"))
+    kept = batch.filter(pc.invert(dropped))
+    gone = batch.filter(dropped)
+    rejects = pa.table(
+        {
+            "record_id": gone.column("record_id") if "record_id" in gone.column_names else pa.nulls(gone.num_rows, pa.string()),
+            "source": gone.column("source") if "source" in gone.column_names else pa.nulls(gone.num_rows, pa.string()),
+            "stage": gone.column("reject_stage"),
+            "reason": gone.column("reject_reason"),
+            "detail": gone.column("reject_detail"),
+            "meta": gone.column("meta") if "meta" in gone.column_names else pa.nulls(gone.num_rows, pa.string()),
+        }
+    )
+    keep_cols = [c for c in kept.column_names if c not in {f.name for f in REJECT_COLUMNS}]
+    return conform(kept.select(keep_cols), schema), conform(rejects, REJECT_SCHEMA)
+
+
+def collect(
+    batches: Iterable[pa.Table],
+    writer: "DatasetWriter",
+    stage_names: Sequence[str],
+    table: str = "records",
+    schema: pa.Schema = RECORD_SCHEMA,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[int, Counter]:
+    """Write flowing batches to `writer`: kept rows to `table`, dropped rows to rejects.
+
+    Counts each stage in `stage_names` (in pipeline order): rows in, rows out
+    and drops by reason. Returns (rows kept, Counter of (stage, reason)).
+    """
+    dropped: Counter = Counter()
+    total = kept_rows = 0
+    t0 = time.time()
+    for batch in batches:
+        if isinstance(batch, pa.RecordBatch):
+            batch = pa.Table.from_batches([batch])
+        kept, rejects = split_rejects(batch, schema)
+        writer.write(table, kept)
+        writer.write("rejects", rejects)
+        total += batch.num_rows
+        kept_rows += kept.num_rows
+        for stage, reason in zip(rejects.column("stage").to_pylist(), rejects.column("reason").to_pylist()):
+            dropped[(stage, reason)] += 1
+        if on_batch:
+            on_batch(total)
+    rows_in = total
+    for name in stage_names:
+        by_reason = {r: n for (s, r), n in dropped.items() if s == name}
+        out = rows_in - sum(by_reason.values())
+        writer.count_stage(name, rows_in, out, by_reason)
+        rows_in = out
+    writer.timings["pipeline"] = writer.timings.get("pipeline", 0.0) + time.time() - t0
+    return kept_rows, dropped
