@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "download": "URL list (parquet, csv, tsv, jsonl) -> records, through img2dataset",
     "filter": "measure and decide: basic checks and CLIP score",
     "sql": "DuckDB SQL over a dataset directory (views records, samples, rejects)",
+    "build": "records -> Qwen-VL / Qwen2-VL / Qwen2.5-VL samples (and packed sequences with --pack N)",
 }
 
 

@@ -1,0 +1,97 @@
+"""The build stage: samples and reject rows, routed by curation.runtime.collect."""
+
+import pyarrow as pa
+import pytest
+
+from curation.dataset import Dataset, DatasetWriter
+from curation.runtime import collect
+from curation.schema import REJECT_SCHEMA, SAMPLE_SCHEMA, conform
+from formats.build import BUILD_COLUMNS, BuildSamples, build_samples, sample_id
+from formats.tokenizer import get_tokenizer
+
+
+def test_stage_output_columns_and_rejects(mixed_records):
+    out = BuildSamples()(mixed_records)
+    assert out.column_names == BUILD_COLUMNS
+    rows = out.to_pylist()
+    samples = [r for r in rows if r["reject_stage"] is None]
+    rejects = [r for r in rows if r["reject_stage"] is not None]
+    assert sorted(r["task"] for r in samples) == ["caption", "grounded_caption", "ocr", "ref_grounding", "text", "vqa"]
+    assert {(r["record_id"][:5], r["reject_reason"]) for r in rejects} == {
+        ("coco/", "invalid_box"),
+        ("kkkkk", "key_too_long"),
+    }
+    bad = next(r for r in rejects if r["reject_reason"] == "invalid_box")
+    assert bad["reject_detail"] == "regions[1]: boxes[0] of 'bad': box [5, 5, 3, 3]: x2 <= x1"
+    assert bad["meta"] == '{"origin": "test"}' and bad["source"] == "demo"
+
+
+def test_sample_columns(mixed_records):
+    samples, rejects = build_samples(mixed_records, tasks=["caption", "text"])
+    assert samples.schema == SAMPLE_SCHEMA
+    assert rejects.schema == REJECT_SCHEMA
+    cap, doc = samples.to_pylist()
+    assert cap["sample_id"] == sample_id("coco/000000391895.jpg", "caption", 0)
+    assert cap["prompt"] + cap["target"] == (
+        "<img>coco/000000391895.jpg</img>Generate the caption in English: "
+        "A man riding a motorcycle on a dirt road.<|endoftext|>"
+    )
+    assert cap["num_tokens"] == 275
+    assert cap["images"] == [{"key": "coco/000000391895.jpg", "image": b"\x89PNG fake bytes", "width": 640, "height": 480}]
+    assert cap["clip_score"] == pytest.approx(0.31)
+    assert cap["format"] == "qwen-vl" and cap["source"] == "demo"
+    assert doc["task"] == "text" and doc["images"] is None
+    assert doc["prompt"] + doc["target"] == "Hello world.<|endoftext|>"
+    assert rejects.column("reason").to_pylist() == ["key_too_long"]
+
+
+def test_sample_ids_are_deterministic_and_distinct(mixed_records):
+    a, _ = build_samples(mixed_records)
+    b, _ = build_samples(mixed_records)
+    ids = a.column("sample_id").to_pylist()
+    assert ids == b.column("sample_id").to_pylist()
+    assert len(set(ids)) == len(ids)
+
+
+def test_num_tokens_exact_for_every_sample(mixed_records):
+    for fmt in ("qwen-vl", "qwen2-vl", "qwen2.5-vl"):
+        samples, _ = build_samples(mixed_records, format=fmt, tasks=["caption", "vqa", "ref_grounding", "ocr", "sft", "text"])
+        tok = get_tokenizer(fmt)
+        for r in samples.to_pylist():
+            text = r["prompt"] + r["target"]
+            pads = None
+            if fmt != "qwen-vl" and r["images"]:
+                from formats.coords import image_pad_count
+
+                pads = [image_pad_count(i["height"], i["width"]) for i in r["images"]]
+            ids = tok.encode(text, pads)
+            assert r["num_tokens"] == len(ids), (fmt, r["task"])
+            assert tok.decode(ids) == text
+
+
+def test_max_tokens_rejects_never_truncates(mixed_records):
+    samples, rejects = build_samples(mixed_records, tasks=["caption", "text"], max_tokens=100)
+    assert samples.column("task").to_pylist() == ["text"]
+    assert "too_long" in rejects.column("reason").to_pylist()
+    detail = rejects.filter(pa.compute.equal(rejects.column("reason"), "too_long")).column("detail")[0].as_py()
+    assert detail == "caption[0] has 275 tokens > 100 (never truncated)"
+
+
+def test_collect_routes_samples_and_rejects(tmp_path, mixed_records):
+    w = DatasetWriter(tmp_path / "out")
+    stage = BuildSamples()
+    kept, dropped = collect([stage(mixed_records)], w, ["build"], table="samples", schema=SAMPLE_SCHEMA)
+    m = w.close()
+    assert kept == 6 and m["tables"]["samples"]["rows"] == 6 and m["tables"]["rejects"]["rows"] == 2
+    assert m["stages"]["build"]["dropped"] == {"invalid_box": 1, "key_too_long": 1}
+    ds = Dataset(tmp_path / "out")
+    assert conform(ds.read("samples"), SAMPLE_SCHEMA).num_rows == 6
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match="'qwen9'"):
+        BuildSamples(format="qwen9")
+    with pytest.raises(ValueError, match="'nope'"):
+        BuildSamples(tasks="caption,nope")
+    with pytest.raises(ValueError, match="'ceil'"):
+        BuildSamples(rounding="ceil")
