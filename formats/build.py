@@ -12,7 +12,6 @@ returns (samples, rejects) tables.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from typing import Any, Sequence
 
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 
 from curation.runtime import Resources, Stage, split_rejects
 from curation.schema import IMAGE_REF, SAMPLE_SCHEMA, TURN
-from formats.tasks import FORMATS, Options, Rejected, Rendered, get_dialect, image_pads, parse_tasks, render_record
+from formats.tasks import FORMATS, Options, Rejected, Rendered, get_dialect, parse_tasks, render_counted, sample_id
 
 __all__ = ["STAGE", "BUILD_COLUMNS", "sample_id", "BuildSamples", "build_samples"]
 
@@ -31,11 +30,6 @@ STAGE = "build"
 # what a sample needs from a record, besides the image bytes (taken by index)
 _READ = ["record_id", "source", "width", "height", "captions", "qa", "regions", "grounded_captions", "ocr", "text"]
 BUILD_COLUMNS = [f.name for f in SAMPLE_SCHEMA] + ["meta", "reject_stage", "reject_reason", "reject_detail"]
-
-
-def sample_id(record_id: str, task: str, index: int) -> str:
-    """Deterministic: 16 hex digits of blake2b(record_id, task, index)."""
-    return hashlib.blake2b(f"{record_id}\x1f{task}\x1f{index}".encode("utf-8"), digest_size=8).hexdigest()
 
 
 class BuildSamples(Stage):
@@ -75,22 +69,10 @@ class BuildSamples(Stage):
         if self._dialect is None:
             self._dialect = get_dialect(self.format, self.options)
 
-    def render(self, record: dict[str, Any]) -> tuple[list[tuple[Rendered, int]], list]:
+    def render(self, record: dict[str, Any]) -> tuple[list[tuple[Rendered, int]], list[Rejected]]:
         """Samples of one record with their exact token counts, and its rejections."""
         self.setup()
-        d = self._dialect
-        samples, rejected = render_record(record, d, self.tasks)
-        pads = image_pads(d, record) if samples else None
-        counted = []
-        for s in samples:
-            n = d.tokenizer.count(s.prompt + s.target, pads if s.task != "text" else [])
-            if self.max_tokens is not None and n > self.max_tokens:
-                rejected.append(
-                    Rejected("too_long", f"{s.task}[{s.index}] has {n} tokens > {self.max_tokens} (never truncated)")
-                )
-                continue
-            counted.append((s, n))
-        return counted, rejected
+        return render_counted(record, self._dialect, self.tasks, self.max_tokens)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         self.setup()

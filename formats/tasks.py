@@ -66,6 +66,8 @@ __all__ = [
     "get_dialect",
     "parse_tasks",
     "render_record",
+    "render_counted",
+    "sample_id",
     "render_chatml",
     "split_chatml",
     "image_pads",
@@ -580,3 +582,24 @@ def render_record(
     if not samples and not c.rejected:
         c.rejected.append(Rejected("no_samples", f"no annotation for tasks {','.join(tasks)}"))
     return samples, c.rejected
+
+
+def render_counted(
+    record: Mapping[str, Any], dialect: Dialect, tasks: Sequence[str] = PRETRAIN_TASKS, max_tokens: int | None = None
+) -> tuple[list[tuple[Rendered, int]], list[Rejected]]:
+    """render_record plus each sample's exact token count; over `max_tokens` is rejected (`too_long`)."""
+    samples, rejected = render_record(record, dialect, tasks)
+    pads = image_pads(dialect, record) if samples else None
+    counted = []
+    for s in samples:
+        n = dialect.tokenizer.count(s.prompt + s.target, pads if s.task != "text" else [])
+        if max_tokens is not None and n > max_tokens:
+            rejected.append(Rejected("too_long", f"{s.task}[{s.index}] has {n} tokens > {max_tokens} (never truncated)"))
+            continue
+        counted.append((s, n))
+    return counted, rejected
+
+
+def sample_id(record_id: str, task: str, index: int) -> str:
+    """Deterministic: 16 hex digits of blake2b(record_id, task, index)."""
+    return hashlib.blake2b(f"{record_id}\x1f{task}\x1f{index}".encode("utf-8"), digest_size=8).hexdigest()

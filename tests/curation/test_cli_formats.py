@@ -87,3 +87,112 @@ def test_build_missing_input_is_exit_2(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "no such dataset directory" in err and err.count("\n") == 1
+
+
+def test_validate_passes_on_build_output(records_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["build", str(records_dir), "--out", str(out), "--tasks", "caption,vqa,ref_grounding,ocr,sft,text", "--pack", "2048"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(out)]) == 0
+    assert capsys.readouterr().out.endswith("problems\n")
+
+
+def test_validate_catches_planted_faults(records_dir, tmp_path, capsys):
+    built = tmp_path / "built"
+    assert main(["build", str(records_dir), "--out", str(built), "--tasks", "ref_grounding"]) == 0
+    rows = Dataset(built).read("samples").to_pylist()
+    a, b, c, d = rows[:4]
+    a["target"] = "<box>(5,5),(3,3)</box><|endoftext|>"
+    b["prompt"] = b["prompt"].replace("</ref>", "")
+    c["images"] = [dict(c["images"][0], key="elsewhere.jpg")]
+    d["num_tokens"] += 3
+    from curation.schema import SAMPLE_SCHEMA
+    import pyarrow as pa
+
+    w = DatasetWriter(tmp_path / "faulty")
+    w.write("samples", pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA))
+    w.close()
+    capsys.readouterr()
+    assert main(["validate", str(tmp_path / "faulty")]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert f"{a['sample_id']}: box '(5,5),(3,3)': x2 <= x1" in lines
+    assert any(l.startswith(f"{b['sample_id']}: unbalanced <ref>") for l in lines)
+    assert f"{c['sample_id']}: image key '{c['record_id']}' not in the row's images" in lines
+    assert f"{d['sample_id']}: num_tokens {d['num_tokens']} != {d['num_tokens'] - 3} counted" in lines
+    assert lines[-1] == f"validate: {len(rows)} samples, 0 sequences, {len(lines) - 1} problems"
+    # the four faults; the box and the <ref> changes also change the token count
+    assert len(lines) - 1 == 6
+
+
+def test_validate_missing_dir(tmp_path, capsys):
+    assert main(["validate", str(tmp_path / "none")]) == 2
+    assert "no such dataset directory" in capsys.readouterr().err
+
+
+def _preview(monkeypatch, capsys, lines, *args):
+    import io
+
+    monkeypatch.setattr("sys.stdin", io.StringIO("".join(l + "\n" for l in lines)))
+    rc = main(["preview", *args])
+    cap = capsys.readouterr()
+    return rc, [json.loads(l) for l in cap.out.splitlines()], cap.err
+
+
+def test_preview_samples_and_rejects(monkeypatch, capsys):
+    rec = {
+        "record_id": "coco/000000391895.jpg", "width": 640, "height": 480,
+        "captions": ["A man riding a motorcycle on a dirt road."],
+        "qa": [{"question": "What color is the bus?", "answer": "Red."}],
+        "regions": [{"phrase": "bad", "boxes": [[5, 5, 3, 3]]}],
+    }
+    rc, out, err = _preview(monkeypatch, capsys, [json.dumps(rec), "", json.dumps({"record_id": "d", "text": "doc"})], "--tasks", "caption,ref_grounding,sft,text")
+    assert rc == 0 and err == ""
+    cap, sft, rej, doc = out
+    assert cap == {
+        "sample_id": cap["sample_id"], "record_id": "coco/000000391895.jpg", "task": "caption",
+        "prompt": "<img>coco/000000391895.jpg</img>Generate the caption in English:",
+        "target": " A man riding a motorcycle on a dirt road.<|endoftext|>", "num_tokens": 275,
+    }
+    assert sft["task"] == "sft" and sft["conversations"][1] == {"from": "assistant", "value": "Red."}
+    assert rej == {"record_id": "coco/000000391895.jpg", "stage": "build", "reason": "invalid_box",
+                   "detail": "regions[0]: boxes[0] of 'bad': box [5, 5, 3, 3]: x2 <= x1"}
+    assert doc["task"] == "text" and doc["num_tokens"] == 2
+
+
+def test_preview_qwen2_formats(monkeypatch, capsys):
+    rec = json.dumps({"record_id": "k", "width": 640, "height": 480, "regions": [{"phrase": "dog", "boxes": [[100, 50, 300, 400]]}]})
+    _, out, _ = _preview(monkeypatch, capsys, [rec], "--format", "qwen2-vl", "--tasks", "ref_grounding")
+    assert out[0]["target"] == "<|box_start|>(156,104),(469,833)<|box_end|><|endoftext|>"
+    from formats.tokenizer import get_tokenizer
+
+    text = out[0]["prompt"] + out[0]["target"]
+    assert out[0]["num_tokens"] == len(get_tokenizer("qwen2-vl").encode(text, [17 * 23])) == 416
+    _, out25, _ = _preview(monkeypatch, capsys, [rec], "--format", "qwen2.5-vl", "--tasks", "ref_grounding")
+    assert json.loads(out25[0]["target"].removesuffix("<|endoftext|>")) == [{"bbox_2d": [101, 50, 302, 397], "label": "dog"}]
+
+
+@pytest.mark.parametrize(
+    "lines,message",
+    [
+        (['{"record_id": "a", "text": "x"}', "{not json"], "<stdin> line 2: malformed JSON"),
+        (["[1, 2]"], "<stdin> line 1: expected a JSON object"),
+        (['{"text": "x"}'], "<stdin> line 1: record has no record_id string"),
+    ],
+)
+def test_preview_bad_input(monkeypatch, capsys, lines, message):
+    rc, out, err = _preview(monkeypatch, capsys, lines)
+    assert rc == 2
+    assert err.startswith(f"curate preview: error: {message}") and err.count("\n") == 1
+
+
+def test_preview_imports_neither_ray_nor_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, io; sys.stdin = io.StringIO('{\"record_id\": \"d\", \"text\": \"x\"}\\n');"
+        "from curation.cli import main; rc = main(['preview']);"
+        "bad = [m for m in ('ray', 'torch', 'pyarrow') if m in sys.modules]; print(rc, bad)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[-1] == "0 []"
