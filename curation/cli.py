@@ -23,6 +23,8 @@ COMMANDS: dict[str, str] = {
     "filter": "measure and decide: basic checks and CLIP score",
     "sql": "DuckDB SQL over a dataset directory (views records, samples, rejects)",
     "build": "records -> Qwen-VL / Qwen2-VL / Qwen2.5-VL samples (and packed sequences with --pack N)",
+    "preview": "canonical records as JSON lines on stdin -> samples as JSON lines on stdout",
+    "validate": "reparse samples: tag grammar, box ranges, image keys, token counts, packed sequences",
 }
 
 
