@@ -1,0 +1,274 @@
+"""`curate ingest SOURCE [SOURCE ...] --kind KIND --out DIR [--images DIR]`
+
+Annotation files (or img2dataset shards, or an image folder) -> canonical
+records, with a reject row for everything that could not become part of one.
+
+A source may name its own kind as `KIND=PATH`, so that several kinds about the
+same images merge into one record per image:
+
+    curate ingest coco-captions=captions_val2017.json coco-instances=instances_val2017.json \\
+        --out coco-records --images val2017/
+
+Flow: each importer streams its files into partial records and rejects; the
+merger joins partials by record_id and validates them (stage `ingest`); the
+records go to a working Parquet file, then through the `LoadImages` stage as a
+Ray job (stage `images`), and `curation.runtime.collect` writes records and
+rejects with the manifest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.errors import InputError
+
+__all__ = ["add_arguments", "run", "ingest", "parse_sources"]
+
+log = logging.getLogger(__name__)
+
+WORK_DIR = ".ingest-work"
+WORK_FILE_ROWS = 20_000
+REJECT_BATCH = 10_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from curation.importers import kinds
+    from curation.importers.images import DEFAULT_MAX_PIXELS
+
+    parser.add_argument("sources", nargs="+", metavar="SOURCE", help="annotation files, folders or shards; KIND=PATH gives one its own kind")
+    parser.add_argument("--kind", help=f"kind of the sources without KIND= ({', '.join(kinds())})")
+    parser.add_argument("--out", required=True, help="output dataset directory")
+    parser.add_argument("--images", help="folder of the images (or a URL prefix), found by the file names the annotations give")
+    parser.add_argument("--source", dest="source_name", help="dataset name in record ids SOURCE:ID (default per kind: coco, vg, textvqa, ...)")
+    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (decompression bombs)")
+    parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS or a local Ray)")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray")
+
+
+def parse_sources(sources: list[str], kind: str | None) -> dict[str, list[Path]]:
+    """{kind: [paths]} from SOURCE arguments, `KIND=PATH` or plain paths of `kind`."""
+    from curation.importers import IMPORTERS, get_importer
+
+    if kind is not None:
+        get_importer(kind)  # a wrong --kind fails here, before any file is read
+    groups: dict[str, list[Path]] = {}
+    for s in sources:
+        head, sep, tail = s.partition("=")
+        if sep and head in IMPORTERS:
+            groups.setdefault(head, []).append(Path(tail))
+        elif sep and not Path(s).exists() and "/" not in head:
+            get_importer(head)  # KIND=PATH with an unknown kind
+        elif kind is None:
+            raise InputError(f"{s}: no kind; give --kind KIND or write the source as KIND={s}")
+        else:
+            groups.setdefault(kind, []).append(Path(s))
+    return groups
+
+
+def _image_roots(images: str | None, importers: list) -> list[Path]:
+    roots: list[Path] = []
+    if images:
+        if "://" in images:
+            raise InputError(
+                f"--images {images}: URL prefixes are fetched through the download path (curation/download.py), "
+                "which this build does not have yet; download the images first and give the folder"
+            )
+        root = Path(images)
+        if not root.is_dir():
+            raise InputError(f"--images {images}: no such folder")
+        roots.append(root)
+    for imp in importers:
+        if imp.own_images and imp.folders:
+            roots += [p for p in imp.paths if p.is_dir()]
+    return roots
+
+
+class _WorkWriter:
+    """Finished records (no image bytes yet, or img2dataset bytes) into working Parquet files."""
+
+    def __init__(self, root: Path):
+        from curation.importers.images import WORK_SCHEMA
+
+        self.root = root
+        self.schema = WORK_SCHEMA
+        root.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self.files: list[Path] = []
+        self.count = 0
+
+    def add(self, row: dict) -> None:
+        self.rows.append(row)
+        self.count += 1
+        if len(self.rows) >= WORK_FILE_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        path = self.root / f"work-{len(self.files):05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), path, row_group_size=1024)
+        self.files.append(path)
+        self.rows = []
+
+
+def _batches(files: list[Path]) -> Iterator[pa.Table]:
+    for path in files:
+        for b in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            yield pa.Table.from_batches([b])
+
+
+def ingest(
+    groups: dict[str, list[Path]],
+    out: Path | str,
+    images: str | None = None,
+    source: str | None = None,
+    max_pixels: int | None = None,
+    use_ray: bool = True,
+    ray_address: str | None = None,
+    num_cpus: int | None = None,
+    progress: Any = None,
+) -> dict:
+    """Run the importers of `groups` into the dataset directory `out`; return the manifest."""
+    from curation.dataset import DatasetWriter
+    from curation.importers import get_importer
+    from curation.importers.base import INGEST_STAGE, Merger, count_items
+    from curation.importers.images import DEFAULT_MAX_PIXELS, IMAGES_STAGE, LoadImages, item_rejects, partial_to_row
+    from curation.runtime import collect
+    from curation.schema import rejects_from_pylist
+
+    importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
+    roots = _image_roots(images, importers)
+    stage = LoadImages(roots, max_pixels or DEFAULT_MAX_PIXELS)
+    out = Path(out)
+    writer = DatasetWriter(out)
+    work = _WorkWriter(out / WORK_DIR)
+    ingest_rejects: Counter = Counter()
+    pending: list[dict] = []
+
+    def reject(r: dict) -> None:
+        ingest_rejects[r["reason"]] += 1
+        pending.append(r)
+        if len(pending) >= REJECT_BATCH:
+            writer.write("rejects", rejects_from_pylist(pending))
+            pending.clear()
+
+    def take(item) -> None:
+        tag, value = item
+        if tag == "reject":
+            reject(value)
+        else:
+            work.add(partial_to_row(value))
+
+    t0 = time.time()
+    merger = Merger(streaming=len(importers) == 1 and importers[0].grouped)
+    try:
+        for imp in importers:
+            for tag, value in imp.read():
+                if tag == "reject":
+                    reject(value)
+                else:
+                    for item in merger.add(value):
+                        take(item)
+        for item in merger.finish():
+            take(item)
+        work.flush()
+        if pending:
+            writer.write("rejects", rejects_from_pylist(pending))
+            pending.clear()
+        items_read = sum(imp.items_read for imp in importers)
+        writer.count_stage(INGEST_STAGE, items_read, work.count, ingest_rejects, time.time() - t0)
+        writer.timings["ingest"] = time.time() - t0
+
+        kept = Counter()
+        late = Counter()
+
+        def flowing(batches) -> Iterator[pa.Table]:
+            for batch in batches:
+                extra = item_rejects(batch)
+                if extra:
+                    writer.write("rejects", rejects_from_pylist(extra))
+                    late.update(r["reason"] for r in extra)
+                alive = [r for r in batch.select(["reject_stage", "captions", "qa", "regions", "grounded_captions", "ocr", "text"]).to_pylist() if r["reject_stage"] is None]
+                kept["records"] += len(alive)
+                for k in ("captions", "qa", "regions", "grounded_captions", "ocr"):
+                    kept[k] += sum(len(r[k] or ()) for r in alive)
+                kept["text"] += sum(1 for r in alive if r["text"])
+                yield batch
+
+        t1 = time.time()
+        if work.files:
+            # Ray when there are images to read and hash; without any, the stage only checks sizes.
+            if use_ray and (roots or any(imp.own_images for imp in importers)):
+                batches = _ray_batches(work.files, stage, ray_address, num_cpus)
+            else:
+                stage.setup()
+                batches = (stage(b) for b in _batches(work.files))
+            collect(flowing(batches), writer, [IMAGES_STAGE])
+        else:
+            writer.count_stage(IMAGES_STAGE, 0, 0)
+        if late:
+            writer.count_stage(IMAGES_STAGE, 0, 0, late)
+        writer.timings["images"] = time.time() - t1
+    finally:
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+
+    rejects = Counter(ingest_rejects)
+    for name, counts in writer.stages.items():
+        if name == IMAGES_STAGE:
+            rejects.update(counts.dropped)
+    summary = {
+        "kinds": {imp.kind: [str(p) for p in imp.paths] for imp in importers},
+        "sources": sorted({imp.source for imp in importers if imp.source}),
+        "images": str(images) if images else None,
+        "annotations_read": {imp.kind: imp.items_read for imp in importers},
+        "records": kept["records"],
+        "annotations": {k: kept[k] for k in ("captions", "qa", "regions", "grounded_captions", "ocr", "text")},
+        "rejects": dict(sorted(rejects.items())),
+    }
+    config = {"command": "ingest", "kinds": sorted(groups), "images": images, "source": source, "max_pixels": stage.max_pixels}
+    return writer.close(config=config, extra={"ingest": summary})
+
+
+def _ray_batches(files: list[Path], stage, address: str | None, num_cpus: int | None) -> Iterator[pa.Table]:
+    import ray
+
+    from curation.runtime import apply_stages, init_ray
+
+    init_ray(address=address, num_cpus=num_cpus)
+    from ray.data import DataContext
+
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
+
+    DataContext.get_current().execution_options.preserve_order = True
+    ds = ray.data.read_parquet([str(p) for p in files])
+    ds = apply_stages(ds, [stage])
+    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield batch
+
+
+def run(args: argparse.Namespace) -> int:
+    groups = parse_sources(args.sources, args.kind)
+    manifest = ingest(
+        groups,
+        args.out,
+        images=args.images,
+        source=args.source_name,
+        max_pixels=args.max_pixels,
+        ray_address=args.ray_address,
+        num_cpus=args.num_cpus,
+    )
+    s = manifest["ingest"]
+    ann = ", ".join(f"{n} {k}" for k, n in s["annotations"].items() if n)
+    rej = ", ".join(f"{n} {k}" for k, n in s["rejects"].items())
+    print(f"ingest: {s['records']} records ({ann or 'no annotations'}); {sum(s['rejects'].values())} rejects ({rej or 'none'}) -> {args.out}")
+    return 0

@@ -1,0 +1,314 @@
+"""What every importer shares: the reader contract, partial records, merging, validation.
+
+An importer reads annotation files and yields items, in file order:
+
+    ("record", partial)   annotations of one image, or the declaration of an image
+    ("reject", reject)    an annotation that cannot become part of a record, with the reason
+
+A *partial* is a plain dict with the record columns it knows (`record_id`,
+`source`, `width`, `height`, `url`, `captions`, `qa`, `regions`, ...), plus:
+
+    image_files   candidate file names of the image under `--images`, in order
+    declared      True when the partial comes from the file's list of images
+                  (COCO `images`, Visual Genome `image_data.json`) or names its
+                  image and size itself; annotations of an image that nothing
+                  declares become `image_unknown` rejects
+    refs          one short reference per annotation ("caption 38"), for reject details
+
+`Merger` joins the partials of one record_id across files (captions, QA and
+regions of one COCO image end in one record) and `validate_record` turns
+invalid annotations into rejects with reasons, never fixing them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Sequence
+
+from curation.errors import InputError
+from curation.importers.boxes import box_problem, quad_problem
+from curation.schema import make_reject
+
+__all__ = [
+    "ANNOTATION_LISTS",
+    "INGEST_STAGE",
+    "Importer",
+    "Item",
+    "partial",
+    "count_items",
+    "merge_into",
+    "Merger",
+    "validate_record",
+]
+
+INGEST_STAGE = "ingest"
+ANNOTATION_LISTS = ("captions", "qa", "regions", "grounded_captions", "ocr")
+Item = tuple[str, dict]
+
+
+def partial(record_id: str, source: str, **fields: Any) -> dict:
+    """A partial record; list columns default to empty, `meta` to a dict."""
+    p: dict[str, Any] = {
+        "record_id": record_id,
+        "source": source,
+        "url": None,
+        "image": None,
+        "width": None,
+        "height": None,
+        "captions": [],
+        "qa": [],
+        "regions": [],
+        "grounded_captions": [],
+        "ocr": [],
+        "text": None,
+        "meta": {},
+        "image_files": [],
+        "declared": False,
+        "refs": [],
+    }
+    p.update(fields)
+    return p
+
+
+def count_items(p: dict) -> int:
+    """Annotations in a partial: list entries plus a text document."""
+    return sum(len(p.get(k) or ()) for k in ANNOTATION_LISTS) + (1 if p.get("text") else 0)
+
+
+def _merge_meta(a: dict, b: dict) -> dict:
+    for k, v in b.items():
+        if k not in a:
+            a[k] = v
+        elif isinstance(a[k], list) and isinstance(v, list):
+            a[k] = a[k] + v
+    return a
+
+
+def merge_into(a: dict, b: dict) -> dict:
+    """Merge partial `b` into `a` (same record_id). Sizes that disagree are noted, never chosen."""
+    for k in ANNOTATION_LISTS:
+        if b.get(k):
+            a[k] = list(a.get(k) or []) + list(b[k])
+    a["refs"] = list(a.get("refs") or []) + list(b.get("refs") or [])
+    if b.get("text"):
+        a["text"] = b["text"] if not a.get("text") else a["text"] + "\n" + b["text"]
+    for k in ("url", "image"):
+        if a.get(k) is None and b.get(k) is not None:
+            a[k] = b[k]
+    if b.get("width") is not None and b.get("height") is not None:
+        if a.get("width") is None or a.get("height") is None:
+            a["width"], a["height"] = b["width"], b["height"]
+        elif (int(a["width"]), int(a["height"])) != (int(b["width"]), int(b["height"])):
+            a.setdefault("size_conflict", []).append([b["width"], b["height"]])
+    for name in b.get("image_files") or ():
+        if name not in a["image_files"]:
+            a["image_files"] = list(a["image_files"]) + [name]
+    a["declared"] = bool(a.get("declared") or b.get("declared"))
+    a["meta"] = _merge_meta(dict(a.get("meta") or {}), b.get("meta") or {})
+    return a
+
+
+def _short(text: Any, n: int = 60) -> str:
+    s = str(text)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def validate_record(
+    p: dict, stage: str = INGEST_STAGE, width: int | None = None, height: int | None = None
+) -> tuple[dict, list[dict]]:
+    """Drop invalid annotations from a partial; return (partial, one reject per dropped annotation).
+
+    A region (or grounded caption, or OCR item) with any invalid box is dropped
+    as a whole. The outside-the-image check uses `width` x `height`, by default
+    the partial's own size, and is skipped when no size is known yet.
+    """
+    width = p.get("width") if width is None else width
+    height = p.get("height") if height is None else height
+    rid, source = p["record_id"], p["source"]
+    rejects: list[dict] = []
+
+    def reject(reason: str, detail: str) -> None:
+        rejects.append(make_reject(rid, stage, reason, detail, source=source))
+
+    captions = []
+    for c in p.get("captions") or ():
+        if not isinstance(c, str) or not c.strip():
+            reject("empty_text", f"caption {c!r}")
+        else:
+            captions.append(c)
+    qa = []
+    for item in p.get("qa") or ():
+        q, a = item.get("question"), item.get("answer")
+        if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
+            reject("empty_text", f"question {_short(q)!r} answer {_short(a)!r}")
+        else:
+            qa.append(item)
+    regions = []
+    for r in p.get("regions") or ():
+        phrase, boxes = r.get("phrase"), r.get("boxes") or []
+        if not isinstance(phrase, str) or not phrase.strip():
+            reject("empty_text", f"region phrase {phrase!r}")
+            continue
+        if not boxes:
+            reject("box_missing", f"region {_short(phrase)!r} has no box")
+            continue
+        problems = [(b, box_problem(b, width, height)) for b in boxes]
+        bad = [(b, why) for b, why in problems if why]
+        if bad:
+            reject(bad[0][1], f"region {_short(phrase)!r}: box {bad[0][0]} ({len(bad)} of {len(boxes)} boxes invalid, frame {width}x{height})")
+            continue
+        regions.append(r)
+    grounded = []
+    for g in p.get("grounded_captions") or ():
+        text = g.get("text")
+        if not isinstance(text, str) or not text.strip():
+            reject("empty_text", f"grounded caption {text!r}")
+            continue
+        why = None
+        for s in g.get("spans") or ():
+            if not (0 <= int(s["start"]) < int(s["end"]) <= len(text)):
+                why = ("span_outside_text", f"span {s['start']}:{s['end']} of a {len(text)}-character caption")
+                break
+            if not s.get("boxes"):
+                why = ("box_missing", f"span {text[s['start']:s['end']]!r} has no box")
+                break
+            bad = [(b, box_problem(b, width, height)) for b in s["boxes"]]
+            bad = [(b, w) for b, w in bad if w]
+            if bad:
+                why = (bad[0][1], f"span {text[s['start']:s['end']]!r}: box {bad[0][0]} (frame {width}x{height})")
+                break
+        if why:
+            reject(why[0], f"grounded caption {_short(text)!r}: {why[1]}")
+            continue
+        grounded.append(g)
+    ocr = []
+    for o in p.get("ocr") or ():
+        text = o.get("text")
+        if not isinstance(text, str) or not text.strip():
+            reject("empty_text", f"OCR item {text!r}")
+            continue
+        why = quad_problem(o.get("quad"), width, height)
+        if why:
+            reject(why, f"OCR item {_short(text)!r}: quad {o.get('quad')} (frame {width}x{height})")
+            continue
+        ocr.append(o)
+    p = dict(p, captions=captions, qa=qa, regions=regions, grounded_captions=grounded, ocr=ocr)
+    return p, rejects
+
+
+class Importer:
+    """Base of every importer: `kind`, the default `source` name, and `read()`."""
+
+    kind: ClassVar[str] = ""
+    default_source: ClassVar[str] = ""
+    # Each record's annotations arrive together, after every declaration: the
+    # merger can emit a record as soon as it arrives (streaming, bounded memory).
+    grouped: ClassVar[bool] = False
+    # The sources bring their own images (a folder, img2dataset shards).
+    own_images: ClassVar[bool] = False
+    # Sources may be folders rather than files.
+    folders: ClassVar[bool] = False
+
+    def __init__(self, paths: Sequence[Path | str], source: str | None = None):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise InputError(f"{self.kind}: no source files given")
+        for p in self.paths:
+            if not p.exists():
+                raise InputError(f"{p}: no such file or directory")
+            if p.is_dir() and not self.folders:
+                raise InputError(f"{p}: is a directory; kind {self.kind} reads annotation files")
+        self.source = source or self.default_source
+        # annotations read (captions, questions, region phrases, instance boxes, ...)
+        self.items_read = 0
+
+    def rid(self, image_id: Any) -> str:
+        return f"{self.source}:{image_id}"
+
+    def read(self) -> Iterator[Item]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def reject(self, image_id: Any, reason: str, detail: str, path: Path | None = None) -> Item:
+        prefix = f"{path.name}: " if path is not None else ""
+        rid = self.rid(image_id) if image_id is not None else None
+        return "reject", make_reject(rid, INGEST_STAGE, reason, prefix + detail, source=self.source)
+
+
+class Merger:
+    """Joins partials by record_id; emits finished records and the rejects of merging.
+
+    Declarations (partials with no annotations) wait in a table until their
+    annotations come. In streaming mode (one `grouped` importer) a record is
+    finished as soon as its annotations arrive, so memory holds only the
+    declarations; otherwise every partial is held until `finish()`.
+    """
+
+    def __init__(self, streaming: bool = False):
+        self.streaming = streaming
+        self.waiting: dict[str, dict] = {}  # declared, no annotations yet
+        self.open: dict[str, dict] = {}  # with annotations (non-streaming)
+        self.done: set[str] = set()  # emitted (streaming), to catch a record that comes back
+        self.counts: Counter = Counter()
+
+    def add(self, p: dict) -> Iterator[Item]:
+        rid = p["record_id"]
+        if count_items(p) == 0:
+            if rid in self.open:
+                merge_into(self.open[rid], p)
+            elif rid in self.waiting:
+                merge_into(self.waiting[rid], p)
+            else:
+                self.waiting[rid] = p
+            return
+        if rid in self.waiting:
+            p = merge_into(self.waiting.pop(rid), p)
+        if self.streaming:
+            if rid in self.done:
+                raise InputError(f"{rid}: annotations of one image are not together; this kind expects them grouped")
+            self.done.add(rid)
+            yield from self._finish_one(p)
+        elif rid in self.open:
+            merge_into(self.open[rid], p)
+        else:
+            self.open[rid] = p
+
+    def finish(self) -> Iterator[Item]:
+        for p in self.open.values():
+            yield from self._finish_one(p)
+        self.open = {}
+        for rid, p in self.waiting.items():
+            self.counts["no_annotations"] += 1
+            yield "reject", make_reject(rid, INGEST_STAGE, "no_annotations", "the image is listed but no annotation refers to it", source=p["source"])
+        self.waiting = {}
+
+    def _finish_one(self, p: dict) -> Iterator[Item]:
+        rid, source = p["record_id"], p["source"]
+        if not p.get("declared"):
+            refs = p.get("refs") or [f"annotation {i}" for i in range(count_items(p))]
+            self.counts["image_unknown"] += len(refs)
+            for ref in refs:
+                yield "reject", make_reject(rid, INGEST_STAGE, "image_unknown", f"{ref}: the image is not in the annotation file's list of images", source=source)
+            return
+        if p.get("size_conflict"):
+            n = count_items(p)
+            self.counts["size_conflict"] += n
+            detail = f"annotation files disagree on the size: {p['width']}x{p['height']} and " + ", ".join(f"{w}x{h}" for w, h in p["size_conflict"])
+            yield "reject", make_reject(rid, INGEST_STAGE, "size_conflict", f"{detail} ({n} annotations)", source=source)
+            return
+        p, rejects = validate_record(p)
+        for r in rejects:
+            self.counts[r["reason"]] += 1
+            yield "reject", r
+        if count_items(p) == 0:
+            return
+        self.counts["records"] += 1
+        yield "record", p
+
+
+def meta_json(p: dict) -> str | None:
+    meta = p.get("meta")
+    if not meta:
+        return None
+    return json.dumps(meta, sort_keys=True, ensure_ascii=False)

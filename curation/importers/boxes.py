@@ -1,0 +1,91 @@
+"""Pure functions over boxes and quads: conversion to pixel x1, y1, x2, y2 and validity.
+
+A box is invalid when it has a non-finite value, `x2 <= x1` or `y2 <= y1`, or
+lies wholly outside the image (spec section 3). A box partly outside is valid
+here and kept as it is; the formats stage clips it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+__all__ = [
+    "xywh_to_xyxy",
+    "as_numbers",
+    "box_problem",
+    "quad_problem",
+    "box_to_quad",
+    "normalised_to_pixels",
+    "scale_boxes",
+]
+
+
+def as_numbers(values: Any, n: int) -> list[float] | None:
+    """`values` as a list of `n` floats, or None when it is not a sequence of `n` numbers."""
+    if not isinstance(values, (list, tuple)) or len(values) != n:
+        return None
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return None
+        out.append(float(v))
+    return out
+
+
+def xywh_to_xyxy(x: Any, y: Any, w: Any, h: Any) -> list[float] | None:
+    """COCO `[x, y, w, h]` / Visual Genome `x, y, width, height` to `[x1, y1, x2, y2]`; None if not numbers."""
+    nums = as_numbers([x, y, w, h], 4)
+    if nums is None:
+        return None
+    x, y, w, h = nums
+    return [x, y, x + w, y + h]
+
+
+def normalised_to_pixels(box: Sequence[float], width: int, height: int) -> list[float]:
+    """A box on the 0-1 scale (x1, y1, x2, y2) to pixels of a width x height image."""
+    x1, y1, x2, y2 = box
+    return [x1 * width, y1 * height, x2 * width, y2 * height]
+
+
+def box_problem(box: Any, width: int | None = None, height: int | None = None) -> str | None:
+    """The reason a box is invalid, or None. Without a frame, the outside check is skipped."""
+    nums = as_numbers(box, 4)
+    if nums is None:
+        return "box_malformed"
+    if not all(math.isfinite(v) for v in nums):
+        return "box_not_finite"
+    x1, y1, x2, y2 = nums
+    if x2 <= x1 or y2 <= y1:
+        return "box_empty"
+    if width is not None and height is not None:
+        if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
+            return "box_outside_image"
+    return None
+
+
+def quad_problem(quad: Any, width: int | None = None, height: int | None = None) -> str | None:
+    """The reason a quad (8 numbers, corners clockwise from top-left) is invalid, or None."""
+    nums = as_numbers(quad, 8)
+    if nums is None:
+        return "quad_malformed"
+    if not all(math.isfinite(v) for v in nums):
+        return "quad_not_finite"
+    xs, ys = nums[0::2], nums[1::2]
+    if max(xs) <= min(xs) or max(ys) <= min(ys):
+        return "quad_empty"
+    if width is not None and height is not None:
+        if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= width or min(ys) >= height:
+            return "quad_outside_image"
+    return None
+
+
+def box_to_quad(box: Sequence[float]) -> list[float]:
+    """An axis-aligned box as a quad: (x1,y1),(x2,y1),(x2,y2),(x1,y2)."""
+    x1, y1, x2, y2 = box
+    return [x1, y1, x2, y1, x2, y2, x1, y2]
+
+
+def scale_boxes(values: Sequence[float], sx: float, sy: float) -> list[float]:
+    """Scale alternating x, y values (a box or a quad) by sx, sy."""
+    return [v * (sx if i % 2 == 0 else sy) for i, v in enumerate(values)]

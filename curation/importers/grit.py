@@ -1,0 +1,88 @@
+"""`grit`: GRIT-style Parquet or JSON lines -> grounded captions.
+
+A row has `caption`, `noun_chunks` (`[start, end, x1, y1, x2, y2, score]`,
+box corners on the 0-1 scale), the original `width` and `height`, and `url`,
+`key` / `id`. Chunks with the same character span become one span with all
+their boxes; boxes are converted to pixels of `width` x `height`. A row with
+no size cannot be converted and is rejected (`size_unknown`), never guessed.
+Parquet is read one row group batch at a time and JSON lines one line at a
+time: memory holds one batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+from curation.importers.base import Importer, Item, partial
+from curation.importers.boxes import as_numbers, normalised_to_pixels
+from curation.importers.jsonstream import iter_jsonl
+
+__all__ = ["Grit", "iter_rows"]
+
+
+def iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    """(row number, row dict) from a Parquet file or JSON lines."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+    else:
+        yield from iter_jsonl(path)
+
+
+class Grit(Importer):
+    kind = "grit"
+    default_source = "grit"
+    grouped = True
+
+    def read(self) -> Iterator[Item]:
+        for path in self.paths:
+            for n, row in iter_rows(path):
+                self.items_read += 1
+                ident = row.get("key") or row.get("id") or f"{path.stem}-{n}"
+                where = f"row {n}"
+                caption = row.get("caption")
+                width, height = row.get("width"), row.get("height")
+                if not isinstance(caption, str) or not caption.strip():
+                    yield self.reject(ident, "empty_text", f"{where}: no caption", path)
+                    continue
+                if not width or not height:
+                    yield self.reject(ident, "size_unknown", f"{where}: no width/height to convert its 0-1 boxes", path)
+                    continue
+                spans: dict[tuple[int, int], list] = {}
+                bad = None
+                for chunk in row.get("noun_chunks") or []:
+                    nums = as_numbers(list(chunk)[:6] if chunk is not None else None, 6)
+                    if nums is None:
+                        bad = f"noun chunk {chunk!r} is not [start, end, x1, y1, x2, y2, ...]"
+                        break
+                    start, end = int(nums[0]), int(nums[1])
+                    spans.setdefault((start, end), []).append(normalised_to_pixels(nums[2:6], int(width), int(height)))
+                if bad:
+                    yield self.reject(ident, "box_malformed", f"{where}: {bad}", path)
+                    continue
+                url = row.get("url")
+                files = [f"{row['key']}.jpg"] if row.get("key") else []
+                if url and url.rsplit("/", 1)[-1] not in files:
+                    files.append(url.rsplit("/", 1)[-1])
+                meta: dict[str, Any] = {}
+                for k in ("clip_similarity_vitb32", "clip_similarity_vitl14"):
+                    if row.get(k) is not None:
+                        meta[k] = row[k]
+                yield "record", partial(
+                    self.rid(ident),
+                    self.source,
+                    width=int(width),
+                    height=int(height),
+                    url=url,
+                    image_files=files,
+                    declared=True,
+                    grounded_captions=[{"text": caption, "spans": [{"start": s, "end": e, "boxes": b} for (s, e), b in spans.items()]}],
+                    refs=[f"{path.name}: {where}"],
+                    meta=meta,
+                )

@@ -1,0 +1,205 @@
+"""The image side of ingest: the `LoadImages` stage and the working table it reads.
+
+Merged records travel as rows of WORK_SCHEMA: the record columns plus
+`image_files` (candidate file names under `--images`, in order) and
+`item_rejects` (JSON list of annotation rejects the stage produced). For each
+row the stage
+
+- finds the image (the row's own bytes, else the first candidate file under
+  one of the image roots; names that climb out of a root are not followed),
+- reads its header with PIL (no decoding) under a pixel limit,
+- sets `image`, `sha256`, `width`, `height` from the image,
+- scales boxes and quads when the annotation gave a different size of the same
+  aspect ratio (a resized copy of the image); rejects the record
+  (`size_mismatch`) when the aspect ratio differs,
+- checks the boxes against the image frame when the annotation gave no size,
+- marks the row as a reject (`image_missing`, `image_unreadable`,
+  `image_too_large`, `size_mismatch`, `size_unknown`) with the reason.
+
+Without image roots (no `--images`) the record keeps the annotation's size
+and URL and no bytes. The stage never imports Ray.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import pyarrow as pa
+
+from curation.importers.base import ANNOTATION_LISTS, count_items, validate_record
+from curation.importers.boxes import scale_boxes
+from curation.runtime import Resources, Stage
+from curation.schema import RECORD_SCHEMA, REJECT_COLUMNS, make_reject
+
+__all__ = [
+    "WORK_SCHEMA",
+    "WORKING_COLUMNS",
+    "DEFAULT_MAX_PIXELS",
+    "IMAGES_STAGE",
+    "LoadImages",
+    "partial_to_row",
+    "image_size",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGES_STAGE = "images"
+# PIL's own default limit (Image.MAX_IMAGE_PIXELS): about 89 megapixels.
+DEFAULT_MAX_PIXELS = 89_478_485
+WORKING_COLUMNS = ("image_files", "item_rejects")
+WORK_SCHEMA = pa.schema(
+    list(RECORD_SCHEMA)
+    + [pa.field("image_files", pa.list_(pa.string())), pa.field("item_rejects", pa.string())]
+    + REJECT_COLUMNS
+)
+_ASPECT_TOLERANCE = 0.01
+
+
+def partial_to_row(p: dict) -> dict[str, Any]:
+    """A finished partial as a row of WORK_SCHEMA."""
+    row = {f.name: p.get(f.name) for f in RECORD_SCHEMA}
+    meta = p.get("meta")
+    row["meta"] = json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None
+    row["image_files"] = list(p.get("image_files") or [])
+    row["item_rejects"] = None
+    for f in REJECT_COLUMNS:
+        row[f.name] = None
+    return row
+
+
+def image_size(data: bytes, max_pixels: int) -> tuple[int, int] | tuple[None, str]:
+    """(width, height) from the image header, or (None, reason)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+    except Image.DecompressionBombError:
+        return None, "image_too_large"
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None, "image_unreadable"
+    if w <= 0 or h <= 0:
+        return None, "image_unreadable"
+    if w * h > max_pixels:
+        return None, "image_too_large"
+    return w, h
+
+
+def _has_geometry(row: dict) -> bool:
+    return bool(row.get("regions") or row.get("grounded_captions") or row.get("ocr"))
+
+
+def _scale_record(row: dict, sx: float, sy: float) -> None:
+    row["regions"] = [dict(r, boxes=[scale_boxes(b, sx, sy) for b in r["boxes"]]) for r in row.get("regions") or []]
+    row["grounded_captions"] = [
+        dict(g, spans=[dict(s, boxes=[scale_boxes(b, sx, sy) for b in s["boxes"]]) for s in g["spans"]])
+        for g in row.get("grounded_captions") or []
+    ]
+    row["ocr"] = [dict(o, quad=scale_boxes(o["quad"], sx, sy)) for o in row.get("ocr") or []]
+
+
+class LoadImages(Stage):
+    """Read each record's image: bytes, sha256, size from the header; rejects with reasons."""
+
+    name = IMAGES_STAGE
+    resources = Resources(cpus=1)
+    batch_size = 64
+
+    def __init__(self, roots: Sequence[Path | str] = (), max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.roots = [Path(r).resolve() for r in roots]
+        self.max_pixels = int(max_pixels)
+        if self.max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+
+    def _find(self, names: Sequence[str]) -> Path | None:
+        for root in self.roots:
+            for name in names:
+                path = Path(name) if Path(name).is_absolute() else root / name
+                try:
+                    resolved = path.resolve()
+                except OSError:
+                    continue
+                if not resolved.is_relative_to(root):
+                    continue
+                if resolved.is_file():
+                    return resolved
+        return None
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        rows = batch.to_pylist()
+        for row in rows:
+            if row.get("reject_stage") is None:
+                self._load(row)
+        return pa.Table.from_pylist(rows, schema=WORK_SCHEMA)
+
+    def _drop(self, row: dict, reason: str, detail: str) -> None:
+        row["reject_stage"], row["reject_reason"], row["reject_detail"] = IMAGES_STAGE, reason, detail
+        row["image"] = None
+
+    def _load(self, row: dict) -> None:
+        n = count_items(row)
+        data = row.get("image")
+        names = row.get("image_files") or []
+        if data is None and self.roots:
+            path = self._find(names)
+            if path is None:
+                where = ", ".join(str(r) for r in self.roots)
+                self._drop(row, "image_missing", f"none of {names} under {where} ({n} annotations)")
+                return
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                self._drop(row, "image_unreadable", f"{path}: {exc.strerror or exc} ({n} annotations)")
+                return
+        ann_w, ann_h = row.get("width"), row.get("height")
+        if data is None:
+            if (ann_w is None or ann_h is None) and _has_geometry(row):
+                self._drop(row, "size_unknown", f"no image and no size in the annotation to place its boxes ({n} annotations)")
+            return
+        size = image_size(data, self.max_pixels)
+        if size[0] is None:
+            self._drop(row, size[1], f"{names[0] if names else 'image bytes'}: {size[1].replace('_', ' ')} (limit {self.max_pixels} pixels; {n} annotations)")
+            return
+        w, h = size
+        meta = json.loads(row["meta"]) if row.get("meta") else {}
+        if ann_w and ann_h and (ann_w, ann_h) != (w, h):
+            sx, sy = w / ann_w, h / ann_h
+            if abs(sx - sy) > _ASPECT_TOLERANCE * max(sx, sy):
+                self._drop(row, "size_mismatch", f"annotation says {ann_w}x{ann_h}, the image is {w}x{h} ({n} annotations)")
+                return
+            _scale_record(row, sx, sy)
+            meta["annotation_size"] = [ann_w, ann_h]
+        elif not (ann_w and ann_h) and _has_geometry(row):
+            # The annotation gave no frame: boxes are checked against the image now.
+            checked, rejects = validate_record(row, stage=IMAGES_STAGE, width=w, height=h)
+            if rejects:
+                for k in ANNOTATION_LISTS:
+                    row[k] = checked[k]
+                row["item_rejects"] = json.dumps(rejects, ensure_ascii=False)
+                if count_items(row) == 0:
+                    self._drop(row, "annotations_rejected", f"all {len(rejects)} annotations of the image were rejected")
+                    return
+        row["image"] = data
+        row["sha256"] = hashlib.sha256(data).hexdigest()
+        row["width"], row["height"] = w, h
+        row["meta"] = json.dumps(meta, sort_keys=True, ensure_ascii=False) if meta else None
+
+
+def item_rejects(batch: pa.Table) -> list[dict]:
+    """The annotation rejects that LoadImages wrote into `item_rejects`."""
+    if "item_rejects" not in batch.column_names:
+        return []
+    out: list[dict] = []
+    for value in batch.column("item_rejects").to_pylist():
+        if value:
+            out.extend(json.loads(value))
+    return out
+
+
+def annotations_reject(rid: str, source: str, reason: str, detail: str) -> dict:
+    return make_reject(rid, IMAGES_STAGE, reason, detail, source=source)

@@ -1,0 +1,115 @@
+"""`img2dataset`: img2dataset output (Parquet or WebDataset shards) -> records with images and captions.
+
+    OUT/00000.tar  (KEY.jpg, KEY.txt, KEY.json per sample)  output_format=webdataset
+    OUT/00000.parquet  (key, url, caption, status, jpg, ...)  output_format=parquet
+
+The source is the output folder (or single shard files). Samples whose
+`status` is not `success` are rejected with img2dataset's `error_message`
+(`download_failed`). The record id is `SOURCE:` + img2dataset's `key`; the
+caption is the sample's `txt` / `caption`. The image bytes come from the
+shard, so `--images` is not needed. Shards are read one sample (tar) or one
+batch (Parquet) at a time: memory holds one batch of images.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from curation.errors import InputError
+from curation.importers.base import Importer, Item, partial
+
+__all__ = ["Img2Dataset"]
+
+_IMAGE_EXT = ("jpg", "jpeg", "png", "webp")
+
+
+class Img2Dataset(Importer):
+    kind = "img2dataset"
+    default_source = "img2dataset"
+    grouped = True
+    own_images = True
+    folders = True
+
+    def _shards(self) -> list[Path]:
+        shards: list[Path] = []
+        for p in self.paths:
+            if p.is_dir():
+                tars = sorted(p.glob("*.tar"))
+                # beside tar shards, img2dataset's Parquet files hold metadata only
+                shards += tars or sorted(p.glob("*.parquet"))
+            else:
+                shards.append(p)
+        if not shards:
+            raise InputError(f"{self.paths[0]}: no img2dataset shards (*.tar or *.parquet)")
+        return shards
+
+    def read(self) -> Iterator[Item]:
+        for shard in self._shards():
+            if shard.suffix == ".tar":
+                yield from self._read_tar(shard)
+            elif shard.suffix == ".parquet":
+                yield from self._read_parquet(shard)
+            else:
+                raise InputError(f"{shard}: not an img2dataset shard (.tar or .parquet)")
+
+    def _sample(self, shard: Path, meta: dict[str, Any], caption: str | None, image: bytes | None) -> Iterator[Item]:
+        self.items_read += 1
+        key = meta.get("key")
+        if key is None:
+            yield self.reject(None, "invalid_annotation", "a sample without a key", shard)
+            return
+        status = meta.get("status", "success")
+        if status != "success" or image is None:
+            yield self.reject(key, "download_failed", f"sample {key}: {meta.get('error_message') or status or 'no image'}", shard)
+            return
+        extra = {k: v for k, v in meta.items() if k not in ("key", "url", "caption", "status", "error_message", "width", "height", "jpg", "txt", "json")}
+        if caption is None:
+            yield self.reject(key, "no_annotations", f"sample {key} has no caption", shard)
+            return
+        p = partial(
+            self.rid(key),
+            self.source,
+            url=meta.get("url"),
+            image=image,
+            declared=True,
+            captions=[caption] if caption is not None else [],
+            refs=[f"{shard.name}: {key}"],
+            meta=json.loads(json.dumps(extra, default=str)),
+        )
+        yield "record", p
+
+    def _read_tar(self, shard: Path) -> Iterator[Item]:
+        try:
+            with tarfile.open(shard) as tar:
+                current, parts = None, {}
+                for member in tar:
+                    if not member.isfile():
+                        continue
+                    key, _, ext = member.name.rpartition("/")[2].partition(".")
+                    if key != current and current is not None:
+                        yield from self._tar_sample(shard, current, parts)
+                        parts = {}
+                    current = key
+                    parts[ext] = tar.extractfile(member).read()
+                if current is not None:
+                    yield from self._tar_sample(shard, current, parts)
+        except tarfile.TarError as exc:
+            raise InputError(f"{shard}: unreadable tar shard: {exc}") from exc
+
+    def _tar_sample(self, shard: Path, key: str, parts: dict[str, bytes]) -> Iterator[Item]:
+        meta = json.loads(parts["json"]) if "json" in parts else {}
+        meta.setdefault("key", key)
+        caption = parts["txt"].decode("utf-8", errors="replace") if "txt" in parts else meta.get("caption")
+        image = next((parts[e] for e in _IMAGE_EXT if e in parts), None)
+        yield from self._sample(shard, meta, caption, image)
+
+    def _read_parquet(self, shard: Path) -> Iterator[Item]:
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                image = next((row[e] for e in _IMAGE_EXT if row.get(e) is not None), None)
+                yield from self._sample(shard, row, row.get("caption"), image)

@@ -1,0 +1,73 @@
+"""`records-jsonl`: canonical records as JSON lines -> records, validated.
+
+Each line is one record with the columns of RECORD_SCHEMA (`record_id` and
+`source` required; `meta` an object or a JSON string). The image is not in
+the line: `image_file` (or a string `image`) names it under `--images`. A line
+whose columns do not fit the schema is rejected (`invalid_record`) with the
+column at fault; boxes and texts are validated like every importer's. Lines of
+the same record_id merge (memory holds the records until the end).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+import pyarrow as pa
+
+from curation.importers.base import Importer, Item, partial
+from curation.importers.jsonstream import iter_jsonl
+from curation.schema import MEASURE_FIELDS, RECORD_SCHEMA
+
+__all__ = ["RecordsJsonl"]
+
+_ALLOWED = {f.name for f in RECORD_SCHEMA} | {"image_file"}
+_ANNOTATIONS = ("captions", "qa", "regions", "grounded_captions", "ocr")
+
+
+class RecordsJsonl(Importer):
+    kind = "records-jsonl"
+    default_source = ""
+
+    def read(self) -> Iterator[Item]:
+        for path in self.paths:
+            for n, row in iter_jsonl(path):
+                self.items_read += 1
+                where = f"line {n}"
+                if not isinstance(row, dict):
+                    yield self.reject(None, "invalid_record", f"{where}: not a JSON object", path)
+                    continue
+                rid, source = row.get("record_id"), row.get("source")
+                rid = rid if isinstance(rid, str) and rid.strip() else None
+                extra = sorted(set(row) - _ALLOWED)
+                if rid is None or not isinstance(source, str) or not source:
+                    yield "reject", self._reject(rid, source, f"{where}: record_id and source are required strings", path)
+                    continue
+                if extra:
+                    yield "reject", self._reject(rid, source, f"{where}: unknown columns {extra}", path)
+                    continue
+                meta = row.get("meta")
+                if isinstance(meta, str):
+                    try:
+                        meta = json.loads(meta)
+                    except json.JSONDecodeError:
+                        yield "reject", self._reject(rid, source, f"{where}: meta is not JSON", path)
+                        continue
+                image_file = row.get("image_file") or (row.get("image") if isinstance(row.get("image"), str) else None)
+                check = {k: v for k, v in row.items() if k in _ALLOWED and k not in ("image", "image_file", "meta")}
+                try:
+                    pa.Table.from_pylist([check], schema=pa.schema([RECORD_SCHEMA.field(k) for k in check]))
+                except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+                    yield "reject", self._reject(rid, source, f"{where}: {str(exc).splitlines()[0]}", path)
+                    continue
+                fields = {k: row.get(k) for k in ("url", "width", "height", "text", *(f.name for f in MEASURE_FIELDS))}
+                p = partial(rid, source, image_files=[image_file] if image_file else [], declared=True, meta=meta or {}, **fields)
+                for k in _ANNOTATIONS:
+                    p[k] = list(row.get(k) or [])
+                p["refs"] = [f"{path.name}: {where}"]
+                yield "record", p
+
+    def _reject(self, rid, source, detail, path) -> dict:
+        from curation.schema import make_reject
+
+        return make_reject(rid, "ingest", "invalid_record", f"{path.name}: {detail}", source=source)

@@ -1,0 +1,64 @@
+"""Fixtures of the importer tests: the real annotation excerpts, placeholder images, a local Ray."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REAL = Path(__file__).parents[3] / ".." / "shared" / "data" / "real-annotations"
+
+
+def write_images(folder: Path, sizes: dict[str, tuple[int, int]], fmt: str = "JPEG") -> Path:
+    """Placeholder images of the given sizes: {file name: (width, height)}."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (w, h) in sizes.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(path, format=fmt, quality=30)
+    return folder
+
+
+def read_manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def real() -> Path:
+    assert REAL.is_dir(), f"the real annotation excerpts are missing: {REAL}"
+    return REAL
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One real local Ray for the whole session (starting it is slow on 2 cores)."""
+    from curation.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def make_images():
+    return write_images
+
+
+@pytest.fixture
+def run_ingest(tmp_path):
+    """ingest(...) in this process (no Ray), returning (manifest, records as dicts, rejects as dicts)."""
+    from curation.commands.ingest import ingest
+    from curation.dataset import Dataset
+
+    def run(groups, images=None, out=None, **kw):
+        out = out or tmp_path / "out"
+        manifest = ingest({k: [Path(p) for p in v] for k, v in groups.items()}, out, images=str(images) if images else None, use_ray=False, **kw)
+        ds = Dataset(out)
+        return manifest, ds.read("records").to_pylist(), ds.read("rejects").to_pylist()
+
+    return run
