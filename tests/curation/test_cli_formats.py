@@ -196,3 +196,57 @@ def test_preview_imports_neither_ray_nor_torch():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[-1] == "0 []"
+
+
+def test_export_three_layouts(records_dir, tmp_path, capsys):
+    from pathlib import Path
+
+    from formats.sft import check_conversation
+
+    built = tmp_path / "built"
+    assert main(["build", str(records_dir), "--out", str(built), "--tasks", "caption,ref_grounding,sft,text"]) == 0
+    n = Dataset(built).rows("samples")
+    for to in ("qwen-vl-json", "llama-factory", "ms-swift"):
+        out = tmp_path / "exp" / f"{to}.json"
+        assert main(["export", str(built), "--to", to, "--out", str(out)]) == 0
+        assert "1 text-only samples skipped" in capsys.readouterr().out
+        with open(out) as f:
+            data = json.load(f)
+        assert len(data) == n - 1
+        images_dir = tmp_path / "exp" / f"{to}_images"
+        assert len(list(images_dir.iterdir())) == 40
+        for item in data:
+            if to == "qwen-vl-json":
+                assert set(item) == {"id", "conversations"}
+                check_conversation(item["conversations"])
+                import re
+
+                for key in re.findall(r"<img>(.*?)</img>", item["conversations"][0]["value"]):
+                    assert Path(key).read_bytes() == PNG
+            else:
+                assert [m["role"] for m in item["messages"]][::2] == ["user"] * (len(item["messages"]) // 2)
+                assert item["messages"][-1]["role"] == "assistant"
+                text = "".join(m["content"] for m in item["messages"])
+                assert text.count("<image>") == len(item["images"]) == 1
+                assert Path(item["images"][0]).read_bytes() == PNG
+                if to == "ms-swift":
+                    assert set(item["objects"]) == {"ref", "bbox", "bbox_type"}
+                    assert text.count("<ref-object>") == len(item["objects"]["ref"])
+                    assert text.count("<bbox>") == len(item["objects"]["bbox"])
+
+
+def test_build_with_ray(records_dir, tmp_path):
+    """The one test that starts a real local Ray: same output as the in-process runner."""
+    a, b = tmp_path / "local", tmp_path / "ray"
+    assert main(["build", str(records_dir), "--out", str(a), "--runner", "local", "--batch-size", "16"]) == 0
+    import ray
+
+    try:
+        assert main(["build", str(records_dir), "--out", str(b), "--runner", "ray", "--batch-size", "16"]) == 0
+    finally:
+        ray.shutdown()
+    la, lb = Dataset(a).read("samples"), Dataset(b).read("samples")
+    assert Dataset(b).manifest["config"]["runner"] == "ray"
+    assert sorted(la.column("sample_id").to_pylist()) == sorted(lb.column("sample_id").to_pylist())
+    assert la.sort_by("sample_id").equals(lb.sort_by("sample_id"))
+    assert Dataset(b).manifest["stages"]["build"] == {**Dataset(a).manifest["stages"]["build"], "seconds": 0.0}

@@ -1,0 +1,90 @@
+"""`curate export DIR --to qwen-vl-json|llama-factory|ms-swift --out PATH [--tasks a,b]`
+
+Writes the samples of DIR as one JSON file (a list) in the chosen layout and
+each referenced image once under `PATH_STEM_images/` next to it; the JSON
+references the images by absolute path, so the file loads as-is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from curation.errors import InputError
+
+__all__ = ["add_arguments", "run", "export_dataset"]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dir", metavar="DIR", help="dataset directory with samples")
+    p.add_argument("--to", required=True, choices=("qwen-vl-json", "llama-factory", "ms-swift"), help="layout")
+    p.add_argument("--out", required=True, help="the JSON file to write")
+    p.add_argument("--tasks", default=None, help="only these tasks (comma-separated)")
+
+
+def export_dataset(path: str, to: str, out: str, tasks: str | None = None) -> dict[str, int]:
+    """Write the export; returns counts (written, skipped text-only, images)."""
+    import pyarrow as pa
+
+    from curation.dataset import Dataset, ManifestError
+    from formats.export import image_suffix, to_llama_factory, to_ms_swift, to_qwen_vl_json
+    from formats.tokenizer import MAX_KEY_BYTES
+
+    convert = {"qwen-vl-json": to_qwen_vl_json, "llama-factory": to_llama_factory, "ms-swift": to_ms_swift}[to]
+    try:
+        ds = Dataset(path)
+    except ManifestError as exc:
+        raise InputError(str(exc)) from None
+    wanted = set(tasks.split(",")) if tasks else None
+    out_path = Path(out).resolve()
+    img_dir = out_path.parent / f"{out_path.stem}_images"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[str, str] = {}
+    counts = {"written": 0, "skipped_text_only": 0, "images": 0}
+
+    def image_path(key: str) -> str:
+        if key not in written:
+            raise InputError(f"{path}: image key {key!r} is not in its row's images; run curate validate")
+        return written[key]
+
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("[")
+        for rb in ds.iter_batches("samples", batch_size=512):
+            for row in pa.Table.from_batches([rb]).to_pylist():
+                if wanted and row["task"] not in wanted:
+                    continue
+                for im in row.get("images") or []:
+                    if im["key"] not in written:
+                        if im.get("image") is None:
+                            raise InputError(f"{path}: sample {row['sample_id']}: image {im['key']!r} has no bytes")
+                        name = hashlib.sha256(im["key"].encode()).hexdigest()[:20] + image_suffix(im["image"])
+                        (img_dir / name).write_bytes(im["image"])
+                        written[im["key"]] = str(img_dir / name)
+                        counts["images"] += 1
+                        if to == "qwen-vl-json" and len(written[im["key"]].encode()) > MAX_KEY_BYTES:
+                            raise InputError(f"{img_dir}: image paths exceed {MAX_KEY_BYTES} bytes; export to a shorter path")
+                try:
+                    item = convert(row, image_path)
+                except ValueError as exc:
+                    raise InputError(f"{path}: {exc}") from None
+                if item is None:
+                    counts["skipped_text_only"] += 1
+                    continue
+                f.write(("\n" if counts["written"] == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
+                counts["written"] += 1
+        f.write("\n]\n")
+    os.replace(tmp, out_path)
+    return counts
+
+
+def run(args: argparse.Namespace) -> int:
+    c = export_dataset(args.dir, args.to, args.out, args.tasks)
+    print(
+        f"export {args.to}: {c['written']} samples -> {args.out}, {c['images']} images beside it"
+        + (f", {c['skipped_text_only']} text-only samples skipped" if c["skipped_text_only"] else "")
+    )
+    return 0
