@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "build": "records -> Qwen-VL / Qwen2-VL / Qwen2.5-VL samples (and packed sequences with --pack N)",
     "preview": "canonical records as JSON lines on stdin -> samples as JSON lines on stdout",
     "validate": "reparse samples: tag grammar, box ranges, image keys, token counts, packed sequences",
+    "export": "samples -> qwen-vl-json, llama-factory or ms-swift JSON with the images beside it",
 }
 
 
