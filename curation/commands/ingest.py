@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--images", help="folder of the images (or a URL prefix), found by the file names the annotations give")
     parser.add_argument("--source", dest="source_name", help="dataset name in record ids SOURCE:ID (default per kind: coco, vg, textvqa, ...)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (decompression bombs)")
+    parser.add_argument("--runner", default="ray", choices=("ray", "local"), help="image side as a Ray job (default) or in this process (small inputs)")
     parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray")
 
@@ -264,6 +265,7 @@ def run(args: argparse.Namespace) -> int:
         images=args.images,
         source=args.source_name,
         max_pixels=args.max_pixels,
+        use_ray=args.runner == "ray",
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
     )

@@ -46,6 +46,10 @@ class RecordsJsonl(Importer):
                 if extra:
                     yield "reject", self._reject(rid, source, f"{where}: unknown columns {extra}", path)
                     continue
+                not_lists = [k for k in _ANNOTATIONS if row.get(k) is not None and not isinstance(row[k], list)]
+                if not_lists:
+                    yield "reject", self._reject(rid, source, f"{where}: {not_lists[0]} must be a list", path)
+                    continue
                 meta = row.get("meta")
                 if isinstance(meta, str):
                     try:

@@ -10,15 +10,15 @@ import pytest
 REAL = Path(__file__).parents[3] / ".." / "shared" / "data" / "real-annotations"
 
 
-def write_images(folder: Path, sizes: dict[str, tuple[int, int]], fmt: str = "JPEG") -> Path:
-    """Placeholder images of the given sizes: {file name: (width, height)}."""
+def write_images(folder: Path, sizes: dict[str, tuple[int, int]], fmt: str | None = None) -> Path:
+    """Placeholder images of the given sizes: {file name: (width, height)}; PNG for .png names, else JPEG."""
     from PIL import Image
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, (w, h) in sizes.items():
         path = folder / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(path, format=fmt, quality=30)
+        Image.new("RGB", (int(w), int(h)), (90, 120, 150)).save(path, format=fmt or ("PNG" if path.suffix == ".png" else "JPEG"), quality=30)
     return folder
 
 
