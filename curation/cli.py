@@ -19,7 +19,9 @@ __all__ = ["COMMANDS", "main"]
 # name -> one-line help; module = curation.commands.<name with - as _>
 COMMANDS: dict[str, str] = {
     "demo": "the whole flow offline on a generated demo corpus served from loopback",
+    "run": "a whole job from a TOML config (jobs/configs/*.toml)",
     "download": "URL list (parquet, csv, tsv, jsonl) -> records, through img2dataset",
+    "ingest": "annotation files (COCO, Visual Genome, ...) or img2dataset shards -> records",
     "filter": "measure and decide: basic checks and CLIP score",
     "sql": "DuckDB SQL over a dataset directory (views records, samples, rejects)",
     "build": "records -> Qwen-VL / Qwen2-VL / Qwen2.5-VL samples (and packed sequences with --pack N)",

@@ -41,6 +41,7 @@ __all__ = [
     "fit_cpus",
     "apply_stages",
     "run_local",
+    "ensure_reject_columns",
     "split_rejects",
     "collect",
 ]
@@ -81,6 +82,10 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if quiet:
+        # Ray Data reads this when it configures its loggers (at first execution)
+        # (ERROR when not on a terminal: it would only say that progress bars are off)
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING" if sys.stderr.isatty() else "ERROR")
     kwargs: dict[str, Any] = {
         "ignore_reinit_error": True,
         "include_dashboard": False,
@@ -174,6 +179,14 @@ def run_local(table: pa.Table, stages: Iterable[Stage]) -> pa.Table:
         parts = [stage(table.slice(i, bs)) for i in range(0, table.num_rows, bs)] or [stage(table)]
         table = pa.concat_tables(parts, promote_options="permissive")
     return table
+
+
+def ensure_reject_columns(batch: pa.Table) -> pa.Table:
+    """Add the (null) reject columns a flowing batch carries, if missing."""
+    for f in REJECT_COLUMNS:
+        if f.name not in batch.column_names:
+            batch = batch.append_column(f, pa.nulls(batch.num_rows, f.type))
+    return batch
 
 
 def split_rejects(batch: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> tuple[pa.Table, pa.Table]:

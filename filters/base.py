@@ -16,8 +16,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.runtime import Stage
-from curation.schema import REJECT_COLUMNS
+from curation.runtime import Stage, ensure_reject_columns
 
 __all__ = ["Drop", "Filter", "ensure_reject_columns", "mark_rejects"]
 
@@ -26,13 +25,6 @@ __all__ = ["Drop", "Filter", "ensure_reject_columns", "mark_rejects"]
 class Drop:
     reason: str
     detail: str | None = None
-
-
-def ensure_reject_columns(batch: pa.Table) -> pa.Table:
-    for f in REJECT_COLUMNS:
-        if f.name not in batch.column_names:
-            batch = batch.append_column(f, pa.nulls(batch.num_rows, f.type))
-    return batch
 
 
 def _set_column(batch: pa.Table, name: str, values: pa.Array | pa.ChunkedArray) -> pa.Table:

@@ -1,0 +1,231 @@
+"""Download: a URL list becomes records through img2dataset's real engine.
+
+1. `read_url_list` reads parquet, csv, tsv or jsonl, checks the named columns
+   and gives every row a `record_id` (`SOURCE:ID` from an id column, or the
+   row number).
+2. `run_img2dataset` hands that list to img2dataset (Parquet output, images
+   kept as downloaded: no resize, no re-encode of JPEGs) in a child process
+   pool. OpenCV's pixel limit is set first, so decompression bombs fail to
+   decode instead of taking memory.
+3. `FromImg2dataset`, a stage, turns img2dataset's rows into records; every
+   row img2dataset could not fetch or decode becomes a reject of stage
+   `download` whose reason is img2dataset's own error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from curation.errors import InputError
+from curation.runtime import Resources, Stage, ensure_reject_columns
+from curation.schema import RECORD_SCHEMA
+
+__all__ = ["ANNOTATION_COLUMNS", "URL_LIST_FORMATS", "read_url_list", "run_img2dataset", "FromImg2dataset", "DEFAULT_MAX_PIXELS"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PIXELS = 64_000_000
+# canonical annotation columns a URL list may carry (as JSON lists or Arrow lists)
+ANNOTATION_COLUMNS = ("qa", "regions", "grounded_captions", "ocr")
+URL_LIST_FORMATS = (".parquet", ".csv", ".tsv", ".jsonl")
+
+
+def _read_any(path: Path) -> pa.Table:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            return pq.read_table(path)
+        if suffix == ".csv":
+            return pacsv.read_csv(path)
+        if suffix == ".tsv":
+            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t"))
+        if suffix == ".jsonl":
+            return pajson.read_json(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: unreadable {suffix[1:]} URL list: {str(exc).splitlines()[0]}") from exc
+    raise InputError(f"{path}: unknown URL list format {suffix or '(none)'}; use one of {', '.join(URL_LIST_FORMATS)}")
+
+
+def read_url_list(
+    path: Path | str,
+    source: str,
+    url_col: str = "url",
+    caption_col: str | None = "caption",
+    id_col: str | None = None,
+) -> pa.Table:
+    """The URL list as a table of `record_id`, `url`, `caption`, `meta` (nullable).
+
+    A `meta` column, when the list has one, travels into the records' `meta`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: URL list not found")
+    table = _read_any(path)
+    for role, col in (("URL", url_col), ("caption", caption_col), ("id", id_col)):
+        if col and col not in table.column_names:
+            raise InputError(f"{path}: no {role} column {col!r} (columns: {', '.join(table.column_names)})")
+    n = table.num_rows
+    if id_col:
+        ids = pc.cast(table.column(id_col), pa.string())
+        if ids.null_count:
+            raise InputError(f"{path}: column {id_col!r} has {ids.null_count} empty ids")
+        record_ids = pc.binary_join_element_wise(pa.scalar(f"{source}"), ids, ":")
+        if len(pc.unique(record_ids)) != n:
+            raise InputError(f"{path}: column {id_col!r} has duplicate ids")
+    else:
+        record_ids = pa.array([f"{source}:{i}" for i in range(n)], pa.string())
+    captions = pc.cast(table.column(caption_col), pa.string()) if caption_col else pa.nulls(n, pa.string())
+    meta = pc.cast(table.column("meta"), pa.string()) if "meta" in table.column_names else pa.nulls(n, pa.string())
+    out = {"record_id": record_ids, "url": pc.cast(table.column(url_col), pa.string()), "caption": captions, "meta": meta}
+    for col in ANNOTATION_COLUMNS:
+        if col in table.column_names:
+            out[col] = _annotation_json(path, table, col)
+    return pa.table(out)
+
+
+def _annotation_json(path: Path, table: pa.Table, col: str) -> pa.Array:
+    """An annotation column as JSON text (checked here, parsed after download)."""
+    values = table.column(col).to_pylist()
+    if pa.types.is_string(table.column(col).type) or pa.types.is_large_string(table.column(col).type):
+        for i, v in enumerate(values):
+            if v is None:
+                continue
+            try:
+                parsed = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}: row {i + 1}, column {col!r}: invalid JSON: {exc.msg}") from exc
+            if not isinstance(parsed, list):
+                raise InputError(f"{path}: row {i + 1}, column {col!r}: expected a JSON list")
+        return pa.array(values, pa.string())
+    return pa.array([json.dumps(v) if v is not None else None for v in values], pa.string())
+
+
+def run_img2dataset(
+    urls: pa.Table,
+    work_dir: Path | str,
+    processes: int = 1,
+    threads: int = 16,
+    timeout: int = 10,
+    retries: int = 0,
+    shard_rows: int = 10_000,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    quiet: bool = False,
+) -> list[Path]:
+    """Run img2dataset over `urls` (record_id, url, caption); return its Parquet shards.
+
+    img2dataset starts its workers with `spawn`: call this from a console
+    script or under an `if __name__ == "__main__":` guard, never at import.
+    """
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from img2dataset import download
+
+    work_dir = Path(work_dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    url_file = work_dir / "urls.parquet"
+    pq.write_table(urls, url_file)
+    out = work_dir / "img2dataset"
+    if out.exists():
+        shutil.rmtree(out)
+    # OpenCV reads this in each (spawned) worker: refuse bombs before allocating.
+    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(int(max_pixels))
+    redirect = contextlib.redirect_stdout(sys.stderr) if not quiet else contextlib.redirect_stdout(open(os.devnull, "w"))
+    with redirect:
+        download(
+            url_list=str(url_file),
+            input_format="parquet",
+            url_col="url",
+            caption_col="caption",
+            save_additional_columns=[c for c in urls.column_names if c not in ("url", "caption")],
+            output_folder=str(out),
+            output_format="parquet",
+            processes_count=max(1, processes),
+            thread_count=max(1, threads),
+            number_sample_per_shard=shard_rows,
+            resize_mode="no",
+            skip_reencode=True,
+            encode_format="jpg",
+            timeout=timeout,
+            retries=retries,
+            max_image_area=float(max_pixels),
+            extract_exif=False,
+            compute_hash="sha256",
+            enable_wandb=False,
+            disallowed_header_directives=[],
+            # a fresh folder each run: img2dataset's "overwrite" mode deletes its own _tmp dir
+            incremental_mode="incremental",
+        )
+    shards = sorted(out.glob("*.parquet"))
+    if not shards:
+        raise RuntimeError(f"img2dataset wrote no shards in {out}")
+    return shards
+
+
+class FromImg2dataset(Stage):
+    """img2dataset's Parquet rows → record rows; failures flow on as `download` rejects."""
+
+    name = "download"
+    resources = Resources(cpus=1)
+    batch_size = 256
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        cols = batch.column_names
+        n = batch.num_rows
+        status = batch.column("status").to_pylist()
+        errors = batch.column("error_message").to_pylist() if "error_message" in cols else [None] * n
+        images = batch.column("jpg").to_pylist() if "jpg" in cols else [None] * n
+        record_ids = batch.column("record_id").to_pylist()
+        captions = batch.column("caption").to_pylist() if "caption" in cols else [None] * n
+        ok = [s == "success" and img is not None for s, img in zip(status, images)]
+        image_out = [img if good else None for img, good in zip(images, ok)]
+        reasons = [None if good else _reason(errors[i] or status[i]) for i, good in enumerate(ok)]
+        meta = batch.column("meta").cast(pa.string()) if "meta" in cols else pa.nulls(n, pa.string())
+        table = pa.table(
+            {
+                "record_id": pa.array(record_ids, pa.string()),
+                "source": pa.array([self.source] * n, pa.string()),
+                "url": batch.column("url").cast(pa.string()),
+                "image": pa.array(image_out, pa.binary()),
+                "width": pa.array([w if g else None for w, g in zip(batch.column("width").to_pylist(), ok)], pa.int32()),
+                "height": pa.array([h if g else None for h, g in zip(batch.column("height").to_pylist(), ok)], pa.int32()),
+                "sha256": pa.array([hashlib.sha256(b).hexdigest() if b is not None else None for b in image_out], pa.string()),
+                "captions": pa.array([[c] if c else [] for c in captions], pa.list_(pa.string())),
+                "meta": meta,
+                **{col: _parse_annotations(batch, col) for col in ANNOTATION_COLUMNS},
+                "reject_stage": pa.array([None if g else self.name for g in ok], pa.string()),
+                "reject_reason": pa.array(reasons, pa.string()),
+                "reject_detail": pa.array([None if g else status[i] for i, g in enumerate(ok)], pa.string()),
+            }
+        )
+        return ensure_reject_columns(table)
+
+
+def _reason(message: str | None) -> str:
+    """img2dataset's error message as a reason; OpenCV's pixel-limit assertion made readable."""
+    if not message:
+        return "unknown"
+    if "CV_IO_MAX_IMAGE_PIXELS" in message:
+        return "image exceeds pixel limit"
+    return message.strip().splitlines()[0]
+
+
+def _parse_annotations(batch: pa.Table, col: str) -> pa.Array:
+    typ = RECORD_SCHEMA.field(col).type
+    if col not in batch.column_names:
+        return pa.array([[]] * batch.num_rows, typ)
+    return pa.array([json.loads(v) if v else [] for v in batch.column(col).to_pylist()], typ)
+

@@ -1,0 +1,289 @@
+"""CLIP score with open_clip: measure `clip_score`, drop pairs below a threshold.
+
+`clip_score` is the cosine similarity of the L2-normalised image embedding and
+the L2-normalised embedding of the record's first caption (DataComp's
+definition). A record with no caption gets null and is not dropped here.
+
+Two stages keep an accelerator fed:
+
+* `ClipPreprocess` (CPU task): decodes the image under a pixel limit, runs
+  open_clip's own eval transform up to the tensor conversion (resize, crop,
+  RGB), and tokenizes the caption. It ships uint8 pixels (4x smaller than
+  float32) and drops nothing but undecodable images.
+* `ClipScore` (actor pool, GPU when the cluster has one): loads the model once
+  per actor, finishes the transform (scale to [0, 1], normalise) on the device
+  and scores the batch. It consumes the working columns.
+
+So scores equal a direct `model.encode_image(preprocess(img))` /
+`model.encode_text(tokenizer([caption]))` computation with the same model.
+
+The model is an open_clip model name (or the path of an open_clip model-config
+JSON, for models of your own) plus either a pretrained tag (e.g. `ViT-B-32` +
+`laion2b_s34b_b79k`) or a local checkpoint file.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from curation.download import DEFAULT_MAX_PIXELS
+from curation.errors import InputError
+from curation.runtime import Resources
+from filters.base import Drop, Filter
+
+__all__ = [
+    "ClipModelSpec",
+    "ClipPreprocess",
+    "ClipScore",
+    "resolve_model_name",
+    "resolve_preprocess_cfg",
+    "load_clip",
+    "DEFAULT_MAX_PIXELS",
+]
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class ClipModelSpec:
+    """Which CLIP model: open_clip name or model-config JSON, plus tag or checkpoint."""
+
+    model: str
+    pretrained: str | None = None
+    checkpoint: str | None = None
+
+    def check(self) -> None:
+        """Fail early, on the driver, with a one-line reason."""
+        if self.pretrained and self.checkpoint:
+            raise InputError("give either --clip-pretrained or --clip-checkpoint, not both")
+        name = resolve_model_name(self.model)
+        import open_clip
+
+        if open_clip.get_model_config(name) is None:
+            raise InputError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
+        if self.checkpoint:
+            path = Path(self.checkpoint)
+            if not path.is_file():
+                raise InputError(f"{self.checkpoint}: CLIP checkpoint not found")
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise InputError(f"{self.checkpoint}: CLIP checkpoint unreadable: {exc.strerror}") from exc
+        elif self.pretrained:
+            if not open_clip.get_pretrained_cfg(name, self.pretrained):
+                tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == name) or "none"
+                raise InputError(f"no pretrained tag {self.pretrained!r} for {name} (known: {tags})")
+
+
+def resolve_model_name(model: str) -> str:
+    """An open_clip model name; a path to a model-config JSON is registered first."""
+    import open_clip
+
+    if model.endswith(".json"):
+        path = Path(model)
+        if not path.is_file():
+            raise InputError(f"{model}: open_clip model config not found")
+        open_clip.add_model_config(path)
+        return path.stem
+    return model
+
+
+def resolve_preprocess_cfg(spec: ClipModelSpec) -> dict[str, Any]:
+    """The eval preprocessing open_clip would build for this model, without loading weights."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, merge_preprocess_dict
+
+    name = resolve_model_name(spec.model)
+    model_cfg = open_clip.get_model_config(name)
+    if model_cfg is None:
+        raise InputError(f"unknown open_clip model {spec.model!r}")
+    cfg = asdict(PreprocessCfg())
+    cfg = merge_preprocess_dict(cfg, model_cfg.get("preprocess_cfg", {}))
+    if spec.pretrained and not spec.checkpoint:
+        cfg = merge_preprocess_dict(cfg, open_clip.get_pretrained_cfg(name, spec.pretrained) or {})
+    size = model_cfg.get("vision_cfg", {}).get("image_size")
+    if size is not None:  # the model's visual.image_size: always a pair
+        cfg["size"] = tuple(size) if isinstance(size, (list, tuple)) else (size, size)
+    return cfg
+
+
+def load_clip(spec: ClipModelSpec, device: str = "cpu"):
+    """(model, eval preprocess, tokenizer) through open_clip's ordinary loading path."""
+    import open_clip
+
+    name = resolve_model_name(spec.model)
+    pretrained = spec.checkpoint or spec.pretrained
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle a checkpoint is the file's fault
+        if isinstance(exc, InputError):
+            raise
+        where = spec.checkpoint or f"{name}/{spec.pretrained}"
+        raise InputError(f"{where}: cannot load CLIP weights: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(name)
+
+
+def _plain(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+def _split_transform(transform) -> tuple[list, Any]:
+    """open_clip's eval Compose → (PIL steps before the tensor conversion, Normalize)."""
+    from torchvision import transforms as T
+
+    steps = list(getattr(transform, "transforms", [transform]))
+    idx = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
+    if idx is None or not isinstance(steps[-1], T.Normalize) or idx != len(steps) - 2:
+        raise ValueError(f"unexpected open_clip transform layout: {transform}")
+    return steps[:idx], steps[-1]
+
+
+class ClipPreprocess(Filter):
+    """CPU stage: decode, resize/crop as open_clip does, tokenize the first caption."""
+
+    name = "clip"
+    resources = Resources(cpus=1)
+    batch_size = 64
+    measures = (
+        pa.field("clip_pixels", pa.binary()),
+        pa.field("clip_shape", pa.list_(pa.int32())),
+        pa.field("clip_tokens", pa.list_(pa.int32())),
+    )
+
+    def __init__(self, spec: ClipModelSpec, max_pixels: int = DEFAULT_MAX_PIXELS):
+        self.spec = spec
+        self.max_pixels = max_pixels
+        self._pil_steps = None
+        self._tokenizer = None
+        self._cfg = None
+
+    def _ready(self) -> None:
+        if self._pil_steps is not None:
+            return
+        import open_clip
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        self._cfg = resolve_preprocess_cfg(self.spec)
+        transform = image_transform_v2(PreprocessCfg(**self._cfg), is_train=False)
+        self._pil_steps, _ = _split_transform(transform)
+        self._tokenizer = open_clip.get_tokenizer(resolve_model_name(self.spec.model))
+
+    def measure(self, batch: pa.Table) -> dict[str, pa.Array]:
+        from PIL import Image
+
+        self._ready()
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        images = batch.column("image").to_pylist()
+        captions = batch.column("captions").to_pylist() if "captions" in batch.column_names else [None] * len(images)
+        pixels: list[bytes | None] = []
+        shapes: list[list[int] | None] = []
+        errors: list[str | None] = []
+        for data in images:
+            try:
+                if data is None:
+                    raise ValueError("no image bytes")
+                with Image.open(io.BytesIO(data)) as im:
+                    if im.width * im.height > self.max_pixels:
+                        raise ValueError(f"{im.width}x{im.height} exceeds {self.max_pixels} pixels")
+                    im.load()
+                    out = im
+                    for step in self._pil_steps:
+                        out = step(out)
+                    arr = np.asarray(out.convert("RGB") if out.mode != "RGB" else out, dtype=np.uint8)
+                pixels.append(arr.tobytes())
+                shapes.append(list(arr.shape))
+                errors.append(None)
+            except (OSError, ValueError, Image.DecompressionBombError, SyntaxError) as exc:
+                pixels.append(None)
+                shapes.append(None)
+                errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        texts = [c[0] if c else None for c in captions]
+        present = [t for t in texts if t is not None]
+        tokens_present = self._tokenizer(present).tolist() if present else []
+        it = iter(tokens_present)
+        tokens = [next(it) if t is not None else None for t in texts]
+        self._errors = errors
+        return {
+            "clip_pixels": pa.array(pixels, pa.binary()),
+            "clip_shape": pa.array(shapes, pa.list_(pa.int32())),
+            "clip_tokens": pa.array(tokens, pa.list_(pa.int32())),
+        }
+
+    def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
+        return [Drop("image_decode_error", e) if e else None for e in self._errors]
+
+
+class ClipScore(Filter):
+    """Model stage: score preprocessed batches; drop below `min_score`."""
+
+    name = "clip"
+    batch_size = 64
+    measures = (pa.field("clip_score", pa.float32()),)
+    consumes = ("clip_pixels", "clip_shape", "clip_tokens")
+
+    def __init__(self, spec: ClipModelSpec, min_score: float | None, gpus: float = 0.0, batch_size: int = 64):
+        self.spec = spec
+        self.min_score = min_score
+        self.resources = Resources(cpus=1, gpus=gpus)
+        self.batch_size = batch_size
+        self.model = None
+
+    def setup(self) -> None:
+        import torch
+
+        self.device = "cuda" if self.resources.gpus and torch.cuda.is_available() else "cpu"
+        if self.device == "cpu":
+            torch.set_num_threads(max(1, int(os.environ.get("CURATE_TORCH_THREADS", "1"))))
+        self.model, preprocess, _ = load_clip(self.spec, self.device)
+        _, normalize = _split_transform(preprocess)
+        self.mean = torch.tensor(normalize.mean, device=self.device).view(1, 3, 1, 1)
+        self.std = torch.tensor(normalize.std, device=self.device).view(1, 3, 1, 1)
+        cfg = getattr(self.model.visual, "preprocess_cfg", None)
+        expected = resolve_preprocess_cfg(self.spec)
+        keys = ("size", "mean", "std", "interpolation", "resize_mode", "fill_color")
+        if cfg is not None and {k: _plain(cfg.get(k)) for k in keys} != {k: _plain(expected.get(k)) for k in keys}:
+            raise ValueError(f"preprocess mismatch for {self.spec.model}: model {cfg} vs resolved {expected}")
+
+    def measure(self, batch: pa.Table) -> dict[str, pa.Array]:
+        import torch
+
+        if self.model is None:
+            self.setup()
+        pixels = batch.column("clip_pixels").to_pylist()
+        shapes = batch.column("clip_shape").to_pylist()
+        tokens = batch.column("clip_tokens").to_pylist()
+        rows = [i for i, (p, t) in enumerate(zip(pixels, tokens)) if p is not None and t is not None]
+        scores: list[float | None] = [None] * batch.num_rows
+        if rows:
+            imgs = np.stack([np.frombuffer(pixels[i], np.uint8).reshape(shapes[i]) for i in rows])
+            x = torch.from_numpy(imgs).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+            x = (x - self.mean) / self.std
+            text = torch.tensor([tokens[i] for i in rows], dtype=torch.long, device=self.device)
+            with torch.inference_mode():
+                img_emb = self.model.encode_image(x, normalize=True)
+                txt_emb = self.model.encode_text(text, normalize=True)
+                sims = (img_emb * txt_emb).sum(dim=-1).float().cpu().numpy()
+            for i, s in zip(rows, sims):
+                scores[i] = float(s)
+        self._scores = scores
+        return {"clip_score": pa.array(scores, pa.float32())}
+
+    def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
+        if self.min_score is None:
+            return [None] * batch.num_rows
+        thr = self.min_score
+        return [
+            Drop("clip_score_below_threshold", f"{s:.4f} < {thr:g}") if s is not None and s < thr else None
+            for s in self._scores
+        ]
