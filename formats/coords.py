@@ -18,6 +18,7 @@ code and a detail naming the offending value; never silently fixed.
 
 from __future__ import annotations
 
+import functools
 import math
 from fractions import Fraction
 from typing import Sequence
@@ -192,6 +193,11 @@ def smart_resize(
     height: int, width: int, factor: int = 28, min_pixels: int = 4 * 28 * 28, max_pixels: int = 16384 * 28 * 28
 ) -> tuple[int, int]:
     """(H', W'): both divisible by `factor`, pixels within [min_pixels, max_pixels], aspect kept."""
+    return _smart_resize(height, width, factor, min_pixels, max_pixels)
+
+
+@functools.lru_cache(maxsize=4096)
+def _smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
     if height <= 0 or width <= 0:
         raise ValueError(f"image size must be positive, got {height}x{width}")
     if max_pixels < min_pixels:

@@ -108,6 +108,10 @@ def test_image_key_byte_limit(nbytes, ok):
         "<img>a.jpg</img><ref>the bowl</ref><box>(500,500),(999,999)</box><|endoftext|>",
         "plain text, 中文, emoji 🙂, digits 12345\n\n  spaces",
         "Picture 1: <img>x.jpg</img>\nPicture 2: <img>y.jpg</img>\nHi",
+        # near misses stay plain text, real specials next to them do not
+        "<|extra_205|><|extra_204|><refx><<ref>>< ref><|endoftext|<|im_end|><REF></box >x",
+        "<|object_ref_start|> is a Qwen2 token, plain text for Qwen-VL <|im_start|>",
+        "",
     ],
 )
 def test_ids_equal_plain_tiktoken_outside_images(plain, text):
@@ -125,6 +129,16 @@ def test_ids_equal_plain_tiktoken_outside_images(plain, text):
     assert tok.encode(text) == expected
     assert tok.count(text) == len(expected)
     assert tok.decode(expected) == text
+    assert tok.encode_text(text.replace("<img>", "").replace("</img>", "")) == plain.encode(
+        text.replace("<img>", "").replace("</img>", ""), allowed_special="all"
+    )
+
+
+def test_find_special():
+    tok = get_tokenizer("qwen-vl")
+    assert tok.find_special("a <refx> b <|extra_205|>") is None
+    assert tok.find_special("a <refx> b <|extra_7|> <ref>") == "<|extra_7|>"
+    assert get_tokenizer("qwen2-vl").find_special("<ref> <|box_start|>") == "<|box_start|>"
 
 
 def test_qwen2_image_pad_expansion_and_round_trip():
