@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections import Counter
 from typing import Iterator
 
 import pyarrow as pa
@@ -98,12 +99,15 @@ def build_dataset(
     batches = _ray_batches(ds, stage, batch_size, ray_address) if use_ray else _local_batches(ds, stage, batch_size)
 
     members: list[tuple[str, str, int]] = []
+    by_task: Counter = Counter()
 
     def remember(stream: Iterator[pa.Table]) -> Iterator[pa.Table]:
         for b in stream:
+            live = b.filter(pc.is_null(b.column("reject_stage"))).select(["sample_id", "task", "num_tokens"])
+            tasks_col = live.column("task").to_pylist()
+            by_task.update(tasks_col)
             if pack is not None:
-                live = b.filter(pc.is_null(b.column("reject_stage"))).select(["sample_id", "task", "num_tokens"])
-                members.extend(zip(*(live.column(c).to_pylist() for c in live.column_names)))
+                members.extend(zip(live.column("sample_id").to_pylist(), tasks_col, live.column("num_tokens").to_pylist()))
             yield b
 
     writer = DatasetWriter(out)
@@ -114,19 +118,19 @@ def build_dataset(
         "command": "build", "input": str(input_dir), "format": format, "tasks": list(stage.tasks),
         "pack": pack, "rounding": rounding, "runner": "ray" if use_ray else "local",
     }
-    extra = {}
+    extra: dict = {"build": {"records": ds.rows("records"), "samples_by_task": dict(sorted(by_task.items()))}}
     if pack is not None:
         t1 = time.time()
         seqs = pack_sequences(members, pack)
         writer.write("sequences", sequences_table(seqs, format))
         writer.count_stage("pack", len(members), len(seqs), seconds=time.time() - t1)
-        by_task = {}
+        per_task = {}
         for task in sorted({s.task for s in seqs}):
             ts = [s for s in seqs if s.task == task]
-            by_task[task] = {"sequences": len(ts), "samples": sum(len(s.sample_ids) for s in ts),
-                             "fill_ratio": round(fill_ratio(ts, pack), 4)}
+            per_task[task] = {"sequences": len(ts), "samples": sum(len(s.sample_ids) for s in ts),
+                              "fill_ratio": round(fill_ratio(ts, pack), 4)}
         extra["packing"] = {"max_tokens": pack, "sequences": len(seqs), "samples": len(members),
-                            "fill_ratio": round(fill_ratio(seqs, pack), 4), "by_task": by_task}
+                            "fill_ratio": round(fill_ratio(seqs, pack), 4), "by_task": per_task}
     return writer.close(config=config, extra=extra)
 
 
@@ -137,7 +141,9 @@ def run(args: argparse.Namespace) -> int:
     )
     t = m["tables"]
     st = m["stages"].get("build", {})
-    print(f"build: {t['samples']['rows']} samples ({m['config']['format']}), {t['rejects']['rows']} rejects -> {args.out}")
+    print(f"build: {m['build']['records']} records -> {t['samples']['rows']} samples ({m['config']['format']}), "
+          f"{t['rejects']['rows']} rejects -> {args.out}")
+    print("  " + ", ".join(f"{k} {v}" for k, v in m["build"]["samples_by_task"].items()))
     for reason, n in sorted(st.get("dropped", {}).items(), key=lambda kv: -kv[1]):
         print(f"  rejected {n:>6}  {reason}")
     if "packing" in m:

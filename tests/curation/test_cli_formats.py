@@ -54,7 +54,11 @@ def test_build_writes_samples_rejects_and_manifest(records_dir, tmp_path, capsys
     assert ds.rows("rejects") == 4
     assert m["stages"]["build"]["dropped"] == {"invalid_box": 4}
     assert m["config"]["format"] == "qwen-vl" and m["config"]["runner"] == "local"
-    assert "321 samples" in capsys.readouterr().out
+    assert m["build"] == {
+        "records": 41,
+        "samples_by_task": {"caption": 80, "caption_grounding": 40, "grounded_caption": 40, "ocr": 40, "ref_grounding": 40, "text": 1, "vqa": 80},
+    }
+    assert "41 records -> 321 samples" in capsys.readouterr().out
 
 
 def test_build_tasks_and_pack(records_dir, tmp_path, capsys):
@@ -250,3 +254,38 @@ def test_build_with_ray(records_dir, tmp_path):
     assert sorted(la.column("sample_id").to_pylist()) == sorted(lb.column("sample_id").to_pylist())
     assert la.sort_by("sample_id").equals(lb.sort_by("sample_id"))
     assert Dataset(b).manifest["stages"]["build"] == {**Dataset(a).manifest["stages"]["build"], "seconds": 0.0}
+
+
+def test_demo_corpus_build_pack_validate(tmp_path, capsys):
+    """The demo's records (as the demo stores them after download) -> every task, packed, validated."""
+    from curation.democorpus import generate_corpus
+
+    items = generate_corpus(tmp_path / "www", n=24, seed=3)
+    rows = [
+        {
+            "record_id": f"demo:{it.item_id}", "source": "demo", "image": (tmp_path / "www" / it.filename).read_bytes(),
+            "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions, "ocr": it.ocr,
+        }
+        for it in items
+    ]
+    w = DatasetWriter(tmp_path / "records")
+    w.write("records", records_from_pylist(rows))
+    w.close()
+    out = tmp_path / "out"
+    tasks = "caption,vqa,ref_grounding,grounded_caption,ocr,sft"
+    assert main(["build", str(tmp_path / "records"), "--out", str(out), "--tasks", tasks, "--pack", "2048"]) == 0
+    printed = capsys.readouterr().out
+    ds = Dataset(out)
+    samples = ds.read("samples", columns=["sample_id", "task", "num_tokens"]).to_pylist()
+    assert {s["task"] for s in samples} == set(tasks.split(","))
+    task = {s["sample_id"]: s["task"] for s in samples}
+    n_tok = {s["sample_id"]: s["num_tokens"] for s in samples}
+    seqs = ds.read("sequences").to_pylist()
+    assert sorted(i for q in seqs for i in q["sample_ids"]) == sorted(task)
+    for q in seqs:
+        assert q["num_tokens"] <= 2048 and q["num_tokens"] == sum(n_tok[i] for i in q["sample_ids"])
+        assert {task[i] for i in q["sample_ids"]} == {q["task"]}
+    fill = ds.manifest["packing"]["fill_ratio"]
+    assert 0.5 < fill <= 1 and f"fill ratio {fill:.3f}" in printed
+    assert main(["validate", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"validate: {len(samples)} samples, {len(seqs)} sequences, 0 problems"

@@ -236,6 +236,44 @@ def test_every_task_round_trips_in_every_format():
             assert tok.decode(tok.encode(text)) == text
 
 
+def test_ids_of_every_task_equal_plain_tiktoken():
+    """Rendered samples of every task: ids = plain tiktoken (spec table) + the image byte layout."""
+    import base64
+    import re
+
+    import tiktoken
+
+    from formats.tokenizer import PAT_STR, QWEN_VL_SPECIALS, vocab_path
+
+    ranks = {base64.b64decode(t): int(n) for t, n in (l.split() for l in vocab_path().read_bytes().splitlines() if l)}
+    plain = tiktoken.Encoding("ref", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=QWEN_VL_SPECIALS)
+    r = rec(
+        "数据/k.jpg",
+        captions=["Ein Hund 🐕, 3 cats."],
+        qa=[{"question": "What?", "answer": "A dog."}],
+        regions=[{"phrase": "the dog", "boxes": [BOX, [0, 0, 64, 48]]}, {"phrase": "one", "boxes": [BOX]}],
+        grounded_captions=[{"text": "A dog and a cat.", "spans": [{"start": 2, "end": 5, "boxes": [BOX]}, {"start": 12, "end": 15, "boxes": [BOX]}]}],
+        ocr=[{"text": "STOP", "quad": [1, 1, 50, 1, 50, 20, 1, 20]}],
+    )
+    samples, _ = render_record(r, get_dialect("qwen-vl"), parse_tasks(None) + ("sft",))
+    doc, _ = render_record({"record_id": "d", "text": "A document.\n\nTwo paragraphs."}, get_dialect("qwen-vl"))
+    tok = get_tokenizer("qwen-vl")
+    tasks = set()
+    for s in samples + doc:
+        text = s.prompt + s.target
+        want = []
+        for i, part in enumerate(re.split(r"<img>(.*?)</img>", text)):
+            if i % 2:
+                b = part.encode()
+                want += [151857, *b, *[151859] * (256 - len(b)), 151858]
+            elif part:
+                want += plain.encode(part, allowed_special="all")
+        assert tok.encode(text) == want, s.task
+        assert tok.decode(want) == text
+        tasks.add(s.task)
+    assert tasks == set(parse_tasks(None)) | {"sft"}
+
+
 def test_qwen2_vl_tags():
     r = rec("k", regions=[{"phrase": "the dog", "boxes": [BOX]}], ocr=[{"text": "A", "quad": [100, 50, 300, 50, 300, 400, 100, 400]}])
     assert one(r, "ref_grounding", "qwen2-vl")[0] == [
