@@ -86,9 +86,18 @@ class BuildSamples(Stage):
         s_row: list[int] = []
         s_cols: dict[str, list] = {k: [] for k in ("sample_id", "task", "prompt", "target", "conversations", "num_tokens")}
         r_row: list[int] = []
+        r_stage: list[str] = []
         r_reason: list[str] = []
         r_detail: list[str] = []
+        # rows an earlier stage dropped keep flowing as they are: no samples, their reject kept
+        dead = batch.select(["reject_stage", "reject_reason", "reject_detail"]).to_pylist() if "reject_stage" in names else None
         for i, rec in enumerate(rows):
+            if dead is not None and dead[i]["reject_stage"] is not None:
+                r_row.append(i)
+                r_stage.append(dead[i]["reject_stage"])
+                r_reason.append(dead[i]["reject_reason"])
+                r_detail.append(dead[i]["reject_detail"])
+                continue
             counted, rejected = self.render(rec)
             rid = rec["record_id"]
             for s, n in counted:
@@ -101,9 +110,10 @@ class BuildSamples(Stage):
                 s_cols["num_tokens"].append(n)
             for rj in rejected:
                 r_row.append(i)
+                r_stage.append(STAGE)
                 r_reason.append(rj.reason)
                 r_detail.append(rj.detail)
-        return _assemble(batch, self.format, s_row, s_cols, r_row, r_reason, r_detail)
+        return _assemble(batch, self.format, s_row, s_cols, r_row, r_stage, r_reason, r_detail)
 
 
 def _take(batch: pa.Table, name: str, idx: pa.Array, typ: pa.DataType) -> pa.Array:
@@ -114,7 +124,7 @@ def _take(batch: pa.Table, name: str, idx: pa.Array, typ: pa.DataType) -> pa.Arr
     return pa.nulls(len(idx), typ)
 
 
-def _assemble(batch, fmt, s_row, s_cols, r_row, r_reason, r_detail) -> pa.Table:
+def _assemble(batch, fmt, s_row, s_cols, r_row, r_stage, r_reason, r_detail) -> pa.Table:
     n_s, n_r = len(s_row), len(r_row)
     idx = pa.array(s_row + r_row, pa.int64())
     record_id = _take(batch, "record_id", idx, pa.string())
@@ -162,7 +172,7 @@ def _assemble(batch, fmt, s_row, s_cols, r_row, r_reason, r_detail) -> pa.Table:
             "num_tokens": pa.array(s_cols["num_tokens"] + [None] * n_r, pa.int32()),
             "clip_score": clip,
             "meta": meta,
-            "reject_stage": pa.array(nulls_s + [STAGE] * n_r, pa.string()),
+            "reject_stage": pa.array(nulls_s + r_stage, pa.string()),
             "reject_reason": pa.array(nulls_s + r_reason, pa.string()),
             "reject_detail": pa.array(nulls_s + r_detail, pa.string()),
         }

@@ -289,3 +289,12 @@ def test_demo_corpus_build_pack_validate(tmp_path, capsys):
     assert 0.5 < fill <= 1 and f"fill ratio {fill:.3f}" in printed
     assert main(["validate", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"validate: {len(samples)} samples, {len(seqs)} sequences, 0 problems"
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [(["--tasks", "caption,nope"], "unknown task 'nope'"), (["--pack", "0"], "--pack must be positive")],
+)
+def test_build_bad_options_exit_2(records_dir, tmp_path, capsys, extra, message):
+    assert main(["build", str(records_dir), "--out", str(tmp_path / "o"), *extra]) == 2
+    assert message in capsys.readouterr().err

@@ -95,3 +95,16 @@ def test_bad_options():
         BuildSamples(tasks="caption,nope")
     with pytest.raises(ValueError, match="'ceil'"):
         BuildSamples(rounding="ceil")
+
+
+def test_rows_dropped_upstream_pass_through(mixed_records):
+    from filters.base import Drop, mark_rejects
+
+    batch = mark_rejects(mixed_records, "clip", [Drop("low_clip_score", "0.1 < 0.2"), None, None])
+    out = BuildSamples(tasks="caption,text")(batch)
+    rejects = [r for r in out.to_pylist() if r["reject_stage"] is not None]
+    assert [(r["record_id"][:5], r["reject_stage"], r["reject_reason"], r["reject_detail"]) for r in rejects] == [
+        ("coco/", "clip", "low_clip_score", "0.1 < 0.2"),
+        ("kkkkk", "build", "key_too_long", rejects[1]["reject_detail"]),
+    ]
+    assert [r["task"] for r in out.to_pylist() if r["reject_stage"] is None] == ["text"]
