@@ -76,14 +76,15 @@ def parse_sources(sources: list[str], kind: str | None) -> dict[str, list[Path]]
     return groups
 
 
+def is_url_prefix(images: str | None) -> bool:
+    return bool(images) and images.split("://", 1)[0] in ("http", "https")
+
+
 def _image_roots(images: str | None, importers: list) -> list[Path]:
     roots: list[Path] = []
-    if images:
+    if images and not is_url_prefix(images):
         if "://" in images:
-            raise InputError(
-                f"--images {images}: URL prefixes are fetched through the download path (curation/download.py), "
-                "which this build does not have yet; download the images first and give the folder"
-            )
+            raise InputError(f"--images {images}: only http(s) URL prefixes or local folders")
         root = Path(images)
         if not root.is_dir():
             raise InputError(f"--images {images}: no such folder")
@@ -122,9 +123,53 @@ class _WorkWriter:
         self.rows = []
 
 
-def _batches(files: list[Path]) -> Iterator[pa.Table]:
+def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int) -> tuple[dict[str, str], dict[str, str]]:
+    """Fetch each record's image from PREFIX/FILE_NAME through the download path (img2dataset).
+
+    Images land under `root` by the file name the annotation gives, so the image
+    stage finds them as in a local folder. Returns ({record_id: url}, {record_id:
+    img2dataset's error}) for the records whose image it tried.
+    """
+    from urllib.parse import quote
+
+    from curation.download import run_img2dataset
+
+    ids, urls = [], []
+    for batch in _batches(files, columns=["record_id", "image", "image_files"]):
+        for rid, image, names in zip(*(batch.column(c).to_pylist() for c in ("record_id", "image", "image_files"))):
+            if image is None and names:
+                ids.append(rid)
+                urls.append(prefix.rstrip("/") + "/" + quote(names[0]))
+    if not ids:
+        return {}, {}
+    name_of = {}
+    for batch in _batches(files, columns=["record_id", "image_files"]):
+        for rid, names in zip(batch.column("record_id").to_pylist(), batch.column("image_files").to_pylist()):
+            if names:
+                name_of[rid] = names[0]
+    table = pa.table({"record_id": ids, "url": urls, "caption": pa.nulls(len(ids), pa.string())})
+    shards = run_img2dataset(table, root.parent / "download", max_pixels=max_pixels, quiet=True)
+    errors: dict[str, str] = {}
+    root = root.resolve()
+    for shard in shards:
+        for b in pq.ParquetFile(shard).iter_batches(batch_size=256, columns=["record_id", "status", "error_message", "jpg"]):
+            for rid, status, error, data in zip(*(b.column(c).to_pylist() for c in ("record_id", "status", "error_message", "jpg"))):
+                if status != "success" or data is None:
+                    errors[rid] = (error or status or "no image").strip().splitlines()[0]
+                    continue
+                dest = (root / name_of[rid]).resolve()
+                if not dest.is_relative_to(root):
+                    errors[rid] = f"file name {name_of[rid]!r} leaves the image folder"
+                    continue
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                dest.write_bytes(data)
+    shutil.rmtree(root.parent / "download", ignore_errors=True)
+    return dict(zip(ids, urls)), errors
+
+
+def _batches(files: list[Path], columns: list[str] | None = None) -> Iterator[pa.Table]:
     for path in files:
-        for b in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for b in pq.ParquetFile(path).iter_batches(batch_size=1024, columns=columns):
             yield pa.Table.from_batches([b])
 
 
@@ -207,9 +252,14 @@ def ingest(
                 yield batch
 
         t1 = time.time()
+        if work.files and is_url_prefix(images):
+            fetched = out / WORK_DIR / "images"
+            stage.urls, stage.errors = _fetch(work.files, images, fetched, stage.max_pixels)
+            stage.roots = [fetched.resolve()] + stage.roots
+            writer.timings["download"] = time.time() - t1
         if work.files:
             # Ray when there are images to read and hash; without any, the stage only checks sizes.
-            if use_ray and (roots or any(imp.own_images for imp in importers)):
+            if use_ray and (roots or stage.roots or any(imp.own_images for imp in importers)):
                 batches = _ray_batches(work.files, stage, ray_address, num_cpus)
             else:
                 stage.setup()

@@ -113,6 +113,9 @@ class LoadImages(Stage):
     def __init__(self, roots: Sequence[Path | str] = (), max_pixels: int = DEFAULT_MAX_PIXELS):
         self.roots = [Path(r).resolve() for r in roots]
         self.max_pixels = int(max_pixels)
+        # set when the images were fetched from a URL prefix: record_id -> URL, record_id -> download error
+        self.urls: dict[str, str] = {}
+        self.errors: dict[str, str] = {}
         if self.max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {max_pixels}")
 
@@ -147,10 +150,16 @@ class LoadImages(Stage):
         names = row.get("image_files") or []
         if data is None and self.roots:
             path = self._find(names)
+            rid = row["record_id"]
             if path is None:
+                if rid in self.errors:
+                    self._drop(row, "image_missing", f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)")
+                    return
                 where = ", ".join(str(r) for r in self.roots)
                 self._drop(row, "image_missing", f"none of {names} under {where} ({n} annotations)")
                 return
+            if rid in self.urls:
+                row["url"] = self.urls[rid]
             try:
                 data = path.read_bytes()
             except OSError as exc:

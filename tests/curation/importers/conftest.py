@@ -1,4 +1,7 @@
-"""Fixtures of the importer tests: the real annotation excerpts, placeholder images, a local Ray."""
+"""Fixtures of the importer tests: the real annotation excerpts, placeholder images.
+
+The real local Ray is the session fixture `local_ray` of tests/conftest.py.
+"""
 
 from __future__ import annotations
 
@@ -30,18 +33,6 @@ def read_manifest(out: Path) -> dict:
 def real() -> Path:
     assert REAL.is_dir(), f"the real annotation excerpts are missing: {REAL}"
     return REAL
-
-
-@pytest.fixture(scope="session")
-def ray_local():
-    """One real local Ray for the whole session (starting it is slow on 2 cores)."""
-    from curation.runtime import init_ray
-
-    init_ray(num_cpus=2)
-    yield
-    import ray
-
-    ray.shutdown()
 
 
 @pytest.fixture

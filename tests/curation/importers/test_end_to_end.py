@@ -48,7 +48,7 @@ def test_ingest_build_validate_on_each_excerpt(kind, real, tmp_path, make_images
     assert {t: got[t] for t in tasks} == tasks
 
 
-def test_a_merged_coco_record_yields_caption_and_grounding_samples(tmp_path, make_images, ray_local):
+def test_a_merged_coco_record_yields_caption_and_grounding_samples(tmp_path, make_images, local_ray):
     images = [{"id": 42, "file_name": "000000000042.jpg", "width": 640, "height": 480}]
     caps = tmp_path / "captions_x.json"
     caps.write_text(json.dumps({"images": images, "annotations": [{"id": 1, "image_id": 42, "caption": "A dog on a sofa."}]}))

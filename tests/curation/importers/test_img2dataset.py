@@ -20,7 +20,7 @@ def _add(tar, name, data):
     tar.addfile(info, io.BytesIO(data))
 
 
-def test_webdataset_shards(tmp_path, run_ingest, ray_local):
+def test_webdataset_shards(tmp_path, run_ingest, local_ray):
     out = tmp_path / "i2d"
     out.mkdir()
     with tarfile.open(out / "00000.tar", "w") as tar:

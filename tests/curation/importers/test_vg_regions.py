@@ -14,7 +14,7 @@ def _image_folder(make_images, folder, image_data, skip=()):
     return make_images(folder, sizes)
 
 
-def test_vg_excerpt_through_the_cli_on_a_real_ray(real, tmp_path, make_images, ray_local, capsys):
+def test_vg_excerpt_through_the_cli_on_a_real_ray(real, tmp_path, make_images, local_ray, capsys):
     """100 records and 7,278 region phrases in; every one a region or a reject with its reason."""
     from curation.cli import main
 
