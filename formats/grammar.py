@@ -13,12 +13,14 @@ sound), each a one-line message; the caller prefixes the sample id. Checks:
   (with bytes); Qwen2 image tags as many as the row's images;
 - pretraining samples end with one `<|endoftext|>`; SFT conversations follow
   section 5 and render to exactly `prompt + target`;
+- the text is in Unicode NFC form (the Qwen tokenizer normalizes to it);
 - `num_tokens` equals a recount with the format's tokenizer.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any, Mapping, Sequence
 
 from formats.coords import image_pad_count, smart_resize
@@ -171,6 +173,8 @@ def check_sample(row: Mapping[str, Any], fmt: str | None = None) -> list[str]:
     text = (row.get("prompt") or "") + (row.get("target") or "")
     found, n_images = check_text(text, fmt, keys)
     problems += found
+    if not unicodedata.is_normalized("NFC", text):
+        problems.append("text is not in Unicode NFC form (the Qwen tokenizer would change it)")
     if fmt != "qwen-vl" and n_images != len(images):
         problems.append(f"{n_images} image tags for {len(images)} images in the row")
     if fmt == "qwen2.5-vl":

@@ -24,7 +24,9 @@ grounded phrases; `ocr` answers `[{"bbox_2d": [...], "text_content": ...}]`
 with the box around each quad.
 
 Project choices where the spec is silent: free text is stripped of leading and
-trailing whitespace (grounded-caption spans are shifted with it); a text that
+trailing whitespace (grounded-caption spans are shifted with it) and put in
+Unicode NFC form, as the Qwen tokenizer does before encoding, so that counts
+match training time (a Qwen-VL image key not in NFC is rejected); a text that
 contains a special-token string of the format is rejected; in
 `caption_grounding` and `ocr` one invalid phrase or item rejects the whole
 sample (a sample with a grounding left out would teach the model to skip it).
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -176,6 +179,8 @@ class Dialect:
         special = self.tokenizer.find_special(key)
         if special:
             raise InvalidAnnotation("invalid_key", f"image key {key!r} contains the special token {special}")
+        if unicodedata.normalize("NFC", key) != key:
+            raise InvalidAnnotation("invalid_key", f"image key {key!r} is not in Unicode NFC form (the Qwen tokenizer normalizes it)")
 
     def pads(self, width: int, height: int) -> int | None:
         """`<|image_pad|>` count of one image (Qwen2 formats); None for Qwen-VL."""
@@ -299,7 +304,7 @@ class _Context:
         """A free text, stripped; empty or holding a special-token string is invalid."""
         if not isinstance(value, str) or not value.strip():
             raise InvalidAnnotation("empty_text", f"{what} is empty")
-        value = value.strip()
+        value = unicodedata.normalize("NFC", value.strip())
         special = self.d.tokenizer.find_special(value)
         if special:
             raise InvalidAnnotation("special_token_in_text", f"{what} {value[:60]!r} contains {special}")
@@ -450,7 +455,8 @@ def _grounded_text(c: _Context, gc: Mapping[str, Any]) -> tuple[str, list[tuple[
         items.append((phrase, values))
         pos = e
     pieces.append(text[pos:])
-    rendered = "".join(pieces)
+    rendered = unicodedata.normalize("NFC", "".join(pieces))
+    items = [(unicodedata.normalize("NFC", p), v) for p, v in items]
     special = c.d.tokenizer.find_special(text)
     if special:
         raise InvalidAnnotation("special_token_in_text", f"grounded caption {text[:60]!r} contains {special}")

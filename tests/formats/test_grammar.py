@@ -67,6 +67,7 @@ def test_planted_faults_each_have_their_message():
         "tokens": (dict(num_tokens=row["num_tokens"] + 1), f"num_tokens {row['num_tokens'] + 1} != {row['num_tokens']} counted"),
         "eos": (dict(target=row["target"].replace("<|endoftext|>", "")), "text must end with one <|endoftext|>"),
         "bytes": (dict(images=[dict(row["images"][0], image=None)]), "image '数据/k.jpg' has no bytes"),
+        "nfc": (dict(target="e\u0301" + row["target"]), "text is not in Unicode NFC form"),
     }
     for name, (change, message) in cases.items():
         problems = check_sample({**row, **change})

@@ -194,6 +194,17 @@ def test_image_key_limit(key, ok, reason):
         assert texts == [] and rejected[0][0] == reason
 
 
+def test_text_is_nfc_and_keys_must_be():
+    texts, _ = one(rec("k", captions=["Cafe\u0301 au lait"]), "caption")
+    assert texts == ["<img>k</img>Generate the caption in English: Caf\u00e9 au lait<|endoftext|>"]
+    r = rec("k", grounded_captions=[{"text": "Cafe\u0301 dog", "spans": [{"start": 6, "end": 9, "boxes": [BOX]}]}])
+    assert one(r, "caption_grounding")[0] == [
+        "<img>k</img>Generate the caption in English with grounding: Caf\u00e9 <ref>dog</ref><box>(156,104),(469,833)</box><|endoftext|>"
+    ]
+    texts, rejected = one(rec("cafe\u0301.jpg", captions=["c"]), "caption")
+    assert texts == [] and rejected[0][0] == "invalid_key" and "NFC" in rejected[0][1]
+
+
 def test_non_ascii_text_round_trips():
     r = rec("k", captions=["Ein Hund läuft über die Straße 🐕"], qa=[{"question": "这是什么？", "answer": "一只狗。"}])
     tok = get_tokenizer("qwen-vl")
