@@ -61,10 +61,15 @@ def _ray_batches(ds: Dataset, stage, batch_size: int, address: str | None) -> It
     from curation.runtime import apply_stages, init_ray
 
     init_ray(address)
-    ray.data.DataContext.get_current().execution_options.preserve_order = True
-    rd = ray.data.read_parquet([str(p) for p in ds.shard_paths("records")])
-    rd = apply_stages(rd, [stage])
-    yield from rd.iter_batches(batch_format="pyarrow", batch_size=None)
+    options = ray.data.DataContext.get_current().execution_options
+    before = options.preserve_order
+    options.preserve_order = True  # shards in record order, whatever the worker timing
+    try:
+        rd = ray.data.read_parquet([str(p) for p in ds.shard_paths("records")])
+        rd = apply_stages(rd, [stage])
+        yield from rd.iter_batches(batch_format="pyarrow", batch_size=None)
+    finally:
+        options.preserve_order = before
 
 
 def build_dataset(

@@ -238,16 +238,11 @@ def test_export_three_layouts(records_dir, tmp_path, capsys):
                     assert text.count("<bbox>") == len(item["objects"]["bbox"])
 
 
-def test_build_with_ray(records_dir, tmp_path):
-    """The one test that starts a real local Ray: same output as the in-process runner."""
+def test_build_with_ray(records_dir, tmp_path, local_ray):
+    """On the session's real local Ray (tests/conftest.py): same output as the in-process runner."""
     a, b = tmp_path / "local", tmp_path / "ray"
     assert main(["build", str(records_dir), "--out", str(a), "--runner", "local", "--batch-size", "16"]) == 0
-    import ray
-
-    try:
-        assert main(["build", str(records_dir), "--out", str(b), "--runner", "ray", "--batch-size", "16"]) == 0
-    finally:
-        ray.shutdown()
+    assert main(["build", str(records_dir), "--out", str(b), "--runner", "ray", "--batch-size", "16"]) == 0
     la, lb = Dataset(a).read("samples"), Dataset(b).read("samples")
     assert Dataset(b).manifest["config"]["runner"] == "ray"
     assert sorted(la.column("sample_id").to_pylist()) == sorted(lb.column("sample_id").to_pylist())
