@@ -127,9 +127,10 @@ def fit_cpus(requested: float, total: float) -> float:
 class _StageActor:
     """Ray actor wrapper: one stage instance per actor, set up once."""
 
-    def __init__(self, stage: Stage):
-        self.stage = stage
-        stage.setup()
+    stage: Stage
+
+    def __init__(self):
+        self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         return self.stage(batch)
@@ -159,9 +160,11 @@ def apply_stages(ds: "ray.data.Dataset", stages: Sequence[Stage]) -> "ray.data.D
             else:
                 fit = int(max(total_cpus - 1, 1) // max(cpus, 1e-9))
             size = max(1, min(stage.concurrency or fit, fit))
+            # the stage rides in a class made for it (pickled by value), not in
+            # constructor arguments that Ray would keep in the object store
+            actor = type(f"{type(stage).__name__}Actor", (_StageActor,), {"stage": stage})
             ds = ds.map_batches(
-                _StageActor,
-                fn_constructor_args=(stage,),
+                actor,
                 compute=ActorPoolStrategy(min_size=1, max_size=size),
                 num_gpus=gpus,
                 **common,

@@ -74,15 +74,27 @@ class ClipModelSpec:
             path = Path(self.checkpoint)
             if not path.is_file():
                 raise InputError(f"{self.checkpoint}: CLIP checkpoint not found")
-            try:
-                with open(path, "rb") as f:
-                    f.read(1)
-            except OSError as exc:
-                raise InputError(f"{self.checkpoint}: CLIP checkpoint unreadable: {exc.strerror}") from exc
+            _check_checkpoint(path)
         elif self.pretrained:
             if not open_clip.get_pretrained_cfg(name, self.pretrained):
                 tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == name) or "none"
                 raise InputError(f"no pretrained tag {self.pretrained!r} for {name} (known: {tags})")
+
+
+def _check_checkpoint(path: Path) -> None:
+    """Open the checkpoint here, on the driver (memory-mapped), so a bad file fails before any actor starts."""
+    import torch
+
+    try:
+        try:
+            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+    except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, the file is at fault
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"{path}: cannot load CLIP weights: {first}") from exc
 
 
 def resolve_model_name(model: str) -> str:

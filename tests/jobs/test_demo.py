@@ -1,0 +1,87 @@
+"""The one end-to-end job test: `curate demo` from loopback URLs to audited shards."""
+
+import csv
+import io
+import json
+
+import pytest
+
+from curation.cli import main
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, local_ray):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    buf = io.StringIO()
+    import contextlib
+
+    with contextlib.redirect_stdout(buf):
+        code = main(["demo", "--out", str(out)])
+    assert code == 0
+    return out, buf.getvalue()
+
+
+def sql(capsys, out, query):
+    assert main(["sql", str(out), query, "--csv"]) == 0
+    return list(csv.reader(io.StringIO(capsys.readouterr().out)))
+
+
+def test_demo_prints_the_summary(demo):
+    out, printed = demo
+    assert "CLIP filter (threshold" in printed
+    assert "wall time" in printed
+    assert f"output: {out}" in printed
+    for stage in ("download", "basic", "clip", "build"):
+        assert stage in printed
+
+
+def test_clip_filter_catches_swapped_captions(demo):
+    from jobs.demo import clip_quality
+
+    out, _ = demo
+    clip = clip_quality(out)
+    assert clip["swapped_reaching_clip"] >= 25
+    assert clip["recall"] >= 0.9
+    assert clip["false_drop_rate"] <= 0.1
+
+
+def test_sql_counts_match_the_manifest(demo, capsys):
+    out, _ = demo
+    manifest = json.loads((out / "manifest.json").read_text())
+    rows = sql(capsys, out, "select count(*) from samples")
+    assert int(rows[1][0]) == manifest["tables"]["samples"]["rows"] > 0
+    rows = sql(capsys, out, "select count(*) from records")
+    assert int(rows[1][0]) == manifest["tables"]["records"]["rows"]
+
+
+def test_rejects_show_every_kind_of_drop(demo, capsys):
+    out, _ = demo
+    rows = sql(capsys, out, "select stage, reason, count(*) from rejects group by all")
+    stages = {r[0] for r in rows[1:]}
+    assert {"download", "basic", "clip"} <= stages
+    planted = sql(capsys, out, "select json_extract_string(meta, '$.planted') p, stage, count(*) from rejects group by all order by 1")
+    by_planted = {(r[0], r[1]): int(r[2]) for r in planted[1:]}
+    assert by_planted[("corrupt", "download")] >= 2
+    assert by_planted[("tiny", "basic")] >= 2
+
+
+def test_every_url_is_a_record_or_a_reject(demo, capsys):
+    out, _ = demo
+    manifest = json.loads((out / "manifest.json").read_text())
+    images = manifest["stages"]["download"]["in"]
+    rows = sql(capsys, out, "select (select count(*) from records) + (select count(distinct record_id) from rejects where stage in ('download', 'basic', 'clip'))")
+    assert int(rows[1][0]) == images
+
+
+def test_caption_samples_are_qwen_vl(demo, capsys):
+    out, _ = demo
+    rows = sql(capsys, out, "select record_id, prompt, target, num_tokens from samples where task = 'caption' limit 5")
+    for record_id, prompt, target, num_tokens in rows[1:]:
+        assert prompt == f"<img>{record_id}</img>Generate the caption in English:"
+        assert target.startswith(" ") and target.endswith("<|endoftext|>")
+        assert int(num_tokens) > 258
+
+
+def test_demo_output_validates(demo, capsys):
+    out, _ = demo
+    assert main(["validate", str(out)]) == 0
