@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+_isfinite = math.isfinite
+
 __all__ = [
     "xywh_to_xyxy",
     "as_numbers",
@@ -23,19 +25,18 @@ __all__ = [
 
 def as_numbers(values: Any, n: int) -> list[float] | None:
     """`values` as a list of `n` floats, or None when it is not a sequence of `n` numbers."""
-    if not isinstance(values, (list, tuple)) or len(values) != n:
+    if type(values) not in (list, tuple) or len(values) != n:
         return None
-    out = []
     for v in values:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        t = type(v)
+        if t is not float and t is not int:  # bool is not a number here
             return None
-        out.append(float(v))
-    return out
+    return [float(v) for v in values]
 
 
 def xywh_to_xyxy(x: Any, y: Any, w: Any, h: Any) -> list[float] | None:
     """COCO `[x, y, w, h]` / Visual Genome `x, y, width, height` to `[x1, y1, x2, y2]`; None if not numbers."""
-    nums = as_numbers([x, y, w, h], 4)
+    nums = as_numbers((x, y, w, h), 4)
     if nums is None:
         return None
     x, y, w, h = nums
@@ -53,9 +54,9 @@ def box_problem(box: Any, width: int | None = None, height: int | None = None) -
     nums = as_numbers(box, 4)
     if nums is None:
         return "box_malformed"
-    if not all(math.isfinite(v) for v in nums):
-        return "box_not_finite"
     x1, y1, x2, y2 = nums
+    if not (_isfinite(x1) and _isfinite(y1) and _isfinite(x2) and _isfinite(y2)):
+        return "box_not_finite"
     if x2 <= x1 or y2 <= y1:
         return "box_empty"
     if width is not None and height is not None:

@@ -90,6 +90,15 @@ def image_size(data: bytes, max_pixels: int) -> tuple[int, int] | tuple[None, st
     return w, h
 
 
+def _conform_work(batch: pa.Table) -> pa.Table:
+    """The batch with exactly WORK_SCHEMA's columns and types (reject columns added when missing)."""
+    if batch.schema.equals(WORK_SCHEMA):
+        return batch
+    from curation.schema import conform
+
+    return conform(batch, WORK_SCHEMA)
+
+
 def _has_geometry(row: dict) -> bool:
     return bool(row.get("regions") or row.get("grounded_captions") or row.get("ocr"))
 
@@ -134,11 +143,95 @@ class LoadImages(Stage):
         return None
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        batch = _conform_work(batch)
+        fast = self._fast(batch)
+        if fast is not None:
+            return fast
+        # Some row needs its annotations rewritten (scaled, or checked against
+        # the image frame): the whole batch goes row by row.
         rows = batch.to_pylist()
         for row in rows:
             if row.get("reject_stage") is None:
                 self._load(row)
         return pa.Table.from_pylist(rows, schema=WORK_SCHEMA)
+
+    def _fast(self, batch: pa.Table) -> pa.Table | None:
+        """Column-wise path for the common case: no annotation needs rewriting. None otherwise."""
+        import pyarrow.compute as pc
+
+        n = batch.num_rows
+        col = {c: batch.column(c).to_pylist() for c in ("record_id", "image", "image_files", "width", "height", "reject_stage", "url")}
+        geometry = [False] * n
+        items = [0] * n
+        for c in ("regions", "grounded_captions", "ocr", "captions", "qa"):
+            lengths = pc.fill_null(pc.list_value_length(batch.column(c)), 0).to_pylist()
+            items = [a + b for a, b in zip(items, lengths)]
+            if c in ("regions", "grounded_captions", "ocr"):
+                geometry = [g or b > 0 for g, b in zip(geometry, lengths)]
+        texts = batch.column("text").to_pylist()
+        image, sha, width, height = list(col["image"]), [None] * n, list(col["width"]), list(col["height"])
+        url = list(col["url"])
+        stage = list(col["reject_stage"])
+        reason = batch.column("reject_reason").to_pylist()
+        detail = batch.column("reject_detail").to_pylist()
+        for i in range(n):
+            if stage[i] is not None:
+                continue
+            row = {"record_id": col["record_id"][i], "image": col["image"][i], "image_files": col["image_files"][i],
+                   "width": col["width"][i], "height": col["height"][i], "n": items[i] + (1 if texts[i] else 0), "geometry": geometry[i]}
+            out = self._outcome(row)
+            if out is None:
+                return None
+            if out[0] == "drop":
+                stage[i], reason[i], detail[i], image[i] = IMAGES_STAGE, out[1], out[2], None
+                continue
+            if out[0] == "keep":
+                continue
+            _, data, w, h, new_url = out
+            image[i], sha[i], width[i], height[i] = data, hashlib.sha256(data).hexdigest(), w, h
+            if new_url:
+                url[i] = new_url
+        updates = {
+            "image": pa.array(image, pa.binary()), "sha256": pa.array(sha, pa.string()),
+            "width": pa.array(width, pa.int32()), "height": pa.array(height, pa.int32()), "url": pa.array(url, pa.string()),
+            "reject_stage": pa.array(stage, pa.string()), "reject_reason": pa.array(reason, pa.string()), "reject_detail": pa.array(detail, pa.string()),
+        }
+        for name, values in updates.items():
+            batch = batch.set_column(batch.schema.get_field_index(name), WORK_SCHEMA.field(name), values)
+        return batch
+
+    def _outcome(self, row: dict):
+        """("drop", reason, detail) | ("keep",) | ("image", bytes, w, h, url) | None (needs the row path)."""
+        n = row["n"]
+        data = row["image"]
+        names = row["image_files"] or []
+        rid = row["record_id"]
+        new_url = None
+        if data is None and self.roots:
+            path = self._find(names)
+            if path is None:
+                if rid in self.errors:
+                    return "drop", "image_missing", f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)"
+                return "drop", "image_missing", f"none of {names} under {', '.join(str(r) for r in self.roots)} ({n} annotations)"
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                return "drop", "image_unreadable", f"{path}: {exc.strerror or exc} ({n} annotations)"
+            new_url = self.urls.get(rid)
+        ann_w, ann_h = row["width"], row["height"]
+        if data is None:
+            if (ann_w is None or ann_h is None) and row["geometry"]:
+                return "drop", "size_unknown", f"no image and no size in the annotation to place its boxes ({n} annotations)"
+            return ("keep",)
+        size = image_size(data, self.max_pixels)
+        if size[0] is None:
+            return "drop", size[1], f"{names[0] if names else 'image bytes'}: {size[1].replace('_', ' ')} (limit {self.max_pixels} pixels; {n} annotations)"
+        w, h = size
+        if ann_w and ann_h and (ann_w, ann_h) != (w, h):
+            return None  # scale or size_mismatch: row path
+        if not (ann_w and ann_h) and row["geometry"]:
+            return None  # boxes to check against the image frame: row path
+        return "image", data, w, h, new_url
 
     def _drop(self, row: dict, reason: str, detail: str) -> None:
         row["reject_stage"], row["reject_reason"], row["reject_detail"] = IMAGES_STAGE, reason, detail
