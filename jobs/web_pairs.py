@@ -22,15 +22,14 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.dataset import DatasetWriter
 from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, read_url_list, run_img2dataset
 from curation.errors import InputError
 from curation.runtime import Stage, apply_stages, collect, init_ray
-from curation.schema import SAMPLE_SCHEMA
+from jobs.build import build_into
 
-__all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "build_into", "run", "Progress"]
+__all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "run", "Progress"]
 
 log = logging.getLogger(__name__)
 
@@ -120,49 +119,6 @@ def _arrow_batches(ds, batch_size: int = 256) -> Iterator[pa.Table]:
     yield from ds.iter_batches(batch_format="pyarrow", batch_size=batch_size)
 
 
-def build_into(
-    writer: DatasetWriter,
-    record_paths: list[Path],
-    records_in: int,
-    format: str = "qwen-vl",
-    tasks: Iterable[str] | str | None = None,
-    pack: int | None = None,
-) -> dict | None:
-    """Records shards → samples (and packed sequences) in the same dataset directory."""
-    import ray.data
-
-    from formats.build import BuildSamples
-
-    t0 = time.time()
-    stage = BuildSamples(format=format, tasks=tasks, max_tokens=pack)
-    if not record_paths:
-        writer.count_stage("build", 0, 0)
-        return None
-    ds = apply_stages(ray.data.read_parquet([str(p) for p in record_paths]), [stage])
-    members: list[tuple[str, str, int]] = []
-
-    def remember(stream: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        for b in stream:
-            if pack is not None:
-                live = b.filter(pc.is_null(b.column("reject_stage")))
-                members.extend(zip(*(live.column(c).to_pylist() for c in ("sample_id", "task", "num_tokens"))))
-            yield b
-
-    samples, dropped = collect(remember(_arrow_batches(ds)), writer, [], table="samples", schema=SAMPLE_SCHEMA)
-    by_reason = {r: n for (s, r), n in dropped.items()}
-    # in: records; out: samples made; dropped: items rejected, by reason
-    writer.count_stage("build", records_in, samples, by_reason, seconds=time.time() - t0)
-    if pack is None:
-        return None
-    from formats.packing import fill_ratio, pack_sequences, sequences_table
-
-    t1 = time.time()
-    seqs = pack_sequences(members, pack)
-    writer.write("sequences", sequences_table(seqs, format))
-    writer.count_stage("pack", len(members), len(seqs), seconds=time.time() - t1)
-    return {"max_tokens": pack, "sequences": len(seqs), "samples": len(members), "fill_ratio": round(fill_ratio(seqs, pack), 4)}
-
-
 def download_step(cfg: WebPairsConfig, writer: DatasetWriter, stages: list[Stage]) -> int:
     """URL list → img2dataset → `stages` → records + rejects in `writer`; returns records kept."""
     import ray.data
@@ -215,7 +171,10 @@ def run(cfg: WebPairsConfig) -> dict:
     records = writer.writer("records")
     records.flush()
     t2 = time.time()
-    packing = build_into(writer, [Path(cfg.out) / s.path for s in records.shards], kept, cfg.format, cfg.tasks, cfg.pack)
+    extra = build_into(
+        writer, [Path(cfg.out) / s.path for s in records.shards], kept, cfg.format, cfg.tasks, cfg.pack,
+        runner="auto", ray_address=cfg.ray_address,
+    )
     writer.timings["build"] = time.time() - t2
     config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-    return writer.close(config=config, extra={"packing": packing} if packing else None)
+    return writer.close(config=config, extra=extra)

@@ -12,23 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from collections import Counter
-from typing import Iterator
-
-import pyarrow as pa
-import pyarrow.compute as pc
 
 from curation.dataset import Dataset, DatasetWriter, ManifestError
 from curation.errors import InputError
-from curation.runtime import collect
-from curation.schema import SAMPLE_SCHEMA
 
-__all__ = ["add_arguments", "run", "build_dataset", "LOCAL_MAX_ROWS"]
+__all__ = ["add_arguments", "run", "build_dataset"]
 
 log = logging.getLogger(__name__)
-
-# at most this many records run in-process under --runner auto; more go through Ray
-LOCAL_MAX_ROWS = 50_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,29 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
 
 
-def _local_batches(ds: Dataset, stage, batch_size: int) -> Iterator[pa.Table]:
-    stage.setup()
-    for rb in ds.iter_batches("records", batch_size=batch_size):
-        yield stage(pa.Table.from_batches([rb]))
-
-
-def _ray_batches(ds: Dataset, stage, batch_size: int, address: str | None) -> Iterator[pa.Table]:
-    import ray.data
-
-    from curation.runtime import apply_stages, init_ray
-
-    init_ray(address)
-    options = ray.data.DataContext.get_current().execution_options
-    before = options.preserve_order
-    options.preserve_order = True  # shards in record order, whatever the worker timing
-    try:
-        rd = ray.data.read_parquet([str(p) for p in ds.shard_paths("records")])
-        rd = apply_stages(rd, [stage])
-        yield from rd.iter_batches(batch_format="pyarrow", batch_size=None)
-    finally:
-        options.preserve_order = before
-
-
 def build_dataset(
     input_dir: str,
     out: str,
@@ -83,9 +50,13 @@ def build_dataset(
     ray_address: str | None = None,
     batch_size: int = 512,
 ) -> dict:
-    """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest."""
+    """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest.
+
+    The stage is made here first so that a bad format or task list is an
+    InputError before any output directory is touched.
+    """
     from formats.build import BuildSamples
-    from formats.packing import fill_ratio, pack_sequences, sequences_table
+    from jobs.build import build_into
 
     try:
         ds = Dataset(input_dir)
@@ -99,43 +70,17 @@ def build_dataset(
         stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    stage.batch_size = batch_size
-    use_ray = runner == "ray" or (runner == "auto" and ds.rows("records") > LOCAL_MAX_ROWS)
-    batches = _ray_batches(ds, stage, batch_size, ray_address) if use_ray else _local_batches(ds, stage, batch_size)
-
-    members: list[tuple[str, str, int]] = []
-    by_task: Counter = Counter()
-
-    def remember(stream: Iterator[pa.Table]) -> Iterator[pa.Table]:
-        for b in stream:
-            live = b.filter(pc.is_null(b.column("reject_stage"))).select(["sample_id", "task", "num_tokens"])
-            tasks_col = live.column("task").to_pylist()
-            by_task.update(tasks_col)
-            if pack is not None:
-                members.extend(zip(live.column("sample_id").to_pylist(), tasks_col, live.column("num_tokens").to_pylist()))
-            yield b
-
     writer = DatasetWriter(out)
     t0 = time.time()
-    kept, dropped = collect(remember(batches), writer, ["build"], table="samples", schema=SAMPLE_SCHEMA)
+    extra = build_into(
+        writer, ds.shard_paths("records"), ds.rows("records"), format=format, tasks=stage.tasks, pack=pack,
+        rounding=rounding, runner=runner, ray_address=ray_address, batch_size=batch_size,
+    )
     writer.timings["build"] = time.time() - t0
     config = {
         "command": "build", "input": str(input_dir), "format": format, "tasks": list(stage.tasks),
-        "pack": pack, "rounding": rounding, "runner": "ray" if use_ray else "local",
+        "pack": pack, "rounding": rounding, "runner": extra["build"]["runner"],
     }
-    extra: dict = {"build": {"records": ds.rows("records"), "samples_by_task": dict(sorted(by_task.items()))}}
-    if pack is not None:
-        t1 = time.time()
-        seqs = pack_sequences(members, pack)
-        writer.write("sequences", sequences_table(seqs, format))
-        writer.count_stage("pack", len(members), len(seqs), seconds=time.time() - t1)
-        per_task = {}
-        for task in sorted({s.task for s in seqs}):
-            ts = [s for s in seqs if s.task == task]
-            per_task[task] = {"sequences": len(ts), "samples": sum(len(s.sample_ids) for s in ts),
-                              "fill_ratio": round(fill_ratio(ts, pack), 4)}
-        extra["packing"] = {"max_tokens": pack, "sequences": len(seqs), "samples": len(members),
-                            "fill_ratio": round(fill_ratio(seqs, pack), 4), "by_task": per_task}
     return writer.close(config=config, extra=extra)
 
 
