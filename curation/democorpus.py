@@ -53,7 +53,8 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "pink": (255, 105, 190),
     "cyan": (0, 210, 225),
 }
-SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "hexagon")
+# Outlines that stay distinct at CLIP resolution (a hexagon reads as a circle at 64 px).
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "diamond", "cross")
 # background kind -> adjective used in captions
 BACKGROUNDS: dict[str, str] = {
     "noise": "noisy",
@@ -218,8 +219,13 @@ def _shape_mask_draw(draw: ImageDraw.ImageDraw, s: _Shape, fill) -> None:
         draw.polygon(pts, fill=fill)
     elif s.shape == "diamond":
         draw.polygon([(cx, cy - r), (cx + r * 0.8, cy), (cx, cy + r), (cx - r * 0.8, cy)], fill=fill)
-    elif s.shape == "hexagon":
-        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a in (i * math.pi / 3 for i in range(6))]
+    elif s.shape == "cross":  # a plus sign
+        w = r * 0.36
+        pts = [
+            (cx - w, cy - r), (cx + w, cy - r), (cx + w, cy - w), (cx + r, cy - w),
+            (cx + r, cy + w), (cx + w, cy + w), (cx + w, cy + r), (cx - w, cy + r),
+            (cx - w, cy + w), (cx - r, cy + w), (cx - r, cy - w), (cx - w, cy - w),
+        ]
         draw.polygon(pts, fill=fill)
     else:
         raise ValueError(f"unknown shape: {s.shape!r}")
