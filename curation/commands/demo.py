@@ -12,7 +12,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="output dataset directory (default demo-out)")
     p.add_argument("--images", type=int, default=None, help="corpus size (default 240)")
     p.add_argument("--seed", type=int, default=None, help="corpus seed (default 0)")
-    p.add_argument("--min-clip-score", type=float, default=None, help="CLIP threshold for the demo model")
+    p.add_argument("--min-clip-score", type=float, default=None, help="CLIP threshold for the demo model (default 0.15)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         return "n/a" if x is None else f"{100 * x:.1f}%"
 
     print(
-        f"CLIP filter (threshold {cfg.min_clip_score:g}) on planted swapped captions: "
+        f"CLIP filter (threshold {cfg.min_clip_score:.3f}) on planted swapped captions: "
         f"precision {pct(clip['precision'])}, recall {pct(clip['recall'])} "
         f"({clip['true_positives']}/{clip['swapped_reaching_clip']} swapped dropped, "
         f"{clip['false_positives']}/{clip['others_reaching_clip']} others dropped)"
