@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -228,7 +227,6 @@ def collect(
     """
     dropped: Counter = Counter()
     total = kept_rows = 0
-    t0 = time.time()
     for batch in batches:
         if isinstance(batch, pa.RecordBatch):
             batch = pa.Table.from_batches([batch])
@@ -247,5 +245,4 @@ def collect(
         out = rows_in - sum(by_reason.values())
         writer.count_stage(name, rows_in, out, by_reason)
         rows_in = out
-    writer.timings["pipeline"] = writer.timings.get("pipeline", 0.0) + time.time() - t0
     return kept_rows, dropped

@@ -138,7 +138,7 @@ def download_step(cfg: WebPairsConfig, writer: DatasetWriter, stages: list[Stage
         log.info("stages: %s", " -> ".join(_stage_names(stages)))
         ds = apply_stages(ray.data.read_parquet([str(s) for s in shards]), stages)
         kept, _ = collect(_arrow_batches(ds), writer, _stage_names(stages), on_batch=Progress("records", urls.num_rows))
-        writer.timings["filter"] = time.time() - t1
+        writer.timings["records"] = time.time() - t1  # img2dataset rows -> records, through every filter
     return kept
 
 
