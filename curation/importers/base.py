@@ -22,6 +22,7 @@ invalid annotations into rejects with reasons, never fixing them.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections import Counter
 from pathlib import Path
@@ -198,7 +199,7 @@ def validate_record(
     return p, rejects
 
 
-class Importer:
+class Importer(abc.ABC):
     """Base of every importer: `kind`, the default `source` name, and `read()`."""
 
     kind: ClassVar[str] = ""
@@ -227,8 +228,9 @@ class Importer:
     def rid(self, image_id: Any) -> str:
         return f"{self.source}:{image_id}"
 
-    def read(self) -> Iterator[Item]:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def read(self) -> Iterator[Item]:
+        """Yield ("record", partial record) and ("reject", reject row) items."""
 
     def reject(self, image_id: Any, reason: str, detail: str, path: Path | None = None) -> Item:
         prefix = f"{path.name}: " if path is not None else ""
