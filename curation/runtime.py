@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -43,6 +44,7 @@ __all__ = [
     "ensure_reject_columns",
     "split_rejects",
     "collect",
+    "Progress",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,6 +212,22 @@ def split_rejects(batch: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> tuple[p
     )
     keep_cols = [c for c in kept.column_names if c not in {f.name for f in REJECT_COLUMNS}]
     return conform(kept.select(keep_cols), schema), conform(rejects, REJECT_SCHEMA)
+
+
+class Progress:
+    """An `on_batch` callback for collect(): logs rows done every few seconds on long work."""
+
+    def __init__(self, what: str, total: int | None = None, every: float = 5.0):
+        self.what, self.total, self.every = what, total, every
+        self.t0 = self.last = time.time()
+
+    def __call__(self, done: int) -> None:
+        now = time.time()
+        if now - self.last >= self.every:
+            self.last = now
+            rate = done / max(now - self.t0, 1e-9)
+            of = f"/{self.total}" if self.total else ""
+            log.info("%s: %d%s rows (%.0f rows/s)", self.what, done, of, rate)
 
 
 def collect(

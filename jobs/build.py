@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dataset import DatasetWriter
-from curation.runtime import collect
+from curation.runtime import Progress, collect
 from curation.schema import SAMPLE_SCHEMA
 
 __all__ = ["LOCAL_MAX_ROWS", "record_batches", "build_into"]
@@ -97,7 +97,9 @@ def build_into(
             yield b
 
     t0 = time.time()
-    samples, dropped = collect(remember(batches), writer, [], table="samples", schema=SAMPLE_SCHEMA)
+    samples, dropped = collect(
+        remember(batches), writer, [], table="samples", schema=SAMPLE_SCHEMA, on_batch=Progress("build (samples + rejects)")
+    )
     # in: records; out: samples made; dropped: items rejected (a box, a phrase, a sample), by reason
     writer.count_stage("build", records_in, samples, {r: n for (_, r), n in dropped.items()}, seconds=time.time() - t0)
     extra: dict = {

@@ -26,10 +26,10 @@ import pyarrow as pa
 from curation.dataset import DatasetWriter
 from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, read_url_list, run_img2dataset
 from curation.errors import InputError
-from curation.runtime import Stage, apply_stages, collect, init_ray
+from curation.runtime import Progress, Stage, apply_stages, collect, init_ray
 from jobs.build import build_into
 
-__all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "run", "Progress"]
+__all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -68,22 +68,6 @@ class WebPairsConfig:
     shard_mb: int = 256
     ray_address: str | None = None
     work_dir: str | None = None
-
-
-class Progress:
-    """Logs rows done every few seconds on long work."""
-
-    def __init__(self, what: str, total: int | None = None, every: float = 5.0):
-        self.what, self.total, self.every = what, total, every
-        self.t0 = self.last = time.time()
-
-    def __call__(self, done: int) -> None:
-        now = time.time()
-        if now - self.last >= self.every:
-            self.last = now
-            rate = done / max(now - self.t0, 1e-9)
-            of = f"/{self.total}" if self.total else ""
-            log.info("%s: %d%s rows (%.0f rows/s)", self.what, done, of, rate)
 
 
 def filter_stages(cfg: WebPairsConfig) -> list[Stage]:

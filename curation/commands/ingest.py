@@ -196,7 +196,7 @@ def ingest(
     from curation.importers import get_importer
     from curation.importers.base import INGEST_STAGE, Merger, count_items
     from curation.importers.images import DEFAULT_MAX_PIXELS, IMAGES_STAGE, LoadImages, item_rejects, partial_to_row
-    from curation.runtime import collect
+    from curation.runtime import Progress, collect
     from curation.schema import rejects_from_pylist
 
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
@@ -277,7 +277,7 @@ def ingest(
             else:
                 stage.setup()
                 batches = (stage(b) for b in _batches(work.files))
-            collect(flowing(batches), writer, [IMAGES_STAGE])
+            collect(flowing(batches), writer, [IMAGES_STAGE], on_batch=Progress("images"))
         else:
             writer.count_stage(IMAGES_STAGE, 0, 0)
         if late:
