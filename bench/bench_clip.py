@@ -45,7 +45,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import open_clip
-    import pyarrow as pa
     import torch
     from PIL import Image
 

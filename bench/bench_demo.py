@@ -50,7 +50,7 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
-            p = subprocess.run([py, "-c", RAW, tmp], capture_output=True, text=True, cwd=ROOT, check=True)
+            subprocess.run([py, "-c", RAW, tmp], capture_output=True, text=True, cwd=ROOT, check=True)
             raw.append(time.time() - t0)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()

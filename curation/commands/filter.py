@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from curation.dataset import Dataset, DatasetWriter, ManifestError
     from curation.errors import InputError
     from curation.runtime import init_ray
-    from jobs.web_pairs import WebPairsConfig, filter_stages, filter_step
+    from jobs.web_pairs import WebPairsConfig, filter_step
 
     try:
         src = Dataset(args.input)

@@ -22,7 +22,6 @@ import argparse
 import gc
 import logging
 import shutil
-import sys
 import time
 from collections import Counter
 from pathlib import Path

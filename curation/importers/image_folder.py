@@ -16,7 +16,6 @@ image is read only in the image stage: memory holds nothing per image.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Iterator
 
 from curation.importers.base import Importer, Item, partial
