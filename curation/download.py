@@ -30,15 +30,13 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError
 from curation.runtime import Resources, Stage, ensure_reject_columns
-from curation.schema import RECORD_SCHEMA
+from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
-__all__ = ["ANNOTATION_COLUMNS", "URL_LIST_FORMATS", "read_url_list", "run_img2dataset", "FromImg2dataset", "DEFAULT_MAX_PIXELS"]
+__all__ = ["URL_LIST_FORMATS", "read_url_list", "run_img2dataset", "FromImg2dataset", "DEFAULT_MAX_PIXELS"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_PIXELS = 64_000_000
-# canonical annotation columns a URL list may carry (as JSON lists or Arrow lists)
-ANNOTATION_COLUMNS = ("qa", "regions", "grounded_captions", "ocr")
 URL_LIST_FORMATS = (".parquet", ".csv", ".tsv", ".jsonl")
 
 
@@ -89,7 +87,7 @@ def read_url_list(
     captions = pc.cast(table.column(caption_col), pa.string()) if caption_col else pa.nulls(n, pa.string())
     meta = pc.cast(table.column("meta"), pa.string()) if "meta" in table.column_names else pa.nulls(n, pa.string())
     out = {"record_id": record_ids, "url": pc.cast(table.column(url_col), pa.string()), "caption": captions, "meta": meta}
-    for col in ANNOTATION_COLUMNS:
+    for col in STRUCTURED_ANNOTATIONS:  # a URL list may carry them as JSON or Arrow lists
         if col in table.column_names:
             out[col] = _annotation_json(path, table, col)
     return pa.table(out)
@@ -205,7 +203,7 @@ class FromImg2dataset(Stage):
                 "sha256": pa.array([hashlib.sha256(b).hexdigest() if b is not None else None for b in image_out], pa.string()),
                 "captions": pa.array([[c] if c else [] for c in captions], pa.list_(pa.string())),
                 "meta": meta,
-                **{col: _parse_annotations(batch, col) for col in ANNOTATION_COLUMNS},
+                **{col: _parse_annotations(batch, col) for col in STRUCTURED_ANNOTATIONS},
                 "reject_stage": pa.array([None if g else self.name for g in ok], pa.string()),
                 "reject_reason": pa.array(reasons, pa.string()),
                 "reject_detail": pa.array([None if g else status[i] for i, g in enumerate(ok)], pa.string()),

@@ -27,6 +27,8 @@ __all__ = [
     "GROUNDED_CAPTION",
     "OCR_ITEM",
     "RECORD_SCHEMA",
+    "ANNOTATION_COLUMNS",
+    "STRUCTURED_ANNOTATIONS",
     "MEASURE_FIELDS",
     "SAMPLE_SCHEMA",
     "REJECT_SCHEMA",
@@ -50,6 +52,11 @@ SPAN = pa.struct([("start", pa.int32()), ("end", pa.int32()), ("boxes", BOXES)])
 GROUNDED_CAPTION = pa.struct([("text", pa.string()), ("spans", pa.list_(SPAN))])
 # quad: 8 numbers, the four corners clockwise from top-left, pixels.
 OCR_ITEM = pa.struct([("text", pa.string()), ("quad", pa.list_(pa.float64()))])
+
+# Annotation list columns of a record, in schema order; every one but `captions`
+# is a list of structs (what a URL list or a sidecar may carry as JSON).
+ANNOTATION_COLUMNS: tuple[str, ...] = ("captions", "qa", "regions", "grounded_captions", "ocr")
+STRUCTURED_ANNOTATIONS: tuple[str, ...] = ANNOTATION_COLUMNS[1:]
 
 # Columns that filters measure. They are part of the record schema (null until
 # measured) so that every shard has the same schema; filters add values, never

@@ -552,6 +552,7 @@ _IMAGE_TASKS: dict[str, Callable[[_Context], list[Rendered]]] = {
     "ocr": _ocr,
     "sft": _sft,
 }
+# = curation.schema.ANNOTATION_COLUMNS, repeated so that `curate preview` never imports pyarrow
 _ANNOTATIONS = ("captions", "qa", "regions", "grounded_captions", "ocr")
 
 

@@ -30,7 +30,7 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 from curation.errors import InputError
 from curation.importers.boxes import box_problem, quad_problem
-from curation.schema import make_reject
+from curation.schema import ANNOTATION_COLUMNS, make_reject
 
 __all__ = [
     "ANNOTATION_LISTS",
@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 INGEST_STAGE = "ingest"
-ANNOTATION_LISTS = ("captions", "qa", "regions", "grounded_captions", "ocr")
+ANNOTATION_LISTS = ANNOTATION_COLUMNS  # one declaration, in curation/schema.py
 Item = tuple[str, dict]
 
 

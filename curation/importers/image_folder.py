@@ -19,11 +19,11 @@ import json
 from typing import Iterator
 
 from curation.importers.base import Importer, Item, partial
+from curation.schema import STRUCTURED_ANNOTATIONS
 
 __all__ = ["ImageFolder", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
-_CANONICAL = ("qa", "regions", "grounded_captions", "ocr")
 
 
 class ImageFolder(Importer):
@@ -64,11 +64,11 @@ class ImageFolder(Importer):
                         caps = side.get("captions") or ([side["caption"]] if isinstance(side.get("caption"), str) else [])
                         self.items_read += len(caps)
                         p["captions"].extend(caps)
-                        for k in _CANONICAL:
+                        for k in STRUCTURED_ANNOTATIONS:
                             if isinstance(side.get(k), list):
                                 self.items_read += len(side[k])
                                 p[k] = list(side[k])
                         p["width"], p["height"] = side.get("width"), side.get("height")
-                        p["meta"] = {k: v for k, v in side.items() if k not in ("caption", "captions", "width", "height", *_CANONICAL)}
+                        p["meta"] = {k: v for k, v in side.items() if k not in ("caption", "captions", "width", "height", *STRUCTURED_ANNOTATIONS)}
                         p["refs"].append(js.name)
                 yield "record", p

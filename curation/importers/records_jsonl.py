@@ -17,12 +17,11 @@ import pyarrow as pa
 
 from curation.importers.base import Importer, Item, partial
 from curation.importers.jsonstream import iter_jsonl
-from curation.schema import MEASURE_FIELDS, RECORD_SCHEMA
+from curation.schema import ANNOTATION_COLUMNS, MEASURE_FIELDS, RECORD_SCHEMA
 
 __all__ = ["RecordsJsonl"]
 
 _ALLOWED = {f.name for f in RECORD_SCHEMA} | {"image_file"}
-_ANNOTATIONS = ("captions", "qa", "regions", "grounded_captions", "ocr")
 
 
 class RecordsJsonl(Importer):
@@ -46,7 +45,7 @@ class RecordsJsonl(Importer):
                 if extra:
                     yield "reject", self._reject(rid, source, f"{where}: unknown columns {extra}", path)
                     continue
-                not_lists = [k for k in _ANNOTATIONS if row.get(k) is not None and not isinstance(row[k], list)]
+                not_lists = [k for k in ANNOTATION_COLUMNS if row.get(k) is not None and not isinstance(row[k], list)]
                 if not_lists:
                     yield "reject", self._reject(rid, source, f"{where}: {not_lists[0]} must be a list", path)
                     continue
@@ -66,7 +65,7 @@ class RecordsJsonl(Importer):
                     continue
                 fields = {k: row.get(k) for k in ("url", "width", "height", "text", *(f.name for f in MEASURE_FIELDS))}
                 p = partial(rid, source, image_files=[image_file] if image_file else [], declared=True, meta=meta or {}, **fields)
-                for k in _ANNOTATIONS:
+                for k in ANNOTATION_COLUMNS:
                     p[k] = list(row.get(k) or [])
                 p["refs"] = [f"{path.name}: {where}"]
                 yield "record", p
