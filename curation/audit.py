@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from curation.dataset import Dataset, ManifestError
+from curation.dataset import Dataset
 from curation.errors import InputError
 from curation.schema import TABLE_SCHEMAS
 
@@ -20,10 +20,7 @@ def connect(path: Path | str):
     """A DuckDB connection with one view per table of the dataset at `path`."""
     import duckdb
 
-    try:
-        ds = Dataset(path)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    ds = Dataset(path)
     con = duckdb.connect()
     for table in TABLE_SCHEMAS:
         paths = ds.shard_paths(table)

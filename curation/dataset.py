@@ -5,20 +5,32 @@
       samples/part-00000.parquet ...
       rejects/part-00000.parquet ...
       manifest.json      written last and atomically
+      .curate/lock       held (flock) by the run writing OUT; names its pid
+      .curate/staging/   the run being written: its shards, manifest, work files
 
-A shard is written under a temporary name and renamed when complete; the
-manifest lists every complete shard with its rows, bytes and sha256, and is
-itself written to a temporary file and renamed. Readers trust only the shards
-the manifest lists, so a crash never exposes a half-written shard.
+A run never writes into the dataset that is there: its shards go to
+`.curate/staging/` (each under a temporary name, renamed when complete), and
+only when the whole run is complete does `DatasetWriter.close` replace the old
+dataset: old manifest out, the old shards this tool wrote out, new shards and
+manifest in. A failed or killed run leaves the old dataset as it was and its
+own staging directory, which the next run cleans (or, later, resumes from).
+
+Readers trust only the shards the manifest lists and check each one's row
+count against it (Parquet footer, cheap); `Dataset(path, verify=True)` and
+`Dataset.verify()` also check every shard's sha256.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import platform
+import re
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +40,7 @@ from typing import Any, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import InputError
 from curation.schema import SCHEMA_VERSION, TABLE_SCHEMAS, conform
 
 __all__ = [
@@ -39,6 +52,9 @@ __all__ = [
     "DatasetWriter",
     "Dataset",
     "ManifestError",
+    "ShardError",
+    "OutputError",
+    "CURATE_DIR",
 ]
 
 log = logging.getLogger(__name__)
@@ -46,10 +62,22 @@ log = logging.getLogger(__name__)
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
 DEFAULT_ROW_GROUP_ROWS = 1024
 MANIFEST = "manifest.json"
+# inside every output directory: the lock and the staging directory of the run writing it
+CURATE_DIR = ".curate"
+# what this tool writes in a table directory (and so may remove when replacing a dataset)
+_OWN_SHARD = re.compile(r"^(part-\d{5,}\.parquet|\.part-\d{5,}\.parquet\.tmp)$")
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The directory has no readable manifest."""
+
+
+class ShardError(InputError):
+    """A manifest-listed shard is missing or differs from what the manifest says."""
+
+
+class OutputError(InputError):
+    """The output directory cannot be written: it is the input, not empty, or in use."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +116,7 @@ class ShardWriter:
     ):
         if target_bytes <= 0:
             raise ValueError(f"target shard size must be positive, got {target_bytes}")
-        self.root = Path(root)
+        self.root = Path(root)  # shards go to root/table/; paths in ShardInfo are relative to root
         self.table = table
         self.schema = schema if schema is not None else TABLE_SCHEMAS[table]
         self.target_bytes = target_bytes
@@ -97,10 +125,6 @@ class ShardWriter:
         self._buffer: list[pa.Table] = []
         self._buffered_bytes = 0
         (self.root / table).mkdir(parents=True, exist_ok=True)
-
-    @property
-    def rows(self) -> int:
-        return sum(s.rows for s in self.shards) + sum(t.num_rows for t in self._buffer)
 
     def write(self, batch: pa.Table | pa.RecordBatch) -> None:
         if isinstance(batch, pa.RecordBatch):
@@ -156,38 +180,124 @@ class StageCounts:
         }
 
 
-class DatasetWriter:
-    """Owns one output directory: a ShardWriter per table, stage counts, the manifest."""
+def _resolved(path: Path | str) -> Path:
+    return Path(os.path.abspath(os.path.expanduser(str(path))))
 
-    def __init__(self, out: Path | str, target_shard_bytes: int = DEFAULT_SHARD_BYTES, overwrite: bool = True):
+
+def check_output(out: Path | str, inputs: tuple[Path | str, ...] = ()) -> None:
+    """Refuse an output that is an input, lies inside one, or holds one."""
+    o = _resolved(out)
+    for inp in inputs:
+        i = _resolved(inp)
+        if o == i:
+            raise OutputError(f"{out}: the output is the input; write to another directory")
+        if o.is_relative_to(i):
+            raise OutputError(f"{out}: the output lies inside the input {inp}; write to another directory")
+        if i.is_relative_to(o):
+            raise OutputError(f"{out}: the input {inp} lies inside the output; write to another directory")
+
+
+class _Lock:
+    """An exclusive flock on OUT/.curate/lock, holding the owner's pid; released on exit or kill."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(self.fd)
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            try:
+                holder = path.read_text().strip() or "unknown"
+            except OSError:
+                holder = "unknown"
+            raise OutputError(
+                f"{path.parent.parent}: in use by another curate run (pid {holder}); wait for it or stop it"
+            ) from None
+        os.ftruncate(self.fd, 0)
+        os.write(self.fd, f"{os.getpid()}\n".encode())
+
+    def release(self) -> None:
+        if self.fd is not None:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+class DatasetWriter:
+    """Owns one output directory for one run: lock, staging, a ShardWriter per table, the manifest.
+
+    - The output may not be (or lie inside, or hold) one of `inputs`.
+    - A non-empty output is refused unless `overwrite`; even then the old
+      dataset stays untouched until `close()` has the new one complete.
+    - An exclusive lock on OUT/.curate/lock keeps two runs out of one output.
+    - Shards and work files go to OUT/.curate/staging/ (`staging`, `work_dir`);
+      `close()` writes the manifest and swaps the new dataset in; `abort()`
+      (or leaving a `with` block by an exception) releases the lock and
+      leaves the old dataset as it was.
+    """
+
+    def __init__(
+        self,
+        out: Path | str,
+        target_shard_bytes: int = DEFAULT_SHARD_BYTES,
+        overwrite: bool = False,
+        inputs: tuple[Path | str, ...] = (),
+    ):
+        if target_shard_bytes <= 0:
+            raise InputError(f"target shard size must be positive, got {target_shard_bytes}")
         self.out = Path(out)
-        if self.out.exists() and any(self.out.iterdir()):
-            if not overwrite:
-                raise FileExistsError(f"{self.out}: output directory is not empty")
-            self._clear()
-        self.out.mkdir(parents=True, exist_ok=True)
+        check_output(self.out, inputs)
+        if self.out.exists() and not self.out.is_dir():
+            raise OutputError(f"{self.out}: exists and is not a directory")
+        own = self.out / CURATE_DIR
+        own.mkdir(parents=True, exist_ok=True)
+        self._lock = _Lock(own / "lock")
+        try:
+            others = sorted(p.name for p in self.out.iterdir() if p.name != CURATE_DIR)
+            if others and not overwrite:
+                shown = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+                raise OutputError(
+                    f"{self.out}: output directory is not empty ({shown}); pass --overwrite to replace it "
+                    "(the old dataset stays until the new one is complete)"
+                )
+            self.staging = own / "staging"
+            if self.staging.exists():  # what a failed or killed run of ours left
+                shutil.rmtree(self.staging)
+            self.staging.mkdir()
+        except BaseException:
+            self._lock.release()
+            raise
         self.target_shard_bytes = target_shard_bytes
         self.writers: dict[str, ShardWriter] = {}
         self.stages: dict[str, StageCounts] = {}
         self.timings: dict[str, float] = {}
         self.started = time.time()
+        self.closed = False
 
-    def _clear(self) -> None:
-        # Remove what an earlier run left: the manifest first, so that a crash
-        # half-way through leaves a directory no reader trusts.
-        manifest = self.out / MANIFEST
-        if manifest.exists():
-            manifest.unlink()
-        for table in TABLE_SCHEMAS:
-            d = self.out / table
-            if d.is_dir():
-                for p in d.iterdir():
-                    if p.name.endswith(".parquet") or p.name.endswith(".tmp"):
-                        p.unlink()
+    def __enter__(self) -> "DatasetWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.closed:
+            self.abort()
+
+    @property
+    def work_dir(self) -> Path:
+        """A folder for this run's working files; removed with the staging directory."""
+        path = self.staging / "work"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def staged(self, shard: ShardInfo) -> Path:
+        """Where a shard written by this run lies until `close()`."""
+        return self.staging / shard.path
 
     def writer(self, table: str) -> ShardWriter:
         if table not in self.writers:
-            self.writers[table] = ShardWriter(self.out, table, target_bytes=self.target_shard_bytes)
+            self.writers[table] = ShardWriter(self.staging, table, target_bytes=self.target_shard_bytes)
         return self.writers[table]
 
     def write(self, table: str, batch: pa.Table) -> None:
@@ -205,7 +315,14 @@ class DatasetWriter:
         s.dropped.update(dropped or {})
         s.seconds += seconds
 
+    def abort(self) -> None:
+        """Give up this run: release the lock; the old dataset (if any) is untouched."""
+        self.closed = True
+        shutil.rmtree(self.staging / "work", ignore_errors=True)
+        self._lock.release()
+
     def close(self, config: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> dict:
+        """Finish the run: manifest, then replace the old dataset with the new one."""
         tables = {}
         for name, w in self.writers.items():
             shards = w.close()
@@ -228,10 +345,40 @@ class DatasetWriter:
         }
         if extra:
             manifest.update(extra)
-        tmp = self.out / f".{MANIFEST}.tmp"
+        shutil.rmtree(self.staging / "work", ignore_errors=True)
+        staged_manifest = self.staging / MANIFEST
+        tmp = self.staging / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
-        os.replace(tmp, self.out / MANIFEST)
+        os.replace(tmp, staged_manifest)
+        self._swap_in(manifest, staged_manifest)
+        self.closed = True
+        self._lock.release()
         return manifest
+
+    def _swap_in(self, manifest: dict, staged_manifest: Path) -> None:
+        # The old manifest goes first, so that no reader trusts a directory that
+        # is half old, half new; then the old shards this tool wrote; then the
+        # new shards, and the new manifest last.
+        old = self.out / MANIFEST
+        if old.exists():
+            old.unlink()
+        for table in set(TABLE_SCHEMAS) | set(manifest["tables"]):
+            d = self.out / table
+            if d.is_dir():
+                for p in d.iterdir():
+                    if _OWN_SHARD.match(p.name):
+                        p.unlink()
+        for info in manifest["tables"].values():
+            for shard in info["shards"]:
+                dest = self.out / shard["path"]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(self.staging / shard["path"], dest)
+        os.replace(staged_manifest, old)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        for table in TABLE_SCHEMAS:  # table folders this run left empty
+            d = self.out / table
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
 
 
 def _versions() -> dict[str, str]:
@@ -247,9 +394,14 @@ def _versions() -> dict[str, str]:
 
 
 class Dataset:
-    """Read side of a dataset directory; trusts only manifest-listed shards."""
+    """Read side of a dataset directory; trusts only manifest-listed shards.
 
-    def __init__(self, path: Path | str):
+    Every shard a read touches is checked against the manifest: it must exist
+    and hold the listed number of rows (from its Parquet footer). With
+    `verify=True` every shard's sha256 is checked when the dataset is opened.
+    """
+
+    def __init__(self, path: Path | str, verify: bool = False):
         self.path = Path(path)
         mpath = self.path / MANIFEST
         if not self.path.is_dir():
@@ -258,23 +410,57 @@ class Dataset:
             raise ManifestError(f"{mpath}: missing; not a finished dataset directory")
         try:
             self.manifest = json.loads(mpath.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{mpath}: unreadable manifest: {exc}") from exc
+        self._checked: set[str] = set()
+        if verify:
+            self.verify()
 
     def tables(self) -> list[str]:
         return list(self.manifest.get("tables", {}))
 
-    def shard_paths(self, table: str) -> list[Path]:
+    def shards(self, table: str) -> list[dict]:
         info = self.manifest.get("tables", {}).get(table)
-        if info is None:
-            return []
-        return [self.path / s["path"] for s in info["shards"]]
+        return [] if info is None else list(info["shards"])
+
+    def _check_rows(self, shard: dict) -> Path:
+        path = self.path / shard["path"]
+        if shard["path"] in self._checked:
+            return path
+        if not path.is_file():
+            raise ShardError(f"{path}: shard listed in the manifest is missing")
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise ShardError(f"{path}: unreadable shard: {str(exc).splitlines()[0]}") from None
+        if rows != shard["rows"]:
+            raise ShardError(f"{path}: shard has {rows} rows, the manifest says {shard['rows']}")
+        self._checked.add(shard["path"])
+        return path
+
+    def shard_paths(self, table: str) -> list[Path]:
+        """The manifest-listed shards of `table`, each checked to exist with its row count."""
+        return [self._check_rows(s) for s in self.shards(table)]
+
+    def verify_shard(self, shard: dict) -> Path:
+        """Check one manifest entry's file: present, its row count, its sha256."""
+        path = self._check_rows(shard)
+        digest = _sha256_file(path)
+        if digest != shard["sha256"]:
+            raise ShardError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {shard['sha256'][:16]}...")
+        return path
+
+    def verify(self) -> int:
+        """Check every listed shard (rows, sha256); raise ShardError on the first mismatch."""
+        n = 0
+        for table in self.tables():
+            for shard in self.shards(table):
+                self.verify_shard(shard)
+                n += 1
+        return n
 
     def rows(self, table: str) -> int:
         return int(self.manifest.get("tables", {}).get(table, {}).get("rows", 0))
-
-    def schema(self, table: str) -> pa.Schema:
-        return TABLE_SCHEMAS[table]
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
         paths = self.shard_paths(table)
@@ -288,4 +474,3 @@ class Dataset:
     def iter_batches(self, table: str, batch_size: int = 1024, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
         for p in self.shard_paths(table):
             yield from pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=columns)
-

@@ -126,9 +126,15 @@ def run_img2dataset(
     img2dataset starts its workers with `spawn`: call this from a console
     script or under an `if __name__ == "__main__":` guard, never at import.
     """
-    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-    from img2dataset import download
+    # img2dataset's workers (spawned) read these from the environment: OpenCV
+    # refuses bombs before allocating; albumentations does not phone home.
+    # Both are set only while img2dataset runs.
+    env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
+    with _scoped_env(env):
+        from img2dataset import download
 
+    if urls.num_rows == 0:  # a header-only list: nothing to fetch
+        return []
     work_dir = Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     url_file = work_dir / "urls.parquet"
@@ -136,10 +142,10 @@ def run_img2dataset(
     out = work_dir / "img2dataset"
     if out.exists():
         shutil.rmtree(out)
-    # OpenCV reads this in each (spawned) worker: refuse bombs before allocating.
-    os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(int(max_pixels))
-    redirect = contextlib.redirect_stdout(sys.stderr) if not quiet else contextlib.redirect_stdout(open(os.devnull, "w"))
-    with redirect:
+    with contextlib.ExitStack() as scope:
+        scope.enter_context(_scoped_env(env))
+        sink = sys.stderr if not quiet else scope.enter_context(open(os.devnull, "w"))
+        scope.enter_context(contextlib.redirect_stdout(sink))
         download(
             url_list=str(url_file),
             input_format="parquet",
@@ -168,6 +174,21 @@ def run_img2dataset(
     if not shards:
         raise RuntimeError(f"img2dataset wrote no shards in {out}")
     return shards
+
+
+@contextlib.contextmanager
+def _scoped_env(values: dict[str, str]):
+    """Set environment variables for the duration of a block, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 class FromImg2dataset(Stage):

@@ -22,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,12 +39,16 @@ __all__ = [
     "Stage",
     "init_ray",
     "fit_cpus",
+    "cluster_gpus",
     "apply_stages",
     "run_local",
     "ensure_reject_columns",
     "split_rejects",
     "collect",
     "Progress",
+    "timed_call",
+    "stage_seconds",
+    "stream_stages",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,9 +66,6 @@ class Stage:
     name: str = "stage"
     resources: Resources = Resources()
     batch_size: int = 256
-    # actors in the pool of a stateful stage; None = as many as fit
-    concurrency: int | None = None
-
     def setup(self) -> None:
         """Load models or other state once per worker (actor)."""
 
@@ -112,6 +113,14 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
         pass
 
 
+def cluster_gpus() -> float:
+    """GPUs in the Ray cluster (starting a local Ray if none is running)."""
+    import ray
+
+    init_ray()
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
 def fit_cpus(requested: float, total: float) -> float:
     """CPUs to ask for per worker so that one worker never takes the whole cluster.
 
@@ -125,6 +134,47 @@ def fit_cpus(requested: float, total: float) -> float:
     return float(min(requested, cap))
 
 
+# a flowing batch carries the wall time each stage spent on it in a column
+# "<prefix><stage name>" (the time on its first row, 0 elsewhere), so the sums
+# survive any re-batching between stages; collect() adds them up at the sink
+SECONDS_PREFIX = "_seconds:"
+
+
+def timed_call(stage: Stage, batch: pa.Table) -> pa.Table:
+    """`stage(batch)`, with the wall time it took added to the batch's timing column."""
+    if isinstance(batch, pa.RecordBatch):
+        batch = pa.Table.from_batches([batch])
+    t0 = time.perf_counter()
+    out = stage(batch)
+    elapsed = time.perf_counter() - t0
+    # timing columns of earlier stages that the stage did not pass on (it made new rows)
+    carried = {
+        name: pc.sum(batch.column(name)).as_py() or 0.0
+        for name in batch.column_names
+        if name.startswith(SECONDS_PREFIX) and name not in out.column_names
+    }
+    own = SECONDS_PREFIX + stage.name
+    carried[own] = carried.get(own, 0.0) + elapsed
+    if out.num_rows == 0:
+        return out
+    for name, seconds in carried.items():
+        first = pa.array([seconds] + [0.0] * (out.num_rows - 1), pa.float64())
+        if name in out.column_names:
+            out = out.set_column(out.column_names.index(name), name, pc.add(out.column(name), first))
+        else:
+            out = out.append_column(name, first)
+    return out
+
+
+def stage_seconds(batch: pa.Table) -> dict[str, float]:
+    """{stage name: seconds} carried by a flowing batch."""
+    return {
+        name[len(SECONDS_PREFIX):]: float(pc.sum(batch.column(name)).as_py() or 0.0)
+        for name in batch.column_names
+        if name.startswith(SECONDS_PREFIX)
+    }
+
+
 class _StageActor:
     """Ray actor wrapper: one stage instance per actor, set up once."""
 
@@ -134,11 +184,11 @@ class _StageActor:
         self.stage.setup()
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        return self.stage(batch)
+        return timed_call(self.stage, batch)
 
 
 def _call_stage(batch: pa.Table, stage: Stage) -> pa.Table:
-    return stage(batch)
+    return timed_call(stage, batch)
 
 
 def apply_stages(ds: "ray.data.Dataset", stages: Sequence[Stage]) -> "ray.data.Dataset":
@@ -160,7 +210,7 @@ def apply_stages(ds: "ray.data.Dataset", stages: Sequence[Stage]) -> "ray.data.D
                 fit = int(total_gpus // gpus)
             else:
                 fit = int(max(total_cpus - 1, 1) // max(cpus, 1e-9))
-            size = max(1, min(stage.concurrency or fit, fit))
+            size = max(1, fit)
             # the stage rides in a class made for it (pickled by value), not in
             # constructor arguments that Ray would keep in the object store
             actor = type(f"{type(stage).__name__}Actor", (_StageActor,), {"stage": stage})
@@ -175,12 +225,37 @@ def apply_stages(ds: "ray.data.Dataset", stages: Sequence[Stage]) -> "ray.data.D
     return ds
 
 
+def stream_stages(
+    paths: Sequence[str | os.PathLike],
+    stages: Sequence[Stage],
+    preserve_order: bool = False,
+    batch_size: int | None = None,
+) -> Iterator[pa.Table]:
+    """Parquet files -> `stages` on Ray -> Arrow batches on the driver.
+
+    `preserve_order` keeps batches in file order whatever the worker timing;
+    the Ray Data setting is changed only while this pipeline runs.
+    """
+    import ray.data
+
+    if not paths:
+        return
+    options = ray.data.DataContext.get_current().execution_options
+    before = options.preserve_order
+    options.preserve_order = preserve_order
+    try:
+        ds = apply_stages(ray.data.read_parquet([str(p) for p in paths]), stages)
+        yield from ds.iter_batches(batch_format="pyarrow", batch_size=batch_size)
+    finally:
+        options.preserve_order = before
+
+
 def run_local(table: pa.Table, stages: Iterable[Stage]) -> pa.Table:
     """Run stages in this process, batch by batch (tests, small inputs, `preview`)."""
     for stage in stages:
         stage.setup()
         bs = max(1, stage.batch_size)
-        parts = [stage(table.slice(i, bs)) for i in range(0, table.num_rows, bs)] or [stage(table)]
+        parts = [timed_call(stage, table.slice(i, bs)) for i in range(0, table.num_rows, bs)] or [stage(table)]
         table = pa.concat_tables(parts, promote_options="permissive")
     return table
 
@@ -241,13 +316,16 @@ def collect(
     """Write flowing batches to `writer`: kept rows to `table`, dropped rows to rejects.
 
     Counts each stage in `stage_names` (in pipeline order): rows in, rows out
-    and drops by reason. Returns (rows kept, Counter of (stage, reason)).
+    and drops by reason; and every timed stage's seconds (summed batch wall
+    time across workers). Returns (rows kept, Counter of (stage, reason)).
     """
     dropped: Counter = Counter()
+    seconds: Counter = Counter()
     total = kept_rows = 0
     for batch in batches:
         if isinstance(batch, pa.RecordBatch):
             batch = pa.Table.from_batches([batch])
+        seconds.update(stage_seconds(batch))
         kept, rejects = split_rejects(batch, schema)
         writer.write(table, kept)
         writer.write("rejects", rejects)
@@ -261,6 +339,8 @@ def collect(
     for name in stage_names:
         by_reason = {r: n for (s, r), n in dropped.items() if s == name}
         out = rows_in - sum(by_reason.values())
-        writer.count_stage(name, rows_in, out, by_reason)
+        writer.count_stage(name, rows_in, out, by_reason, seconds.pop(name, 0.0))
         rows_in = out
+    for name, secs in seconds.items():  # timed stages counted by the caller (build)
+        writer.count_stage(name, 0, 0, seconds=secs)
     return kept_rows, dropped

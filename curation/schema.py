@@ -35,7 +35,6 @@ __all__ = [
     "SEQUENCE_SCHEMA",
     "TABLE_SCHEMAS",
     "REJECT_COLUMNS",
-    "empty_table",
     "conform",
     "records_from_pylist",
     "rejects_from_pylist",
@@ -151,10 +150,6 @@ REJECT_COLUMNS: list[pa.Field] = [
     pa.field("reject_reason", pa.string()),
     pa.field("reject_detail", pa.string()),
 ]
-
-
-def empty_table(schema: pa.Schema) -> pa.Table:
-    return schema.empty_table()
 
 
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:

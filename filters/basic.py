@@ -15,7 +15,7 @@ import pyarrow as pa
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
-__all__ = ["BasicFilter"]
+__all__ = ["BasicFilter", "from_config"]
 
 
 class BasicFilter(Filter):
@@ -63,3 +63,8 @@ class BasicFilter(Filter):
             if len(cap) > self.max_caption_chars:
                 return Drop("caption_too_long", f"{len(cap)} chars > {self.max_caption_chars}")
         return None
+
+
+def from_config(cfg) -> list[BasicFilter]:
+    """The stages of this filter for a job config (keys min_side, max_aspect_ratio, ...)."""
+    return [BasicFilter(cfg.min_side, cfg.max_aspect_ratio, cfg.min_caption_words, cfg.max_caption_chars)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -195,7 +196,6 @@ class ClipPreprocess(Filter):
         from PIL import Image
 
         self._ready()
-        Image.MAX_IMAGE_PIXELS = self.max_pixels
         images = batch.column("image").to_pylist()
         captions = batch.column("captions").to_pylist() if "captions" in batch.column_names else [None] * len(images)
         pixels: list[bytes | None] = []
@@ -205,6 +205,7 @@ class ClipPreprocess(Filter):
             try:
                 if data is None:
                     raise ValueError("no image bytes")
+                # the pixel limit is checked here, from the header, before any decoding
                 with Image.open(io.BytesIO(data)) as im:
                     if im.width * im.height > self.max_pixels:
                         raise ValueError(f"{im.width}x{im.height} exceeds {self.max_pixels} pixels")
@@ -255,8 +256,9 @@ class ClipScore(Filter):
         import torch
 
         self.device = "cuda" if self.resources.gpus and torch.cuda.is_available() else "cpu"
-        if self.device == "cpu":
-            torch.set_num_threads(max(1, int(os.environ.get("CURATE_TORCH_THREADS", "1"))))
+        # CPU threads: the CPUs this worker holds (CURATE_TORCH_THREADS overrides),
+        # set around each batch and restored, never for the whole process
+        self.threads = max(1, int(os.environ.get("CURATE_TORCH_THREADS", "0")) or math.ceil(self.resources.cpus))
         self.model, preprocess, _ = load_clip(self.spec, self.device)
         _, normalize = _split_transform(preprocess)
         self.mean = torch.tensor(normalize.mean, device=self.device).view(1, 3, 1, 1)
@@ -277,19 +279,29 @@ class ClipScore(Filter):
         tokens = batch.column("clip_tokens").to_pylist()
         rows = [i for i, (p, t) in enumerate(zip(pixels, tokens)) if p is not None and t is not None]
         scores: list[float | None] = [None] * batch.num_rows
-        if rows:
-            imgs = np.stack([np.frombuffer(pixels[i], np.uint8).reshape(shapes[i]) for i in rows])
-            x = torch.from_numpy(imgs).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-            x = (x - self.mean) / self.std
-            text = torch.tensor([tokens[i] for i in rows], dtype=torch.long, device=self.device)
-            with torch.inference_mode():
-                img_emb = self.model.encode_image(x, normalize=True)
-                txt_emb = self.model.encode_text(text, normalize=True)
-                sims = (img_emb * txt_emb).sum(dim=-1).float().cpu().numpy()
-            for i, s in zip(rows, sims):
-                scores[i] = float(s)
+        threads_before = torch.get_num_threads()
+        if rows and self.device == "cpu":
+            torch.set_num_threads(self.threads)
+        try:
+            sims = self._similarities(pixels, shapes, tokens, rows) if rows else []
+        finally:
+            torch.set_num_threads(threads_before)
+        for i, s in zip(rows, sims):
+            scores[i] = float(s)
         self._scores = scores
         return {"clip_score": pa.array(scores, pa.float32())}
+
+    def _similarities(self, pixels, shapes, tokens, rows) -> np.ndarray:
+        import torch
+
+        imgs = np.stack([np.frombuffer(pixels[i], np.uint8).reshape(shapes[i]) for i in rows])
+        x = torch.from_numpy(imgs).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        x = (x - self.mean) / self.std
+        text = torch.tensor([tokens[i] for i in rows], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            img_emb = self.model.encode_image(x, normalize=True)
+            txt_emb = self.model.encode_text(text, normalize=True)
+            return (img_emb * txt_emb).sum(dim=-1).float().cpu().numpy()
 
     def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
         if self.min_score is None:
@@ -299,3 +311,21 @@ class ClipScore(Filter):
             Drop("clip_score_below_threshold", f"{s:.4f} < {thr:g}") if s is not None and s < thr else None
             for s in self._scores
         ]
+
+
+def from_config(cfg) -> list[Filter]:
+    """The stages of the CLIP filter for a job config; none without `clip_model`.
+
+    The model is checked here, on the driver, before any actor starts. GPUs
+    per actor: `clip_gpus`, else 1 when the cluster has GPUs.
+    """
+    if not cfg.clip_model:
+        return []
+    from curation.runtime import cluster_gpus
+
+    spec = ClipModelSpec(cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint)
+    spec.check()
+    gpus = cfg.clip_gpus if cfg.clip_gpus is not None else (1.0 if cluster_gpus() else 0.0)
+    pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels)
+    pre.batch_size = cfg.clip_batch_size
+    return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=cfg.clip_batch_size)]

@@ -28,7 +28,6 @@ from formats.tasks import EOS
 
 __all__ = ["EXPORTS", "sample_conversation", "to_qwen_vl_json", "to_llama_factory", "to_ms_swift", "image_suffix"]
 
-EXPORTS = ("qwen-vl-json", "llama-factory", "ms-swift")
 
 _QWEN_VL_IMG = re.compile(r"(?:Picture \d+: )?<img>(.*?)</img>\n?", re.S)
 _QWEN2_IMG = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -155,3 +154,11 @@ def to_ms_swift(row: Mapping[str, Any], image_path: Callable[[str], str]) -> dic
     out: dict[str, Any] = {"messages": messages, "images": images}
     out["objects"] = {"ref": refs, "bbox": boxes, "bbox_type": "real"}
     return out
+
+
+# layout name (`curate export --to`) -> converter of one sample row
+EXPORTS: dict[str, Callable[..., Any]] = {
+    "qwen-vl-json": to_qwen_vl_json,
+    "llama-factory": to_llama_factory,
+    "ms-swift": to_ms_swift,
+}

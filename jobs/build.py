@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dataset import DatasetWriter
-from curation.runtime import Progress, collect
+from curation.runtime import Progress, collect, timed_call
 from curation.schema import SAMPLE_SCHEMA
 
 __all__ = ["LOCAL_MAX_ROWS", "record_batches", "build_into"]
@@ -34,23 +34,15 @@ def _local_batches(paths: Sequence[Path], stage, batch_size: int) -> Iterator[pa
     stage.setup()
     for p in paths:
         for rb in pq.ParquetFile(p).iter_batches(batch_size=batch_size):
-            yield stage(pa.Table.from_batches([rb]))
+            yield timed_call(stage, pa.Table.from_batches([rb]))
 
 
 def _ray_batches(paths: Sequence[Path], stage, address: str | None) -> Iterator[pa.Table]:
-    import ray.data
-
-    from curation.runtime import apply_stages, init_ray
+    from curation.runtime import init_ray, stream_stages
 
     init_ray(address)
-    options = ray.data.DataContext.get_current().execution_options
-    before = options.preserve_order
-    options.preserve_order = True  # shards in record order, whatever the worker timing
-    try:
-        rd = apply_stages(ray.data.read_parquet([str(p) for p in paths]), [stage])
-        yield from rd.iter_batches(batch_format="pyarrow", batch_size=None)
-    finally:
-        options.preserve_order = before
+    # shards in record order, whatever the worker timing
+    yield from stream_stages(paths, [stage], preserve_order=True)
 
 
 def record_batches(
@@ -96,12 +88,12 @@ def build_into(
                 members.extend(zip(live.column("sample_id").to_pylist(), tasks_col, live.column("num_tokens").to_pylist()))
             yield b
 
-    t0 = time.time()
     samples, dropped = collect(
         remember(batches), writer, [], table="samples", schema=SAMPLE_SCHEMA, on_batch=Progress("build (samples + rejects)")
     )
     # in: records; out: samples made; dropped: items rejected (a box, a phrase, a sample), by reason
-    writer.count_stage("build", records_in, samples, {r: n for (_, r), n in dropped.items()}, seconds=time.time() - t0)
+    # (collect() has added the build stage's seconds: its batch wall time, summed over workers)
+    writer.count_stage("build", records_in, samples, {r: n for (_, r), n in dropped.items()})
     extra: dict = {
         "build": {"records": records_in, "format": format, "tasks": list(stage.tasks), "runner": used,
                   "samples_by_task": dict(sorted(by_task.items()))}

@@ -18,7 +18,6 @@ import functools
 import http.server
 import json
 import logging
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -131,33 +130,48 @@ def summary_lines(out: Path | str) -> list[str]:
     return lines
 
 
-def run(cfg: DemoConfig) -> dict:
+def _previous_demo(out: Path) -> bool:
+    """Whether `out` holds only an earlier demo's output (which a new demo may replace)."""
+    try:
+        config = json.loads((out / "manifest.json").read_text()).get("config", {})
+    except (OSError, ValueError):
+        return False
+    return config.get("source") == "demo" and config.get("job") == "web_pairs"
+
+
+def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
+    """The demo job; its corpus and work files live in the output's staging directory.
+
+    An earlier demo's output is replaced (once the new one is complete); any
+    other non-empty output is refused unless `overwrite`.
+    """
     from curation.democorpus import generate_corpus
 
     t0 = time.time()
-    with tempfile.TemporaryDirectory(prefix="curate-demo-") as tmp:
-        www = Path(tmp) / "www"
+    out = Path(cfg.out)
+    job = web_pairs.WebPairsConfig(
+        urls="",
+        out=cfg.out,
+        source="demo",
+        id_col="id",
+        threads=16,
+        timeout=5,
+        clip_model=str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"),
+        clip_checkpoint=cfg.clip_checkpoint,
+        min_clip_score=cfg.min_clip_score,
+        tasks=tuple(cfg.tasks),
+        pack=cfg.pack,
+        overwrite=overwrite or _previous_demo(out),
+        ray_address=cfg.ray_address,
+    )
+    with web_pairs.open_output(job) as writer:
+        www = writer.work_dir / "www"
         www.mkdir()
         items = generate_corpus(www, n=cfg.images, seed=cfg.seed)
         log.info("demo: generated %d images (seed %d) in %.1fs", len(items), cfg.seed, time.time() - t0)
         with serve_directory(www) as base_url:
-            urls = write_url_list(items, base_url, Path(tmp) / "urls.parquet")
-            job = web_pairs.WebPairsConfig(
-                urls=str(urls),
-                out=cfg.out,
-                source="demo",
-                id_col="id",
-                threads=16,
-                timeout=5,
-                clip_model=str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"),
-                clip_checkpoint=cfg.clip_checkpoint,
-                min_clip_score=cfg.min_clip_score,
-                tasks=tuple(cfg.tasks),
-                pack=cfg.pack,
-                ray_address=cfg.ray_address,
-                work_dir=str(Path(tmp) / "work"),
-            )
-            manifest = web_pairs.run(job)
+            urls = write_url_list(items, base_url, writer.work_dir / "urls.parquet")
+            manifest = web_pairs.run(replace(job, urls=str(urls)), writer)
     manifest["demo"] = {"images": len(items), "seed": cfg.seed, "wall_seconds": round(time.time() - t0, 2)}
     manifest["demo"]["clip"] = clip_quality(cfg.out)
     return manifest

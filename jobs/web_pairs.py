@@ -2,8 +2,8 @@
 
 The recipe, in order:
 
-    read_url_list → img2dataset → FromImg2dataset → BasicFilter
-        → ClipPreprocess → ClipScore → records + rejects
+    read_url_list → img2dataset → FromImg2dataset → filters (basic, clip)
+        → records + rejects
     records → BuildSamples (→ pack) → samples + rejects
     manifest.json
 
@@ -15,18 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
-
-import pyarrow as pa
+from typing import Iterable
 
 from curation.dataset import DatasetWriter
 from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, read_url_list, run_img2dataset
 from curation.errors import InputError
-from curation.runtime import Progress, Stage, apply_stages, collect, init_ray
+from curation.runtime import Progress, Stage, collect, init_ray, stream_stages
 from jobs.build import build_into
 
 __all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "run"]
@@ -48,6 +45,8 @@ class WebPairsConfig:
     timeout: int = 10
     retries: int = 0
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # filters, in order (filters.FILTERS); "clip" runs only with a clip_model
+    filters: tuple[str, ...] = ("basic", "clip")
     # basic filter
     min_side: int = 32
     max_aspect_ratio: float = 4.0
@@ -66,29 +65,15 @@ class WebPairsConfig:
     pack: int | None = None
     # output and runtime
     shard_mb: int = 256
+    overwrite: bool = False  # replace a non-empty output (only once the new one is complete)
     ray_address: str | None = None
-    work_dir: str | None = None
 
 
 def filter_stages(cfg: WebPairsConfig) -> list[Stage]:
-    """The filter stages of a config, in order (the model is checked here, on the driver)."""
-    from filters import BasicFilter, ClipModelSpec, ClipPreprocess, ClipScore
+    """The filter stages of a config, in order (the CLIP model is checked here, on the driver)."""
+    from filters import filter_stages as stages_of
 
-    stages: list[Stage] = [
-        BasicFilter(cfg.min_side, cfg.max_aspect_ratio, cfg.min_caption_words, cfg.max_caption_chars)
-    ]
-    if cfg.clip_model:
-        spec = ClipModelSpec(cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint)
-        spec.check()
-        gpus = cfg.clip_gpus
-        if gpus is None:
-            import ray
-
-            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
-        pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels)
-        pre.batch_size = cfg.clip_batch_size
-        stages += [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=cfg.clip_batch_size)]
-    return stages
+    return stages_of(cfg.filters, cfg)
 
 
 def _stage_names(stages: Iterable[Stage]) -> list[str]:
@@ -99,66 +84,69 @@ def _stage_names(stages: Iterable[Stage]) -> list[str]:
     return names
 
 
-def _arrow_batches(ds, batch_size: int = 256) -> Iterator[pa.Table]:
-    yield from ds.iter_batches(batch_format="pyarrow", batch_size=batch_size)
+def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = ()) -> DatasetWriter:
+    if cfg.shard_mb <= 0:
+        raise InputError(f"shard_mb must be positive, got {cfg.shard_mb}")
+    return DatasetWriter(cfg.out, target_shard_bytes=cfg.shard_mb * 1024 * 1024, overwrite=cfg.overwrite, inputs=inputs)
 
 
 def download_step(cfg: WebPairsConfig, writer: DatasetWriter, stages: list[Stage]) -> int:
     """URL list → img2dataset → `stages` → records + rejects in `writer`; returns records kept."""
-    import ray.data
-
     urls = read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)
     stages = [FromImg2dataset(cfg.source), *stages]
-    with tempfile.TemporaryDirectory(prefix="curate-") as tmp:
-        work = Path(cfg.work_dir) if cfg.work_dir else Path(tmp)
-        t0 = time.time()
-        log.info("download: %d URLs through img2dataset", urls.num_rows)
-        shards = run_img2dataset(
-            urls, work, processes=cfg.processes, threads=cfg.threads, timeout=cfg.timeout,
-            retries=cfg.retries, max_pixels=cfg.max_pixels,
-        )
-        writer.timings["download"] = time.time() - t0
-        t1 = time.time()
-        log.info("stages: %s", " -> ".join(_stage_names(stages)))
-        ds = apply_stages(ray.data.read_parquet([str(s) for s in shards]), stages)
-        kept, _ = collect(_arrow_batches(ds), writer, _stage_names(stages), on_batch=Progress("records", urls.num_rows))
-        writer.timings["records"] = time.time() - t1  # img2dataset rows -> records, through every filter
+    names = _stage_names(stages)
+    t0 = time.time()
+    log.info("download: %d URLs through img2dataset", urls.num_rows)
+    shards = run_img2dataset(
+        urls, writer.work_dir / "download", processes=cfg.processes, threads=cfg.threads, timeout=cfg.timeout,
+        retries=cfg.retries, max_pixels=cfg.max_pixels,
+    )
+    download_seconds = time.time() - t0
+    writer.timings["download"] = download_seconds
+    t1 = time.time()
+    log.info("stages: %s", " -> ".join(names))
+    if shards:
+        kept, _ = collect(stream_stages(shards, stages), writer, names, on_batch=Progress("records", urls.num_rows))
+    else:  # an empty URL list
+        kept = 0
+        for name in names:
+            writer.count_stage(name, 0, 0)
+    writer.count_stage("download", 0, 0, seconds=download_seconds)  # img2dataset's own time, beside its rows'
+    writer.timings["records"] = time.time() - t1  # img2dataset rows -> records, through every filter
     return kept
 
 
 def filter_step(record_paths: list[Path], rows: int, cfg: WebPairsConfig, writer: DatasetWriter) -> int:
     """Records shards → filter stages → records + rejects in `writer`; returns records kept."""
-    import ray.data
-
     stages = filter_stages(cfg)
+    names = _stage_names(stages)
     t1 = time.time()
-    log.info("stages: %s", " -> ".join(_stage_names(stages)))
+    log.info("stages: %s", " -> ".join(names))
     if not record_paths:
-        for name in _stage_names(stages):
-            writer.count_stage(name, 0, 0)
-        return 0
-    ds = apply_stages(ray.data.read_parquet([str(p) for p in record_paths]), stages)
-    kept, _ = collect(_arrow_batches(ds), writer, _stage_names(stages), on_batch=Progress("filter", rows))
+        return collect((), writer, names)[0]
+    kept, _ = collect(stream_stages(record_paths, stages), writer, names, on_batch=Progress("filter", rows))
     writer.timings["filter"] = time.time() - t1
     return kept
 
 
-def run(cfg: WebPairsConfig) -> dict:
-    """Run the whole job; returns the manifest (also written to `cfg.out`)."""
-    if cfg.shard_mb <= 0:
-        raise InputError(f"shard_mb must be positive, got {cfg.shard_mb}")
+def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
+    """Run the whole job; returns the manifest (also written to `cfg.out`).
+
+    The output is opened (locked, staged) here unless the caller hands in its
+    writer; a failure leaves any old dataset in `cfg.out` as it was.
+    """
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
-    init_ray(cfg.ray_address)
-    stages = filter_stages(cfg)
-    writer = DatasetWriter(cfg.out, target_shard_bytes=cfg.shard_mb * 1024 * 1024)
-    kept = download_step(cfg, writer, stages)
-    records = writer.writer("records")
-    records.flush()
-    t2 = time.time()
-    extra = build_into(
-        writer, [Path(cfg.out) / s.path for s in records.shards], kept, cfg.format, cfg.tasks, cfg.pack,
-        runner="auto", ray_address=cfg.ray_address,
-    )
-    writer.timings["build"] = time.time() - t2
-    config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-    return writer.close(config=config, extra=extra)
+    with writer or open_output(cfg) as writer:
+        init_ray(cfg.ray_address)
+        stages = filter_stages(cfg)
+        kept = download_step(cfg, writer, stages)
+        records = writer.writer("records")
+        records.flush()
+        t2 = time.time()
+        extra = build_into(
+            writer, [writer.staged(s) for s in records.shards], kept, cfg.format, cfg.tasks, cfg.pack,
+            runner="auto", ray_address=cfg.ray_address,
+        )
+        writer.timings["build"] = time.time() - t2
+        config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
+        return writer.close(config=config, extra=extra)

@@ -13,7 +13,8 @@ import argparse
 import logging
 import time
 
-from curation.dataset import Dataset, DatasetWriter, ManifestError
+from curation.commands import add_output_arguments
+from curation.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "build_dataset"]
@@ -37,6 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="in-process or Ray Data")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
+    add_output_arguments(p)
 
 
 def build_dataset(
@@ -49,6 +51,8 @@ def build_dataset(
     runner: str = "auto",
     ray_address: str | None = None,
     batch_size: int = 512,
+    overwrite: bool = False,
+    verify: bool = False,
 ) -> dict:
     """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest.
 
@@ -58,10 +62,7 @@ def build_dataset(
     from formats.build import BuildSamples
     from jobs.build import build_into
 
-    try:
-        ds = Dataset(input_dir)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    ds = Dataset(input_dir, verify=verify)
     if batch_size <= 0:
         raise InputError(f"--batch-size must be positive, got {batch_size}")
     if pack is not None and pack <= 0:
@@ -70,24 +71,26 @@ def build_dataset(
         stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    writer = DatasetWriter(out)
-    t0 = time.time()
-    extra = build_into(
-        writer, ds.shard_paths("records"), ds.rows("records"), format=format, tasks=stage.tasks, pack=pack,
-        rounding=rounding, runner=runner, ray_address=ray_address, batch_size=batch_size,
-    )
-    writer.timings["build"] = time.time() - t0
-    config = {
-        "command": "build", "input": str(input_dir), "format": format, "tasks": list(stage.tasks),
-        "pack": pack, "rounding": rounding, "runner": extra["build"]["runner"],
-    }
-    return writer.close(config=config, extra=extra)
+    record_paths = ds.shard_paths("records")
+    with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,)) as writer:
+        t0 = time.time()
+        extra = build_into(
+            writer, record_paths, ds.rows("records"), format=format, tasks=stage.tasks, pack=pack,
+            rounding=rounding, runner=runner, ray_address=ray_address, batch_size=batch_size,
+        )
+        writer.timings["build"] = time.time() - t0
+        config = {
+            "command": "build", "input": str(input_dir), "format": format, "tasks": list(stage.tasks),
+            "pack": pack, "rounding": rounding, "runner": extra["build"]["runner"],
+        }
+        return writer.close(config=config, extra=extra)
 
 
 def run(args: argparse.Namespace) -> int:
     m = build_dataset(
         args.input, args.out, format=args.format, tasks=args.tasks, pack=args.pack, rounding=args.rounding,
         runner=args.runner, ray_address=args.ray_address, batch_size=args.batch_size,
+        overwrite=args.overwrite, verify=args.verify,
     )
     t = m["tables"]
     st = m["stages"].get("build", {})

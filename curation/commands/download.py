@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from curation.commands import add_output_arguments
+
 __all__ = ["add_arguments", "run"]
 
 
@@ -12,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("urls", help="URL list: .parquet, .csv, .tsv or .jsonl")
     p.add_argument("--out", required=True, help="output dataset directory")
     p.add_argument("--source", default="web", help="dataset name; record ids are SOURCE:ID")
-    p.add_argument("--url-col", default="url")
+    p.add_argument("--url-col", default="url", help="column of the image URLs")
     p.add_argument("--caption-col", default="caption", help="'' for none")
     p.add_argument("--id-col", default=None, help="column of stable ids (default: row number)")
     p.add_argument("--processes", type=int, default=1, help="img2dataset processes")
@@ -20,24 +22,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=int, default=10, help="seconds per URL")
     p.add_argument("--shard-mb", type=int, default=256, help="target shard size")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
+    add_output_arguments(p, verify=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.dataset import DatasetWriter
     from curation.download import read_url_list
     from curation.runtime import init_ray
-    from jobs.web_pairs import WebPairsConfig, download_step
+    from jobs.web_pairs import WebPairsConfig, download_step, open_output
 
     cfg = WebPairsConfig(
         urls=args.urls, out=args.out, source=args.source, url_col=args.url_col,
         caption_col=args.caption_col or None, id_col=args.id_col, processes=args.processes,
         threads=args.threads, timeout=args.timeout, shard_mb=args.shard_mb, ray_address=args.ray_address,
+        overwrite=args.overwrite,
     )
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast
-    init_ray(cfg.ray_address)
-    writer = DatasetWriter(cfg.out, target_shard_bytes=cfg.shard_mb * 1024 * 1024)
-    download_step(cfg, writer, [])
-    m = writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
+    with open_output(cfg) as writer:
+        init_ray(cfg.ray_address)
+        download_step(cfg, writer, [])
+        m = writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
     s = m["stages"]["download"]
     print(f"download: {s['in']} URLs -> {s['out']} records, {sum(s['dropped'].values())} rejects -> {args.out}")
     for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):

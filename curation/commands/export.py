@@ -20,24 +20,24 @@ __all__ = ["add_arguments", "run", "export_dataset"]
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="dataset directory with samples")
-    p.add_argument("--to", required=True, choices=("qwen-vl-json", "llama-factory", "ms-swift"), help="layout")
+    from formats.export import EXPORTS
+
+    p.add_argument("--to", required=True, choices=EXPORTS, help="layout")
     p.add_argument("--out", required=True, help="the JSON file to write")
     p.add_argument("--tasks", default=None, help="only these tasks (comma-separated)")
+    p.add_argument("--verify", action="store_true", help="check every shard's sha256 against the manifest first")
 
 
-def export_dataset(path: str, to: str, out: str, tasks: str | None = None) -> dict[str, int]:
+def export_dataset(path: str, to: str, out: str, tasks: str | None = None, verify: bool = False) -> dict[str, int]:
     """Write the export; returns counts (written, skipped text-only, images)."""
     import pyarrow as pa
 
-    from curation.dataset import Dataset, ManifestError
-    from formats.export import image_suffix, to_llama_factory, to_ms_swift, to_qwen_vl_json
+    from curation.dataset import Dataset
+    from formats.export import EXPORTS, image_suffix
     from formats.tokenizer import MAX_KEY_BYTES
 
-    convert = {"qwen-vl-json": to_qwen_vl_json, "llama-factory": to_llama_factory, "ms-swift": to_ms_swift}[to]
-    try:
-        ds = Dataset(path)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    convert = EXPORTS[to]
+    ds = Dataset(path, verify=verify)
     wanted = set(tasks.split(",")) if tasks else None
     out_path = Path(out).resolve()
     img_dir = out_path.parent / f"{out_path.stem}_images"
@@ -82,7 +82,7 @@ def export_dataset(path: str, to: str, out: str, tasks: str | None = None) -> di
 
 
 def run(args: argparse.Namespace) -> int:
-    c = export_dataset(args.dir, args.to, args.out, args.tasks)
+    c = export_dataset(args.dir, args.to, args.out, args.tasks, verify=args.verify)
     print(
         f"export {args.to}: {c['written']} samples -> {args.out}, {c['images']} images beside it"
         + (f", {c['skipped_text_only']} text-only samples skipped" if c["skipped_text_only"] else "")

@@ -19,6 +19,7 @@ rejects with the manifest.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import logging
 import shutil
@@ -31,13 +32,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.commands import add_output_arguments
 from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "ingest", "parse_sources"]
 
 log = logging.getLogger(__name__)
 
-WORK_DIR = ".ingest-work"
 WORK_FILE_ROWS = 20_000
 # flush the working file earlier when records are rich (memory holds one file's rows)
 WORK_FILE_ITEMS = 100_000
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", default="ray", choices=("ray", "local"), help="image side as a Ray job (default) or in this process (small inputs)")
     parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray")
+    add_output_arguments(parser, verify=False)
 
 
 def parse_sources(sources: list[str], kind: str | None) -> dict[str, list[Path]]:
@@ -189,21 +191,40 @@ def ingest(
     ray_address: str | None = None,
     num_cpus: int | None = None,
     progress: Any = None,
+    overwrite: bool = False,
 ) -> dict:
     """Run the importers of `groups` into the dataset directory `out`; return the manifest."""
     from curation.dataset import DatasetWriter
     from curation.importers import get_importer
-    from curation.importers.base import INGEST_STAGE, Merger, count_items
-    from curation.importers.images import DEFAULT_MAX_PIXELS, IMAGES_STAGE, LoadImages, item_rejects, partial_to_row
-    from curation.runtime import Progress, collect
-    from curation.schema import rejects_from_pylist
+    from curation.importers.images import DEFAULT_MAX_PIXELS, LoadImages
 
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
     roots = _image_roots(images, importers)
     stage = LoadImages(roots, max_pixels or DEFAULT_MAX_PIXELS)
-    out = Path(out)
-    writer = DatasetWriter(out)
-    work = _WorkWriter(out / WORK_DIR)
+    with DatasetWriter(out, overwrite=overwrite, inputs=tuple(p for paths in groups.values() for p in paths)) as writer:
+        return _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus)
+
+
+@contextlib.contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Annotations are acyclic dicts and lists: reference counting frees them, and
+    the cyclic collector's full passes over millions of them only cost time."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus) -> dict:
+    from curation.importers.base import INGEST_STAGE, Merger, count_items
+    from curation.importers.images import IMAGES_STAGE, item_rejects, partial_to_row
+    from curation.runtime import Progress, collect, timed_call
+    from curation.schema import rejects_from_pylist
+
+    work = _WorkWriter(writer.work_dir / "ingest")
     ingest_rejects: Counter = Counter()
     pending: list[dict] = []
 
@@ -223,11 +244,7 @@ def ingest(
 
     t0 = time.time()
     merger = Merger(streaming=len(importers) == 1 and importers[0].grouped)
-    # Annotations are acyclic dicts and lists: reference counting frees them, and
-    # the cyclic collector's full passes over millions of them only cost time.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
+    with _cyclic_gc_paused():
         for imp in importers:
             for tag, value in imp.read():
                 if tag == "reject":
@@ -237,55 +254,49 @@ def ingest(
                         take(item)
         for item in merger.finish():
             take(item)
-        if gc_was_enabled:
-            gc.enable()
-        work.flush()
-        if pending:
-            writer.write("rejects", rejects_from_pylist(pending))
-            pending.clear()
-        items_read = sum(imp.items_read for imp in importers)
-        writer.count_stage(INGEST_STAGE, items_read, work.count, ingest_rejects, time.time() - t0)
-        writer.timings["ingest"] = time.time() - t0
+    work.flush()
+    if pending:
+        writer.write("rejects", rejects_from_pylist(pending))
+        pending.clear()
+    items_read = sum(imp.items_read for imp in importers)
+    writer.count_stage(INGEST_STAGE, items_read, work.count, ingest_rejects, time.time() - t0)
+    writer.timings["ingest"] = time.time() - t0
 
-        kept = Counter()
-        late = Counter()
+    kept = Counter()
+    late = Counter()
 
-        def flowing(batches) -> Iterator[pa.Table]:
-            for batch in batches:
-                extra = item_rejects(batch)
-                if extra:
-                    writer.write("rejects", rejects_from_pylist(extra))
-                    late.update(r["reason"] for r in extra)
-                alive = batch.filter(pc.is_null(batch.column("reject_stage")))
-                kept["records"] += alive.num_rows
-                for k in ("captions", "qa", "regions", "grounded_captions", "ocr"):
-                    kept[k] += int(pc.sum(pc.list_value_length(alive.column(k))).as_py() or 0)
-                kept["text"] += alive.num_rows - alive.column("text").null_count
-                yield batch
+    def flowing(batches) -> Iterator[pa.Table]:
+        for batch in batches:
+            extra = item_rejects(batch)
+            if extra:
+                writer.write("rejects", rejects_from_pylist(extra))
+                late.update(r["reason"] for r in extra)
+            alive = batch.filter(pc.is_null(batch.column("reject_stage")))
+            kept["records"] += alive.num_rows
+            for k in ("captions", "qa", "regions", "grounded_captions", "ocr"):
+                kept[k] += int(pc.sum(pc.list_value_length(alive.column(k))).as_py() or 0)
+            kept["text"] += alive.num_rows - alive.column("text").null_count
+            yield batch
 
-        t1 = time.time()
-        if work.files and is_url_prefix(images):
-            fetched = out / WORK_DIR / "images"
-            stage.urls, stage.errors = _fetch(work.files, images, fetched, stage.max_pixels)
-            stage.roots = [fetched.resolve()] + stage.roots
-            writer.timings["download"] = time.time() - t1
-        if work.files:
-            # Ray when there are images to read and hash; without any, the stage only checks sizes.
-            if use_ray and (roots or stage.roots or any(imp.own_images for imp in importers)):
-                batches = _ray_batches(work.files, stage, ray_address, num_cpus)
-            else:
-                stage.setup()
-                batches = (stage(b) for b in _batches(work.files))
-            collect(flowing(batches), writer, [IMAGES_STAGE], on_batch=Progress("images"))
+    t1 = time.time()
+    if work.files and is_url_prefix(images):
+        fetched = writer.work_dir / "ingest-images"
+        stage.urls, stage.errors = _fetch(work.files, images, fetched, stage.max_pixels)
+        stage.roots = [fetched.resolve()] + stage.roots
+        writer.timings["download"] = time.time() - t1
+    if work.files:
+        # Ray when there are images to read and hash; without any, the stage only checks sizes.
+        if use_ray and (roots or stage.roots or any(imp.own_images for imp in importers)):
+            batches = _ray_batches(work.files, stage, ray_address, num_cpus)
         else:
-            writer.count_stage(IMAGES_STAGE, 0, 0)
-        if late:
-            writer.count_stage(IMAGES_STAGE, 0, 0, late)
-        writer.timings["images"] = time.time() - t1
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+            stage.setup()
+            batches = (timed_call(stage, b) for b in _batches(work.files))
+        collect(flowing(batches), writer, [IMAGES_STAGE], on_batch=Progress("images"))
+    else:
+        writer.count_stage(IMAGES_STAGE, 0, 0)
+    if late:
+        writer.count_stage(IMAGES_STAGE, 0, 0, late)
+    writer.timings["images"] = time.time() - t1
 
     rejects = Counter(ingest_rejects)
     for name, counts in writer.stages.items():
@@ -305,20 +316,10 @@ def ingest(
 
 
 def _ray_batches(files: list[Path], stage, address: str | None, num_cpus: int | None) -> Iterator[pa.Table]:
-    import ray
-
-    from curation.runtime import apply_stages, init_ray
+    from curation.runtime import init_ray, stream_stages
 
     init_ray(address=address, num_cpus=num_cpus)
-    from ray.data import DataContext
-
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
-
-    DataContext.get_current().execution_options.preserve_order = True
-    ds = ray.data.read_parquet([str(p) for p in files])
-    ds = apply_stages(ds, [stage])
-    for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield batch
+    yield from stream_stages(files, [stage], preserve_order=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -332,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
         use_ray=args.runner == "ray",
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
+        overwrite=args.overwrite,
     )
     s = manifest["ingest"]
     ann = ", ".join(f"{n} {k}" for k, n in s["annotations"].items() if n)

@@ -1,6 +1,7 @@
-"""`curate validate DIR`: reparse every sample, recount tokens, check image keys.
+"""`curate validate DIR`: check every shard's sha256, reparse every sample, recount tokens, check image keys.
 
-Prints one line per problem, `SAMPLE_ID: message` (sequences: `SEQUENCE_ID:`),
+Prints one line per problem, `SAMPLE_ID: message` (sequences: `SEQUENCE_ID:`,
+shards that differ from the manifest: `TABLE/part-N.parquet:`),
 then a summary; exits 1 when there is any problem, 2 on unreadable input.
 """
 
@@ -26,14 +27,23 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
     """(sample or sequence id, problem) for every problem in the dataset at `path`."""
     import pyarrow as pa
 
-    from curation.dataset import Dataset, ManifestError
+    from curation.dataset import Dataset, ShardError
     from curation.schema import SAMPLE_SCHEMA, conform
     from formats.grammar import check_sample
 
-    try:
-        ds = Dataset(path)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    ds = Dataset(path)
+    # every shard of every table against its manifest entry (rows, sha256) before
+    # anything is read from them: a damaged dataset is reported, not reparsed
+    damaged = False
+    for table in ds.tables():
+        for shard in ds.shards(table):
+            try:
+                ds.verify_shard(shard)
+            except ShardError as exc:
+                damaged = True
+                yield shard["path"], str(exc)
+    if damaged:
+        return
     if "samples" not in ds.tables():
         raise InputError(f"{path}: the manifest lists no samples table")
     seen: dict[str, tuple[str, int]] = {}

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation import dataset as dataset_mod
-from curation.dataset import Dataset, DatasetWriter, ManifestError, ShardWriter
+from curation.dataset import Dataset, DatasetWriter, ManifestError, OutputError, ShardError, ShardWriter
 from curation.schema import records_from_pylist
 
 
@@ -31,7 +31,7 @@ def test_shards_have_deterministic_names_and_target_size(tmp_path):
 
 def test_crash_in_the_middle_of_a_shard_exposes_nothing(tmp_path, monkeypatch):
     writer = DatasetWriter(tmp_path / "out", target_shard_bytes=20_000)
-    writer.write("records", records(30))  # first shard lands
+    writer.write("records", records(30))  # first shard lands (in the staging directory)
 
     real_write = pq.write_table
 
@@ -45,42 +45,135 @@ def test_crash_in_the_middle_of_a_shard_exposes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(dataset_mod.pq, "write_table", real_write)
 
     out = tmp_path / "out"
-    visible = sorted(p.name for p in (out / "records").glob("part-*.parquet"))
-    assert visible == ["part-00000.parquet"]  # the crashed shard never got its final name
-    assert list((out / "records").glob(".part-00001.parquet.tmp"))
+    staged = sorted(p.name for p in (writer.staging / "records").iterdir())
+    assert staged == [".part-00001.parquet.tmp", "part-00000.parquet"]  # the crashed shard never got its final name
+    assert not (out / "records").exists()  # nothing outside the staging directory
     with pytest.raises(ManifestError):  # no manifest: no reader trusts this directory
         Dataset(out)
+    writer.abort()
 
 
 def test_readers_trust_only_manifest_listed_shards(tmp_path):
     out = tmp_path / "out"
     writer = DatasetWriter(out)
     writer.write("records", records(5))
-    writer.count_stage("basic", 5, 5)
+    writer.count_stage("basic", 5, 5, seconds=0.25)
     manifest = writer.close(config={"k": 1})
     # a stray shard appears later (e.g. a crashed re-run): readers must not see it
     pq.write_table(records(7, start=100), out / "records" / "part-00001.parquet")
     ds = Dataset(out)
     assert ds.read("records").num_rows == 5 == manifest["tables"]["records"]["rows"]
     on_disk = json.loads((out / "manifest.json").read_text())
-    assert on_disk["stages"]["basic"] == {"in": 5, "out": 5, "dropped": {}, "seconds": 0.0}
+    assert on_disk["stages"]["basic"] == {"in": 5, "out": 5, "dropped": {}, "seconds": 0.25}
     assert on_disk["config"] == {"k": 1}
     assert on_disk["tables"]["records"]["shards"][0]["sha256"]
     assert not (out / ".manifest.json.tmp").exists()
+    assert not (out / ".curate" / "staging").exists()
 
 
-def test_writer_clears_a_previous_run(tmp_path):
+def _fingerprint(out):
+    return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file() and ".curate" not in p.parts}
+
+
+def test_a_non_empty_output_is_refused_without_overwrite(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    w.write("records", records(3))
+    w.close()
+    before = _fingerprint(out)
+    with pytest.raises(OutputError, match="not empty .*--overwrite"):
+        DatasetWriter(out)
+    assert _fingerprint(out) == before
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(OutputError, match="notes.txt"):
+        DatasetWriter(tmp_path / "mine")
+
+
+def test_overwrite_replaces_only_what_the_tool_wrote_once_complete(tmp_path):
     out = tmp_path / "out"
     w = DatasetWriter(out, target_shard_bytes=5_000)
     for k in range(4):
         w.write("records", records(5, start=5 * k))
     w.close()
     assert len(list((out / "records").glob("part-*"))) > 1
-    w2 = DatasetWriter(out)
+    (out / "notes.txt").write_text("the user's own file")
+    before = _fingerprint(out)
+    w2 = DatasetWriter(out, overwrite=True)
     w2.write("records", records(2))
+    for shard in w2.writer("records").close():
+        assert w2.staged(shard).is_file()
+    assert _fingerprint(out) == before  # the old dataset is untouched until close()
     w2.close()
     assert sorted(p.name for p in (out / "records").glob("part-*")) == ["part-00000.parquet"]
     assert Dataset(out).read("records").num_rows == 2
+    assert (out / "notes.txt").read_text() == "the user's own file"
+
+
+def test_an_aborted_overwrite_leaves_the_old_dataset(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    w.write("records", records(4))
+    w.close()
+    before = _fingerprint(out)
+    with pytest.raises(RuntimeError, match="bad input half-way"):
+        with DatasetWriter(out, overwrite=True) as w2:
+            w2.write("records", records(9))
+            w2.writer("records").flush()
+            raise RuntimeError("bad input half-way")
+    assert _fingerprint(out) == before
+    assert Dataset(out).read("records").num_rows == 4
+    # the lock went with the failed run: the next one proceeds and cleans its staging
+    w3 = DatasetWriter(out, overwrite=True)
+    assert not any(w3.staging.iterdir())
+    w3.abort()
+
+
+def test_a_second_writer_is_locked_out_naming_the_holder(tmp_path):
+    import os
+
+    first = DatasetWriter(tmp_path / "out")
+    with pytest.raises(OutputError, match=rf"in use by another curate run \(pid {os.getpid()}\)"):
+        DatasetWriter(tmp_path / "out", overwrite=True)
+    first.abort()
+    DatasetWriter(tmp_path / "out").abort()  # free again
+
+
+@pytest.mark.parametrize("where", ["same", "inside", "holds"])
+def test_output_may_not_be_inside_or_hold_the_input(tmp_path, where):
+    src = tmp_path / "data"
+    w = DatasetWriter(src)
+    w.write("records", records(2))
+    w.close()
+    out = {"same": src, "inside": src / "sub", "holds": tmp_path}[where]
+    with pytest.raises(OutputError, match="input"):
+        DatasetWriter(out, overwrite=True, inputs=(src,))
+    assert Dataset(src).read("records").num_rows == 2
+    assert not (src / "sub").exists()
+
+
+def test_every_read_checks_row_counts_and_verify_checks_sha256(tmp_path):
+    out = tmp_path / "out"
+    w = DatasetWriter(out)
+    w.write("records", records(20))
+    w.close()
+    shard = out / "records" / "part-00000.parquet"
+    good = shard.read_bytes()
+    assert Dataset(out, verify=True).read("records").num_rows == 20
+    pq.write_table(records(10), shard)  # replaced by a shard with 10 fewer rows
+    with pytest.raises(ShardError, match=r"part-00000.parquet: shard has 10 rows, the manifest says 20"):
+        Dataset(out).read("records")
+    with pytest.raises(ShardError, match="10 rows"):
+        list(Dataset(out).iter_batches("records"))
+    shard.unlink()
+    with pytest.raises(ShardError, match="part-00000.parquet: shard listed in the manifest is missing"):
+        Dataset(out).shard_paths("records")
+    flipped = bytearray(good)
+    middle = len(flipped) // 2
+    flipped[middle:middle + 64] = bytes(b ^ 0xFF for b in flipped[middle:middle + 64])
+    shard.write_bytes(bytes(flipped))
+    with pytest.raises(ShardError, match="sha256"):
+        Dataset(out, verify=True)
 
 
 def test_missing_dataset_directory_is_a_manifest_error(tmp_path):

@@ -1,8 +1,12 @@
+import time
+
 import pyarrow as pa
 import pytest
 
 from curation.dataset import Dataset, DatasetWriter
-from curation.runtime import Resources, Stage, apply_stages, collect, fit_cpus, run_local, split_rejects
+from curation.runtime import (
+    Resources, Stage, apply_stages, collect, fit_cpus, run_local, split_rejects, stage_seconds, timed_call,
+)
 from curation.schema import records_from_pylist
 from filters.base import Drop, Filter
 
@@ -14,6 +18,7 @@ class Upper(Stage):
     batch_size = 7
 
     def __call__(self, batch):
+        time.sleep(0.01 * batch.num_rows)  # measurable work: 10 ms a row
         caps = [[c.upper() for c in cs] for cs in batch.column("captions").to_pylist()]
         return batch.set_column(batch.column_names.index("captions"), "captions", pa.array(caps, pa.list_(pa.string())))
 
@@ -61,6 +66,25 @@ def test_stateful_means_setup_or_gpus():
     assert Gpu().stateful
 
 
+def test_stage_seconds_survive_rebatching_and_new_rows():
+    out = run_local(make_records(10), [Upper()])  # batches of 7: two calls
+    seconds = stage_seconds(out)
+    assert set(seconds) == {"upper"} and seconds["upper"] >= 0.1
+    halves = [out.slice(0, 3), out.slice(3)]  # split the way another stage's batch size would
+    assert sum(stage_seconds(h)["upper"] for h in halves) == pytest.approx(seconds["upper"])
+
+    class Explode(Stage):  # makes new rows (as build does): earlier timings travel on
+        name = "explode"
+
+        def __call__(self, batch):
+            return pa.table({"record_id": pa.array(batch.column("record_id").to_pylist() * 2)})
+
+    exploded = timed_call(Explode(), out)
+    assert exploded.num_rows == 20
+    assert stage_seconds(exploded)["upper"] == pytest.approx(seconds["upper"])
+    assert stage_seconds(exploded)["explode"] > 0
+
+
 def test_filter_marks_and_routes_rejects_in_process():
     out = run_local(make_records(10), [Upper(), EvenOnly()])
     kept, rejects = split_rejects(out)
@@ -82,7 +106,11 @@ def test_adapter_on_a_real_local_ray(local_ray, tmp_path):
     manifest = writer.close()
     assert kept == 20
     assert dropped == {("even", "odd"): 20}
-    assert manifest["stages"]["upper"] == {"in": 40, "out": 40, "dropped": {}, "seconds": 0.0}
+    upper = manifest["stages"]["upper"]
+    assert {k: upper[k] for k in ("in", "out", "dropped")} == {"in": 40, "out": 40, "dropped": {}}
+    # summed batch wall time across the workers: at least the 10 ms a row it slept, and not wildly more
+    assert 0.4 <= upper["seconds"] < 20
+    assert 0 < manifest["stages"]["even"]["seconds"] < upper["seconds"]
     assert manifest["stages"]["even"]["in"] == 40 and manifest["stages"]["even"]["out"] == 20
     assert manifest["stages"]["even"]["dropped"] == {"odd": 20}
     data = Dataset(tmp_path / "out")

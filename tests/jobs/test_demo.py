@@ -85,3 +85,31 @@ def test_caption_samples_are_qwen_vl(demo, capsys):
 def test_demo_output_validates(demo, capsys):
     out, _ = demo
     assert main(["validate", str(out)]) == 0
+
+
+def test_every_stage_reports_the_time_it_took(demo):
+    out, _ = demo
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    for name in ("download", "basic", "clip", "build"):
+        assert stages[name]["seconds"] > 0, name
+    # download includes img2dataset's fetching; CLIP scoring is the heavy filter
+    assert stages["clip"]["seconds"] > stages["basic"]["seconds"]
+
+
+def test_work_files_live_and_die_in_the_output_staging(demo):
+    out, _ = demo
+    assert not (out / ".curate" / "staging").exists()  # removed once the run completed
+    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "samples", "sequences"]
+
+
+def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, capsys):
+    from curation.dataset import Dataset
+
+    out, _ = demo
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a demo")
+    assert main(["demo", "--out", str(other), "--images", "12"]) == 2  # someone else's folder: refused
+    assert "not empty" in capsys.readouterr().err
+    assert (other / "notes.txt").read_text() == "not a demo"
+    assert Dataset(out, verify=True).rows("records") > 0

@@ -18,7 +18,9 @@ def test_captions_excerpt_records_and_rejects(real, tmp_path, make_images, run_i
     assert Counter(r["reason"] for r in rejects) == {"image_unknown": 91, "no_annotations": 98}
     assert manifest["ingest"]["annotations_read"] == {"coco-captions": 100}
     assert manifest["stages"]["ingest"]["dropped"] == {"image_unknown": 91, "no_annotations": 98}
-    assert manifest["stages"]["images"] == {"in": 2, "out": 2, "dropped": {}, "seconds": 0.0}
+    images = manifest["stages"]["images"]
+    assert {k: images[k] for k in ("in", "out", "dropped")} == {"in": 2, "out": 2, "dropped": {}}
+    assert images["seconds"] > 0
     for r in records:
         assert r["record_id"] == f"coco:{int(r['record_id'].split(':')[1])}" and r["source"] == "coco"
         assert r["sha256"] and r["image"][:2] == b"\xff\xd8"
