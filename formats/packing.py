@@ -6,6 +6,10 @@ fullest sequence it still fits), which is deterministic whatever order the
 samples arrive in. Each sequence records its members' token offsets. A sample
 longer than N is never truncated: `pack_sequences` raises ValueError on it
 (the build stage rejects such samples with reason `too_long` before packing).
+
+A sequence's id is the hex of an 8-byte BLAKE2b digest of its task's UTF-8
+bytes followed, for each member in order, by the byte 0x1f and the member's
+sample id: the same task and members always give the same id.
 """
 
 from __future__ import annotations

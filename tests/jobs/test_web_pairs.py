@@ -1,6 +1,7 @@
 """The web-pairs job through its commands: download, filter, run (loopback server, real img2dataset)."""
 
 import json
+from collections import Counter
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -38,8 +39,14 @@ def test_download_then_filter(site, tmp_path, capsys, local_ray):
     assert "81 URLs" in printed
     ds = Dataset(raw)
     corrupt = sum(it.planted == "corrupt" for it in items)
+    # dropped: the missing file and every corrupt image, each once, counted under its reject's reason
+    download_rejects = [r for r in ds.read("rejects").to_pylist() if r["stage"] == "download"]
+    assert sorted(r["record_id"] for r in download_rejects) == sorted(
+        ["web:gone"] + [f"web:{it.item_id}" for it in items if it.planted == "corrupt"])
+    by_reason = Counter(r["reason"] for r in download_rejects)
+    assert sum(by_reason.values()) == 1 + corrupt and all(by_reason)
     download = ds.manifest["stages"]["download"]
-    assert download == {"in": 81, "out": 80 - corrupt, "seconds": download["seconds"], "dropped": download["dropped"]}
+    assert download == {"in": 81, "out": 80 - corrupt, "seconds": download["seconds"], "dropped": dict(by_reason)}
     assert download["seconds"] > 0
     rejects = {r["record_id"]: r for r in ds.read("rejects").to_pylist()}
     assert rejects["web:gone"]["reason"].startswith("HTTP Error 404")

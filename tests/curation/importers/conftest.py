@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-REAL = Path(__file__).parents[3] / ".." / "shared" / "data" / "real-annotations"
+# Committed with the tests (see its README.md for sources and licences).
+REAL = Path(__file__).resolve().parents[2] / "data" / "real-annotations"
 
 
 def write_images(folder: Path, sizes: dict[str, tuple[int, int]], fmt: str | None = None) -> Path:
