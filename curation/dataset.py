@@ -64,8 +64,10 @@ DEFAULT_ROW_GROUP_ROWS = 1024
 MANIFEST = "manifest.json"
 # inside every output directory: the lock and the staging directory of the run writing it
 CURATE_DIR = ".curate"
+# shards the driver writes itself (beside the shard tasks' part-NNNNN): part-dNNNNN
+DRIVER_PREFIX = "part-d"
 # what this tool writes in a table directory (and so may remove when replacing a dataset)
-_OWN_SHARD = re.compile(r"^(part-\d{5,}\.parquet|\.part-\d{5,}\.parquet\.tmp)$")
+_OWN_SHARD = re.compile(r"^\.?part-d?\d{5,}\.parquet(\.tmp)?$")
 
 
 class ManifestError(InputError):
@@ -113,6 +115,7 @@ class ShardWriter:
         schema: pa.Schema | None = None,
         target_bytes: int = DEFAULT_SHARD_BYTES,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        prefix: str = "part-",
     ):
         if target_bytes <= 0:
             raise ValueError(f"target shard size must be positive, got {target_bytes}")
@@ -121,6 +124,7 @@ class ShardWriter:
         self.schema = schema if schema is not None else TABLE_SCHEMAS[table]
         self.target_bytes = target_bytes
         self.row_group_rows = row_group_rows
+        self.prefix = prefix
         self.shards: list[ShardInfo] = []
         self._buffer: list[pa.Table] = []
         self._buffered_bytes = 0
@@ -142,7 +146,7 @@ class ShardWriter:
             return
         table = pa.concat_tables(self._buffer)
         self._buffer, self._buffered_bytes = [], 0
-        name = f"part-{len(self.shards):05d}.parquet"
+        name = f"{self.prefix}{len(self.shards):05d}.parquet"
         final = self.root / self.table / name
         tmp = final.with_name(f".{name}.tmp")
         pq.write_table(table, tmp, row_group_size=self.row_group_rows, compression="zstd")
@@ -245,6 +249,8 @@ class DatasetWriter:
         target_shard_bytes: int = DEFAULT_SHARD_BYTES,
         overwrite: bool = False,
         inputs: tuple[Path | str, ...] = (),
+        resume: bool = False,
+        config: Mapping[str, Any] | None = None,
     ):
         if target_shard_bytes <= 0:
             raise InputError(f"target shard size must be positive, got {target_shard_bytes}")
@@ -264,9 +270,15 @@ class DatasetWriter:
                     "(the old dataset stays until the new one is complete)"
                 )
             self.staging = own / "staging"
-            if self.staging.exists():  # what a failed or killed run of ours left
+            self.resumed = resume and self._can_resume(config)
+            if self.staging.exists() and not self.resumed:  # what a failed or killed run of ours left
                 shutil.rmtree(self.staging)
-            self.staging.mkdir()
+            (self.staging / "done").mkdir(parents=True, exist_ok=True)
+            for p in self.staging.glob("*"):  # driver-written shards of the interrupted run: redone
+                if p.is_dir() and p.name in TABLE_SCHEMAS:
+                    for f in p.glob(f"*{DRIVER_PREFIX}*"):
+                        f.unlink()
+            _write_json(self.staging / "config.json", dict(config or {}))
         except BaseException:
             self._lock.release()
             raise
@@ -276,6 +288,67 @@ class DatasetWriter:
         self.timings: dict[str, float] = {}
         self.started = time.time()
         self.closed = False
+
+    def _can_resume(self, config: Mapping[str, Any] | None) -> bool:
+        """Whether the staging directory holds an interrupted run of the same config."""
+        saved = self.staging / "config.json"
+        if not saved.is_file():
+            log.info("%s: nothing to resume; starting from the beginning", self.out)
+            return False
+        before = json.loads(saved.read_text())
+        now = json.loads(json.dumps(dict(config or {}), default=str))
+        differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        if differ:
+            raise OutputError(
+                f"{self.out}: --resume with a different config than the interrupted run's (keys: {', '.join(differ)}); "
+                "rerun with the same settings, or without --resume to start over"
+            )
+        return True
+
+    def done_shards(self) -> set[int]:
+        """Ids of the input shards whose output this run (or the run it resumes) completed."""
+        return {int(p.stem) for p in (self.staging / "done").glob("*.json")}
+
+    def add_shard(self, result: Mapping[str, Any]) -> None:
+        """Record a finished input shard (its files are in staging already): the resume marker."""
+        _write_json(self.staging / "done" / f"{int(result['shard_id']):05d}.json", dict(result))
+
+    def shard_results(self) -> Iterator[dict]:
+        for p in sorted((self.staging / "done").glob("*.json")):
+            yield json.loads(p.read_text())
+
+    def shard_summary(self, stage_order: list[str]) -> dict:
+        """Stage counts and build/packing figures over every finished shard, merged into this writer."""
+        stages: dict[str, StageCounts] = {}
+        by_task: Counter = Counter()
+        annotations: Counter = Counter()
+        packing: dict[str, Counter] = {}
+        nodes: Counter = Counter()
+        rows_in = shards = 0
+        for r in self.shard_results():
+            shards += 1
+            rows_in += r["rows_in"]
+            if r.get("node"):
+                nodes[r["node"]] += 1
+            for name, c in r["stages"].items():
+                sc = stages.setdefault(name, StageCounts())
+                sc.rows_in += c["in"]
+                sc.rows_out += c["out"]
+                sc.dropped.update(c["dropped"])
+                sc.seconds += c["seconds"]
+            by_task.update(r.get("samples_by_task") or {})
+            annotations.update(r.get("annotations") or {})
+            for task, t in (r.get("packing") or {}).items():
+                packing.setdefault(task, Counter()).update(t)
+        for name in stage_order + [n for n in stages if n not in stage_order]:
+            if name in stages:
+                c = stages[name]
+                self.count_stage(name, c.rows_in, c.rows_out, c.dropped, c.seconds)
+            elif name in stage_order:
+                self.count_stage(name, 0, 0)
+        return {"shards": shards, "rows_in": rows_in, "samples_by_task": dict(sorted(by_task.items())),
+                "annotations": dict(annotations), "nodes": dict(nodes),
+                "packing": {k: dict(v) for k, v in sorted(packing.items())}}
 
     def __enter__(self) -> "DatasetWriter":
         return self
@@ -297,7 +370,7 @@ class DatasetWriter:
 
     def writer(self, table: str) -> ShardWriter:
         if table not in self.writers:
-            self.writers[table] = ShardWriter(self.staging, table, target_bytes=self.target_shard_bytes)
+            self.writers[table] = ShardWriter(self.staging, table, target_bytes=self.target_shard_bytes, prefix=DRIVER_PREFIX)
         return self.writers[table]
 
     def write(self, table: str, batch: pa.Table) -> None:
@@ -323,14 +396,20 @@ class DatasetWriter:
 
     def close(self, config: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> dict:
         """Finish the run: manifest, then replace the old dataset with the new one."""
+        files: dict[str, list[dict]] = {}
+        nodes: Counter = Counter()
+        input_shards = 0
+        for r in self.shard_results():  # written by the shard tasks
+            input_shards += 1
+            nodes[r.get("node") or "driver"] += 1
+            for f in r["files"]:
+                files.setdefault(f["path"].split("/", 1)[0], []).append(f)
+        for name, w in self.writers.items():  # written here, on the driver
+            files.setdefault(name, []).extend(s.__dict__ for s in w.close())
         tables = {}
-        for name, w in self.writers.items():
-            shards = w.close()
-            tables[name] = {
-                "rows": sum(s.rows for s in shards),
-                "bytes": sum(s.bytes for s in shards),
-                "shards": [s.__dict__ for s in shards],
-            }
+        for name, shards in files.items():
+            shards = sorted(shards, key=lambda f: f["path"])
+            tables[name] = {"rows": sum(f["rows"] for f in shards), "bytes": sum(f["bytes"] for f in shards), "shards": shards}
         for name in ("records", "samples", "rejects"):
             tables.setdefault(name, {"rows": 0, "bytes": 0, "shards": []})
         manifest = {
@@ -343,6 +422,8 @@ class DatasetWriter:
             "config": dict(config or {}),
             "versions": _versions(),
         }
+        if input_shards:  # where the work ran: input shards per node ("driver" = in this process)
+            manifest["run"] = {"input_shards": input_shards, "resumed": self.resumed, "shards_by_node": dict(nodes)}
         if extra:
             manifest.update(extra)
         shutil.rmtree(self.staging / "work", ignore_errors=True)
@@ -379,6 +460,12 @@ class DatasetWriter:
             d = self.out / table
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 def _versions() -> dict[str, str]:

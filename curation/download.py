@@ -21,7 +21,11 @@ import logging
 import os
 import shutil
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
+
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -248,3 +252,138 @@ def _parse_annotations(batch: pa.Table, col: str) -> pa.Array:
         return pa.array([[]] * batch.num_rows, typ)
     return pa.array([json.loads(v) if v else [] for v in batch.column(col).to_pylist()], typ)
 
+
+
+# ------------------------------------------------------- download on the workers
+
+
+def url_shards(urls: pa.Table, staging: Path | str, rows_per_shard: int, skip: set[int] | frozenset = frozenset()):
+    """Cut a URL list (from `read_url_list`) into input shards of `rows_per_shard` rows.
+
+    Each shard's rows go to `STAGING/inputs/part-K.parquet`, read by the task
+    that downloads it; ids count shards in list order, so they depend only on
+    the list and `rows_per_shard`. Shards in `skip` (done) are not written again.
+    """
+    from curation.runner import InputShard
+
+    if rows_per_shard <= 0:
+        raise InputError(f"rows per shard must be positive, got {rows_per_shard}")
+    folder = Path(staging) / "inputs"
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, start in enumerate(range(0, urls.num_rows, rows_per_shard)):
+        path = folder / f"part-{k:05d}.parquet"
+        part = urls.slice(start, rows_per_shard)
+        if k not in skip:
+            tmp = path.with_name(f".{path.name}.tmp")
+            pq.write_table(part, tmp)
+            os.replace(tmp, path)
+        yield InputShard(k, str(path), None, part.num_rows, start)
+
+
+class _CollectingWriter:
+    """img2dataset's sample-writer interface, handing each row to `emit` instead of a file."""
+
+    emit = None  # set per download in a subclass
+
+    def __init__(self, shard_id, output_folder, save_caption, oom_shard_count, schema, encode_format):
+        self.encode_format = encode_format
+
+    def write(self, img_str, key, caption, meta):
+        self.emit({"key": key, self.encode_format: img_str, **meta})
+
+    def close(self):
+        self.emit(None)
+
+
+@dataclass(frozen=True)
+class Img2datasetReader:
+    """Reader of a URL input shard: img2dataset's own Downloader and Resizer, as a library.
+
+    Runs inside the shard's task: the shard's URLs go through img2dataset's
+    download loop (its threads, retries, X-Robots-Tag check, resizer with no
+    resize and no re-encode, sha256, EXIF off) and every row it would have
+    written comes out here instead, in batches, while the next ones download;
+    nothing touches the disk. The rows are img2dataset's: `status`,
+    `error_message`, `jpg`, `width`, `height`, `sha256` and the URL list's columns.
+    """
+
+    threads: int = 16
+    timeout: int = 10
+    retries: int = 0
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    batch_size: int = 256
+
+    def __call__(self, shard) -> "Iterator[pa.Table]":
+        import queue
+        import threading
+        import uuid
+
+        import fsspec
+
+        urls = pq.read_table(shard.path)
+        if urls.num_rows == 0:
+            return
+        env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(self.max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
+        with _scoped_env(env):
+            from img2dataset.downloader import Downloader
+            from img2dataset.resizer import Resizer
+
+        mem = fsspec.filesystem("memory")
+        tag = f"curate-{os.getpid()}-{shard.shard_id}-{uuid.uuid4().hex[:8]}"
+        shard_file, stats_dir = f"memory://{tag}/urls.arrow", f"memory://{tag}/out"
+        with mem.open(f"/{tag}/urls.arrow", "wb") as f, pa.ipc.new_file(f, urls.schema) as w:
+            w.write_table(urls)
+        columns = ["url", "caption", *[c for c in urls.column_names if c not in ("url", "caption")]]
+        rows: "queue.Queue" = queue.Queue(maxsize=4 * self.batch_size)
+        writer = type("Collect", (_CollectingWriter,), {"emit": staticmethod(rows.put)})
+        downloader = Downloader(
+            sample_writer_class=writer,
+            resizer=Resizer(image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
+                            skip_reencode=True, max_image_area=float(self.max_pixels)),
+            thread_count=max(1, self.threads), save_caption=True, extract_exif=False, output_folder=stats_dir,
+            column_list=columns, timeout=self.timeout, number_sample_per_shard=max(urls.num_rows, 10),
+            oom_shard_count=5, compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
+            retries=self.retries, user_agent_token=None, disallowed_header_directives=[],
+        )
+        failure: list[BaseException] = []
+
+        def download() -> None:
+            try:
+                with _scoped_env(env):
+                    downloader.download_shard((shard.shard_id, shard_file))
+            except BaseException as exc:  # handed to the reading side, raised there
+                failure.append(exc)
+                rows.put(None)
+
+        thread = threading.Thread(target=download, name=f"img2dataset-{shard.shard_id}", daemon=True)
+        t0 = time.perf_counter()
+        thread.start()
+        try:
+            batch: list[dict] = []
+            while True:
+                row = rows.get()
+                if row is not None:
+                    batch.append(row)
+                if batch and (row is None or len(batch) >= self.batch_size):
+                    now = time.perf_counter()
+                    yield _timed_rows(batch, "download", now - t0)
+                    t0, batch = time.perf_counter(), []
+                if row is None:
+                    break
+        finally:
+            while thread.is_alive():  # the reading side stopped early: let the download loop finish
+                try:
+                    rows.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+            if mem.exists(f"/{tag}"):
+                mem.rm(f"/{tag}", recursive=True)
+        if failure:
+            raise failure[0]
+
+
+def _timed_rows(rows: list[dict], stage: str, seconds: float) -> pa.Table:
+    from curation.runtime import SECONDS_PREFIX
+
+    table = pa.Table.from_pylist(rows)
+    return table.append_column(SECONDS_PREFIX + stage, pa.array([seconds] + [0.0] * (len(rows) - 1), pa.float64()))

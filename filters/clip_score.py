@@ -242,6 +242,7 @@ class ClipScore(Filter):
 
     name = "clip"
     batch_size = 64
+    pooled = True  # one model per actor, fed by every shard task
     measures = (pa.field("clip_score", pa.float32()),)
     consumes = ("clip_pixels", "clip_shape", "clip_tokens")
 
@@ -321,7 +322,7 @@ def from_config(cfg) -> list[Filter]:
     """
     if not cfg.clip_model:
         return []
-    from curation.runtime import cluster_gpus
+    from curation.runner import cluster_gpus
 
     spec = ClipModelSpec(cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint)
     spec.check()

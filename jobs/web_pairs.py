@@ -1,34 +1,37 @@
-"""Job: web image-text pairs → filtered records → Qwen-VL samples.
+"""Job: web image-text pairs → filtered records → Qwen-VL samples, in one streaming pass.
 
-The recipe, in order:
+The recipe, per input shard of the URL list (one Ray task each):
 
-    read_url_list → img2dataset → FromImg2dataset → filters (basic, clip)
-        → records + rejects
-    records → BuildSamples (→ pack) → samples + rejects
-    manifest.json
+    img2dataset download → FromImg2dataset → filters (basic, clip)
+        → records + rejects → BuildSamples (→ pack) → samples + rejects
 
 `curate run JOB.toml` runs it from a config file; `curate demo` runs it on a
-generated corpus served from loopback.
+generated corpus served from loopback; `curate download` and `curate filter`
+run its first half.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
-from curation.dataset import DatasetWriter
-from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, read_url_list, run_img2dataset
+from curation.dataset import Dataset, DatasetWriter
+from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
-from curation.runtime import Progress, Stage, collect, init_ray, stream_stages
-from jobs.build import build_into
+from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
+from curation.runtime import Stage
+from jobs.build import build_extra, build_steps
 
-__all__ = ["WebPairsConfig", "filter_stages", "download_step", "filter_step", "run"]
+__all__ = ["WebPairsConfig", "filter_stages", "open_output", "download", "filter_records", "run"]
 
 log = logging.getLogger(__name__)
+
+# settings that do not change what a run produces: a resumed run may differ in them
+RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
 
 
 @dataclass(frozen=True)
@@ -39,8 +42,7 @@ class WebPairsConfig:
     url_col: str = "url"
     caption_col: str | None = "caption"
     id_col: str | None = None
-    # download (img2dataset)
-    processes: int = 1
+    # download (img2dataset's engine, inside each shard's task)
     threads: int = 16
     timeout: int = 10
     retries: int = 0
@@ -63,9 +65,11 @@ class WebPairsConfig:
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
     pack: int | None = None
-    # output and runtime
-    shard_mb: int = 256
+    # input shards, output and runtime
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    task_cpus: float = 1.0
     overwrite: bool = False  # replace a non-empty output (only once the new one is complete)
+    resume: bool = False  # continue an interrupted run of the same config
     ray_address: str | None = None
 
 
@@ -76,77 +80,68 @@ def filter_stages(cfg: WebPairsConfig) -> list[Stage]:
     return stages_of(cfg.filters, cfg)
 
 
-def _stage_names(stages: Iterable[Stage]) -> list[str]:
-    names: list[str] = []
-    for s in stages:
-        if s.name not in names:
-            names.append(s.name)
-    return names
+def identity(cfg: WebPairsConfig, **extra) -> dict:
+    """What a run produces depends on: the config without its runtime keys."""
+    return {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_KEYS}, **extra}
 
 
-def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = ()) -> DatasetWriter:
-    if cfg.shard_mb <= 0:
-        raise InputError(f"shard_mb must be positive, got {cfg.shard_mb}")
-    return DatasetWriter(cfg.out, target_shard_bytes=cfg.shard_mb * 1024 * 1024, overwrite=cfg.overwrite, inputs=inputs)
+def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_extra) -> DatasetWriter:
+    if cfg.shard_rows <= 0:
+        raise InputError(f"shard_rows must be positive, got {cfg.shard_rows}")
+    return DatasetWriter(cfg.out, overwrite=cfg.overwrite, inputs=inputs, resume=cfg.resume,
+                         config=identity(cfg, **identity_extra))
 
 
-def download_step(cfg: WebPairsConfig, writer: DatasetWriter, stages: list[Stage]) -> int:
-    """URL list → img2dataset → `stages` → records + rejects in `writer`; returns records kept."""
+def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
+    reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels)
+    return Pipeline(reader, [FromImg2dataset(cfg.source), *after], task_cpus=cfg.task_cpus)
+
+
+def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline) -> dict:
     urls = read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)
-    stages = [FromImg2dataset(cfg.source), *stages]
-    names = _stage_names(stages)
-    t0 = time.time()
-    log.info("download: %d URLs through img2dataset", urls.num_rows)
-    shards = run_img2dataset(
-        urls, writer.work_dir / "download", processes=cfg.processes, threads=cfg.threads, timeout=cfg.timeout,
-        retries=cfg.retries, max_pixels=cfg.max_pixels,
-    )
-    download_seconds = time.time() - t0
-    writer.timings["download"] = download_seconds
-    t1 = time.time()
-    log.info("stages: %s", " -> ".join(names))
-    if shards:
-        kept, _ = collect(stream_stages(shards, stages), writer, names, on_batch=Progress("records", urls.num_rows))
-    else:  # an empty URL list
-        kept = 0
-        for name in names:
-            writer.count_stage(name, 0, 0)
-    writer.count_stage("download", 0, 0, seconds=download_seconds)  # img2dataset's own time, beside its rows'
-    writer.timings["records"] = time.time() - t1  # img2dataset rows -> records, through every filter
-    return kept
+    log.info("%d URLs in %d input shard(s) of <= %d; stages: %s", urls.num_rows, math.ceil(urls.num_rows / cfg.shard_rows),
+             cfg.shard_rows, " -> ".join(pipeline.stage_names()))
+    shards = url_shards(urls, writer.staging, cfg.shard_rows, skip=writer.done_shards())
+    return run_pipeline(pipeline, shards, writer, total_shards=math.ceil(urls.num_rows / cfg.shard_rows))
 
 
-def filter_step(record_paths: list[Path], rows: int, cfg: WebPairsConfig, writer: DatasetWriter) -> int:
-    """Records shards → filter stages → records + rejects in `writer`; returns records kept."""
-    stages = filter_stages(cfg)
-    names = _stage_names(stages)
-    t1 = time.time()
-    log.info("stages: %s", " -> ".join(names))
-    if not record_paths:
-        return collect((), writer, names)[0]
-    kept, _ = collect(stream_stages(record_paths, stages), writer, names, on_batch=Progress("filter", rows))
-    writer.timings["filter"] = time.time() - t1
-    return kept
+def download(cfg: WebPairsConfig) -> dict:
+    """URL list → records + rejects (no filters); returns the manifest."""
+    read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
+    with open_output(cfg, job="download") as writer:
+        init_ray(cfg.ray_address)
+        _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]))
+        return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
+
+
+def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) -> dict:
+    """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest."""
+    src = Dataset(input_dir, verify=verify)
+    files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
+    stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
+    with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
+        init_ray(cfg.ray_address)
+        pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*stages, Sink("records")], task_cpus=cfg.task_cpus)
+        run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+        config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
+        config.pop("urls")
+        return writer.close(config=config)
 
 
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     """Run the whole job; returns the manifest (also written to `cfg.out`).
 
     The output is opened (locked, staged) here unless the caller hands in its
-    writer; a failure leaves any old dataset in `cfg.out` as it was.
+    writer; a failure leaves any old dataset in `cfg.out` as it was, and the
+    finished input shards in its staging directory for `resume`.
     """
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
-    with writer or open_output(cfg) as writer:
+    with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
-        stages = filter_stages(cfg)
-        kept = download_step(cfg, writer, stages)
-        records = writer.writer("records")
-        records.flush()
-        t2 = time.time()
-        extra = build_into(
-            writer, [writer.staged(s) for s in records.shards], kept, cfg.format, cfg.tasks, cfg.pack,
-            runner="auto", ray_address=cfg.ray_address,
-        )
-        writer.timings["build"] = time.time() - t2
+        t0 = time.time()
+        build = build_steps(cfg.format, cfg.tasks, cfg.pack)
+        pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
+        summary = _run_urls(cfg, writer, pipeline)
+        writer.timings["pipeline"] = time.time() - t0
         config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-        return writer.close(config=config, extra=extra)
+        return writer.close(config=config, extra=build_extra(writer, summary, build, "ray"))

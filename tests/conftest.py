@@ -17,7 +17,7 @@ os.environ["PYTHONPATH"] = os.pathsep.join(_dirs + [p for p in os.environ.get("P
 
 @pytest.fixture(scope="session")
 def local_ray():
-    from curation.runtime import init_ray
+    from curation.runner import init_ray
 
     init_ray(num_cpus=2)
     import ray

@@ -13,5 +13,9 @@ def add_output_arguments(p: argparse.ArgumentParser, verify: bool = True) -> Non
         "--overwrite", action="store_true",
         help="replace a non-empty output directory; the old dataset stays until the new one is complete",
     )
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue an interrupted run into this output with the same settings: finished input shards are skipped",
+    )
     if verify:
         p.add_argument("--verify", action="store_true", help="check every input shard's sha256 against its manifest first")

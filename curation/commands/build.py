@@ -2,9 +2,10 @@
 
 Reads the records of the dataset directory IN (manifest-listed shards only),
 renders samples of one format, and writes samples and rejects (and packed
-sequences with `--pack`) to OUT with its manifest. Small inputs run in this
-process, batch by batch; large ones (or `--runner ray`) through the Ray Data
-adapter, one build stage over the record shards.
+sequences with `--pack`) to OUT with its manifest, through the pipeline
+runner: one task per input shard of `--shard-rows` records, each writing its
+own shards (packed per shard). Small inputs run the same shards in this
+process (`--runner local`, or `auto` under 50,000 records); large ones on Ray.
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 from curation.commands import add_output_arguments
 from curation.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
+from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run", "build_dataset"]
 
@@ -38,6 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="in-process or Ray Data")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
     add_output_arguments(p)
 
 
@@ -53,14 +57,16 @@ def build_dataset(
     batch_size: int = 512,
     overwrite: bool = False,
     verify: bool = False,
+    resume: bool = False,
+    shard_rows: int = DEFAULT_SHARD_ROWS,
 ) -> dict:
     """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest.
 
     The stage is made here first so that a bad format or task list is an
     InputError before any output directory is touched.
     """
-    from formats.build import BuildSamples
-    from jobs.build import build_into
+    from curation.runner import ParquetReader, Pipeline, init_ray, parquet_shards, run_pipeline
+    from jobs.build import LOCAL_MAX_ROWS, build_extra, build_steps
 
     ds = Dataset(input_dir, verify=verify)
     if batch_size <= 0:
@@ -68,29 +74,31 @@ def build_dataset(
     if pack is not None and pack <= 0:
         raise InputError(f"--pack must be positive, got {pack}")
     try:
-        stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
+        steps = build_steps(format, tasks, pack, rounding, batch_size)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    record_paths = ds.shard_paths("records")
-    with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,)) as writer:
+    files = [(p, s["rows"]) for p, s in zip(ds.shard_paths("records"), ds.shards("records"))]
+    used = "ray" if runner == "ray" or (runner == "auto" and ds.rows("records") > LOCAL_MAX_ROWS) else "local"
+    config = {
+        "command": "build", "input": str(input_dir), "format": format, "tasks": list(steps[0].tasks),
+        "pack": pack, "rounding": rounding, "shard_rows": shard_rows,
+    }
+    identity = {**config, "input": str(Path(input_dir).resolve())}
+    with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:
         t0 = time.time()
-        extra = build_into(
-            writer, record_paths, ds.rows("records"), format=format, tasks=stage.tasks, pack=pack,
-            rounding=rounding, runner=runner, ray_address=ray_address, batch_size=batch_size,
-        )
+        if used == "ray":
+            init_ray(ray_address)
+        summary = run_pipeline(Pipeline(ParquetReader(batch_size), steps), parquet_shards(files, shard_rows), writer,
+                               executor=used)
         writer.timings["build"] = time.time() - t0
-        config = {
-            "command": "build", "input": str(input_dir), "format": format, "tasks": list(stage.tasks),
-            "pack": pack, "rounding": rounding, "runner": extra["build"]["runner"],
-        }
-        return writer.close(config=config, extra=extra)
+        return writer.close(config={**config, "runner": used}, extra=build_extra(writer, summary, steps, used))
 
 
 def run(args: argparse.Namespace) -> int:
     m = build_dataset(
         args.input, args.out, format=args.format, tasks=args.tasks, pack=args.pack, rounding=args.rounding,
         runner=args.runner, ray_address=args.ray_address, batch_size=args.batch_size,
-        overwrite=args.overwrite, verify=args.verify,
+        overwrite=args.overwrite, verify=args.verify, resume=args.resume, shard_rows=args.shard_rows,
     )
     t = m["tables"]
     st = m["stages"].get("build", {})

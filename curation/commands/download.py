@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from curation.commands import add_output_arguments
+from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
 
@@ -17,30 +17,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--url-col", default="url", help="column of the image URLs")
     p.add_argument("--caption-col", default="caption", help="'' for none")
     p.add_argument("--id-col", default=None, help="column of stable ids (default: row number)")
-    p.add_argument("--processes", type=int, default=1, help="img2dataset processes")
-    p.add_argument("--threads", type=int, default=16, help="img2dataset threads per process")
+    p.add_argument("--threads", type=int, default=16, help="download threads per input shard's task")
     p.add_argument("--timeout", type=int, default=10, help="seconds per URL")
-    p.add_argument("--shard-mb", type=int, default=256, help="target shard size")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="URLs per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     add_output_arguments(p, verify=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.download import read_url_list
-    from curation.runtime import init_ray
-    from jobs.web_pairs import WebPairsConfig, download_step, open_output
+    from jobs.web_pairs import WebPairsConfig, download
 
     cfg = WebPairsConfig(
         urls=args.urls, out=args.out, source=args.source, url_col=args.url_col,
-        caption_col=args.caption_col or None, id_col=args.id_col, processes=args.processes,
-        threads=args.threads, timeout=args.timeout, shard_mb=args.shard_mb, ray_address=args.ray_address,
-        overwrite=args.overwrite,
+        caption_col=args.caption_col or None, id_col=args.id_col, threads=args.threads, timeout=args.timeout,
+        shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
     )
-    read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast
-    with open_output(cfg) as writer:
-        init_ray(cfg.ray_address)
-        download_step(cfg, writer, [])
-        m = writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
+    m = download(cfg)
     s = m["stages"]["download"]
     print(f"download: {s['in']} URLs -> {s['out']} records, {sum(s['dropped'].values())} rejects -> {args.out}")
     for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 
 from curation.commands import add_output_arguments
+from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
 
@@ -23,21 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-clip-score", type=float, default=None, help="drop pairs scoring below this")
     p.add_argument("--clip-batch-size", type=int, default=64, help="images per CLIP batch")
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
-    p.add_argument("--shard-mb", type=int, default=256, help="target shard size")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--filters", default="basic,clip", help="filters to run, in order (default basic,clip; clip needs --clip-model)")
     add_output_arguments(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.dataset import Dataset, check_output
     from curation.errors import InputError
-    from curation.runtime import init_ray
-    from jobs.web_pairs import WebPairsConfig, filter_stages, filter_step, open_output
+    from jobs.web_pairs import WebPairsConfig, filter_records
 
-    check_output(args.out, (args.input,))
-    src = Dataset(args.input, verify=args.verify)
-    record_paths = src.shard_paths("records")
     if args.min_clip_score is not None and not args.clip_model:
         raise InputError("--min-clip-score needs --clip-model")
     cfg = WebPairsConfig(
@@ -45,17 +40,12 @@ def run(args: argparse.Namespace) -> int:
         min_caption_words=args.min_caption_words, max_caption_chars=args.max_caption_chars,
         clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
-        shard_mb=args.shard_mb, ray_address=args.ray_address, overwrite=args.overwrite,
+        shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
     )
-    filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
-    with open_output(cfg, inputs=(args.input,)) as writer:
-        init_ray(cfg.ray_address)
-        filter_step(record_paths, src.rows("records"), cfg, writer)
-        config = {"command": "filter", "input": args.input, **dataclasses.asdict(cfg)}
-        config.pop("urls")
-        m = writer.close(config=config)
-    print(f"filter: {src.rows('records')} records -> {m['tables']['records']['rows']} kept -> {args.out}")
+    m = filter_records(cfg, args.input, verify=args.verify)
+    rows_in = next(iter(m["stages"].values()), {}).get("in", 0)
+    print(f"filter: {rows_in} records -> {m['tables']['records']['rows']} kept -> {args.out}")
     for name, s in m["stages"].items():
         for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
             print(f"  {name:<8} {n:>6}  {reason}")

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.commands import add_output_arguments
@@ -192,6 +191,7 @@ def ingest(
     num_cpus: int | None = None,
     progress: Any = None,
     overwrite: bool = False,
+    resume: bool = False,
 ) -> dict:
     """Run the importers of `groups` into the dataset directory `out`; return the manifest."""
     from curation.dataset import DatasetWriter
@@ -201,7 +201,10 @@ def ingest(
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
     roots = _image_roots(images, importers)
     stage = LoadImages(roots, max_pixels or DEFAULT_MAX_PIXELS)
-    with DatasetWriter(out, overwrite=overwrite, inputs=tuple(p for paths in groups.values() for p in paths)) as writer:
+    identity = {"command": "ingest", "sources": {k: [str(Path(p).resolve()) for p in v] for k, v in groups.items()},
+                "images": images, "source": source, "max_pixels": stage.max_pixels}
+    inputs = tuple(p for paths in groups.values() for p in paths)
+    with DatasetWriter(out, overwrite=overwrite, inputs=inputs, resume=resume, config=identity) as writer:
         return _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus)
 
 
@@ -220,8 +223,8 @@ def _cyclic_gc_paused() -> Iterator[None]:
 
 def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus) -> dict:
     from curation.importers.base import INGEST_STAGE, Merger, count_items
-    from curation.importers.images import IMAGES_STAGE, item_rejects, partial_to_row
-    from curation.runtime import Progress, collect, timed_call
+    from curation.importers.images import IMAGES_STAGE, partial_to_row
+    from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
     from curation.schema import rejects_from_pylist
 
     work = _WorkWriter(writer.work_dir / "ingest")
@@ -262,40 +265,19 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     writer.count_stage(INGEST_STAGE, items_read, work.count, ingest_rejects, time.time() - t0)
     writer.timings["ingest"] = time.time() - t0
 
-    kept = Counter()
-    late = Counter()
-
-    def flowing(batches) -> Iterator[pa.Table]:
-        for batch in batches:
-            extra = item_rejects(batch)
-            if extra:
-                writer.write("rejects", rejects_from_pylist(extra))
-                late.update(r["reason"] for r in extra)
-            alive = batch.filter(pc.is_null(batch.column("reject_stage")))
-            kept["records"] += alive.num_rows
-            for k in ("captions", "qa", "regions", "grounded_captions", "ocr"):
-                kept[k] += int(pc.sum(pc.list_value_length(alive.column(k))).as_py() or 0)
-            kept["text"] += alive.num_rows - alive.column("text").null_count
-            yield batch
-
     t1 = time.time()
     if work.files and is_url_prefix(images):
         fetched = writer.work_dir / "ingest-images"
         stage.urls, stage.errors = _fetch(work.files, images, fetched, stage.max_pixels)
         stage.roots = [fetched.resolve()] + stage.roots
         writer.timings["download"] = time.time() - t1
-    if work.files:
-        # Ray when there are images to read and hash; without any, the stage only checks sizes.
-        if use_ray and (roots or stage.roots or any(imp.own_images for imp in importers)):
-            batches = _ray_batches(work.files, stage, ray_address, num_cpus)
-        else:
-            stage.setup()
-            batches = (timed_call(stage, b) for b in _batches(work.files))
-        collect(flowing(batches), writer, [IMAGES_STAGE], on_batch=Progress("images"))
-    else:
-        writer.count_stage(IMAGES_STAGE, 0, 0)
-    if late:
-        writer.count_stage(IMAGES_STAGE, 0, 0, late)
+    # Ray when there are images to read and hash; without any, the stage only checks sizes.
+    needs_ray = use_ray and (roots or stage.roots or any(imp.own_images for imp in importers))
+    if needs_ray:
+        init_ray(address=ray_address, num_cpus=num_cpus)
+    files = [(p, pq.ParquetFile(p).metadata.num_rows) for p in work.files]
+    summary = run_pipeline(Pipeline(ParquetReader(stage.batch_size), [stage, Sink("records")]),
+                           parquet_shards(files, WORK_FILE_ROWS), writer, executor="ray" if needs_ray else "local")
     writer.timings["images"] = time.time() - t1
 
     rejects = Counter(ingest_rejects)
@@ -307,19 +289,12 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
         "sources": sorted({imp.source for imp in importers if imp.source}),
         "images": str(images) if images else None,
         "annotations_read": {imp.kind: imp.items_read for imp in importers},
-        "records": kept["records"],
-        "annotations": {k: kept[k] for k in ("captions", "qa", "regions", "grounded_captions", "ocr", "text")},
+        "records": writer.stage(IMAGES_STAGE).rows_out,
+        "annotations": {k: summary["annotations"].get(k, 0) for k in ("captions", "qa", "regions", "grounded_captions", "ocr", "text")},
         "rejects": dict(sorted(rejects.items())),
     }
     config = {"command": "ingest", "kinds": sorted(groups), "images": images, "source": source, "max_pixels": stage.max_pixels}
     return writer.close(config=config, extra={"ingest": summary})
-
-
-def _ray_batches(files: list[Path], stage, address: str | None, num_cpus: int | None) -> Iterator[pa.Table]:
-    from curation.runtime import init_ray, stream_stages
-
-    init_ray(address=address, num_cpus=num_cpus)
-    yield from stream_stages(files, [stage], preserve_order=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -334,6 +309,7 @@ def run(args: argparse.Namespace) -> int:
         ray_address=args.ray_address,
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
+        resume=args.resume,
     )
     s = manifest["ingest"]
     ann = ", ".join(f"{n} {k}" for k, n in s["annotations"].items() if n)

@@ -7,9 +7,9 @@ import pytest
 from PIL import Image
 
 from curation.dataset import Dataset, DatasetWriter
-from curation.download import FromImg2dataset, read_url_list, run_img2dataset
+from curation.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
-from curation.runtime import apply_stages, collect
+from curation.runner import Pipeline, Sink, run_pipeline
 from jobs.demo import serve_directory
 
 
@@ -40,15 +40,23 @@ def url_table(base):
     )
 
 
-def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray):
-    import ray.data
-
+@pytest.mark.parametrize("shard_rows", [100, 4])
+def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows):
     base, _ = site
-    shards = run_img2dataset(url_table(base), tmp_path / "work", threads=4, timeout=5, max_pixels=10_000_000)
-    ds = apply_stages(ray.data.read_parquet([str(s) for s in shards]), [FromImg2dataset("t")])
-    writer = DatasetWriter(tmp_path / "out")
-    kept, dropped = collect(ds.iter_batches(batch_format="pyarrow"), writer, ["download"])
-    writer.close()
+    pipeline = Pipeline(Img2datasetReader(threads=4, timeout=5, max_pixels=10_000_000), [FromImg2dataset("t"), Sink("records")])
+    with DatasetWriter(tmp_path / "out") as writer:
+        shards = list(url_shards(url_table(base), writer.staging, shard_rows))
+        assert [s.rows for s in shards] == ([6] if shard_rows == 100 else [4, 2])
+        summary = run_pipeline(pipeline, shards, writer)  # one Ray task per shard downloads it
+        manifest = writer.close()
+    assert summary["shards"] == len(shards) and summary["rows_in"] == 6
+    dropped = manifest["stages"]["download"]["dropped"]
+    assert manifest["stages"]["download"]["in"] == 6 and manifest["stages"]["download"]["out"] == 2
+    assert manifest["stages"]["download"]["seconds"] > 0
+    # each shard's task wrote its own shards, named by input shard: red and blue are in the first
+    assert [s["path"] for s in manifest["tables"]["records"]["shards"]] == ["records/part-00000.parquet"]
+    assert [s["path"] for s in manifest["tables"]["rejects"]["shards"]] == [
+        f"rejects/part-{k:05d}.parquet" for k in range(len(shards))]
     out = Dataset(tmp_path / "out")
     records = {r["record_id"]: r for r in out.read("records").to_pylist()}
     rejects = {r["record_id"]: r for r in out.read("rejects").to_pylist()}

@@ -3,16 +3,13 @@ import time
 import pyarrow as pa
 import pytest
 
-from curation.dataset import Dataset, DatasetWriter
-from curation.runtime import (
-    Resources, Stage, apply_stages, collect, fit_cpus, run_local, split_rejects, stage_seconds, timed_call,
-)
+from curation.runtime import Resources, Stage, run_local, split_rejects, stage_seconds, timed_call
 from curation.schema import records_from_pylist
 from filters.base import Drop, Filter
 
 
 class Upper(Stage):
-    """Stateless: runs as Ray tasks."""
+    """Runs inside each shard's task."""
 
     name = "upper"
     batch_size = 7
@@ -24,11 +21,12 @@ class Upper(Stage):
 
 
 class EvenOnly(Filter):
-    """Stateful (has setup): runs as an actor pool; drops odd ids, measures phash."""
+    """A model-like stage: set up once, runs in an actor pool; drops odd ids, measures phash."""
 
     name = "even"
     batch_size = 5
-    resources = Resources(cpus=2)  # more than fits beside the read tasks on 2 CPUs
+    pooled = True
+    resources = Resources(cpus=2)  # more than fits beside the shard tasks on 2 CPUs
     measures = (pa.field("phash", pa.int64()),)
 
     def setup(self):
@@ -46,24 +44,6 @@ def make_records(n):
     return records_from_pylist(
         [{"record_id": f"t:{i}", "source": "t", "captions": [f"cap {i}"], "meta": {"i": i}} for i in range(n)]
     )
-
-
-@pytest.mark.parametrize(
-    "requested,total,expected",
-    [(1, 2, 1), (2, 2, 1), (4, 16, 4), (16, 16, 15), (1, 1, 0.5), (0.5, 8, 0.5), (0, 4, 0.0)],
-)
-def test_fit_cpus_leaves_room_for_the_feeding_stages(requested, total, expected):
-    assert fit_cpus(requested, total) == expected
-
-
-def test_stateful_means_setup_or_gpus():
-    assert not Upper().stateful
-    assert EvenOnly().stateful
-
-    class Gpu(Stage):
-        resources = Resources(gpus=1)
-
-    assert Gpu().stateful
 
 
 def test_stage_seconds_survive_rebatching_and_new_rows():
@@ -94,39 +74,3 @@ def test_filter_marks_and_routes_rejects_in_process():
     assert sorted(rejects.column("reason").to_pylist()) == ["odd"] * 5
     assert set(rejects.column("stage").to_pylist()) == {"even"}
     assert all(m is not None for m in rejects.column("meta").to_pylist())
-
-
-def test_adapter_on_a_real_local_ray(local_ray, tmp_path):
-    import ray.data
-
-    ds = ray.data.from_arrow(make_records(40))
-    ds = apply_stages(ds, [Upper(), EvenOnly()])
-    writer = DatasetWriter(tmp_path / "out")
-    kept, dropped = collect(ds.iter_batches(batch_format="pyarrow", batch_size=8), writer, ["upper", "even"])
-    manifest = writer.close()
-    assert kept == 20
-    assert dropped == {("even", "odd"): 20}
-    upper = manifest["stages"]["upper"]
-    assert {k: upper[k] for k in ("in", "out", "dropped")} == {"in": 40, "out": 40, "dropped": {}}
-    # summed batch wall time across the workers: at least the 10 ms a row it slept, and not wildly more
-    assert 0.4 <= upper["seconds"] < 20
-    assert 0 < manifest["stages"]["even"]["seconds"] < upper["seconds"]
-    assert manifest["stages"]["even"]["in"] == 40 and manifest["stages"]["even"]["out"] == 20
-    assert manifest["stages"]["even"]["dropped"] == {"odd": 20}
-    data = Dataset(tmp_path / "out")
-    assert data.read("rejects").num_rows == 20
-    assert sorted(data.read("records").column("phash").to_pylist()) == list(range(0, 400, 20))
-
-
-def test_adapter_refuses_a_stage_that_wants_more_gpus_than_exist(local_ray):
-    import ray.data
-
-    class Greedy(Stage):
-        name = "greedy"
-        resources = Resources(gpus=8)
-
-        def __call__(self, batch):
-            return batch
-
-    with pytest.raises(ValueError, match="greedy"):
-        apply_stages(ray.data.from_arrow(make_records(2)), [Greedy()])

@@ -1,10 +1,10 @@
-"""The build stage: samples and reject rows, routed by curation.runtime.collect."""
+"""The build stage: samples and reject rows, routed by the pipeline runner's sink."""
 
 import pyarrow as pa
 import pytest
 
 from curation.dataset import Dataset, DatasetWriter
-from curation.runtime import collect
+from curation.runner import ParquetReader, Pipeline, Sink, parquet_shards, run_pipeline
 from curation.schema import REJECT_SCHEMA, SAMPLE_SCHEMA, conform
 from formats.build import BUILD_COLUMNS, BuildSamples, build_samples, sample_id
 from formats.tokenizer import get_tokenizer
@@ -77,12 +77,16 @@ def test_max_tokens_rejects_never_truncates(mixed_records):
     assert detail == "caption[0] has 275 tokens > 100 (never truncated)"
 
 
-def test_collect_routes_samples_and_rejects(tmp_path, mixed_records):
-    w = DatasetWriter(tmp_path / "out")
-    stage = BuildSamples()
-    kept, dropped = collect([stage(mixed_records)], w, ["build"], table="samples", schema=SAMPLE_SCHEMA)
-    m = w.close()
-    assert kept == 6 and m["tables"]["samples"]["rows"] == 6 and m["tables"]["rejects"]["rows"] == 2
+def test_the_sink_routes_samples_and_rejects(tmp_path, mixed_records):
+    import pyarrow.parquet as pq
+
+    pq.write_table(mixed_records, tmp_path / "records.parquet")
+    pipeline = Pipeline(ParquetReader(), [BuildSamples(), Sink("samples")])
+    with DatasetWriter(tmp_path / "out") as w:
+        run_pipeline(pipeline, parquet_shards([(tmp_path / "records.parquet", mixed_records.num_rows)]), w, executor="local")
+        m = w.close()
+    assert m["tables"]["samples"]["rows"] == 6 and m["tables"]["rejects"]["rows"] == 2
+    assert m["stages"]["build"]["in"] == mixed_records.num_rows and m["stages"]["build"]["out"] == 6
     assert m["stages"]["build"]["dropped"] == {"invalid_box": 1, "key_too_long": 1}
     ds = Dataset(tmp_path / "out")
     assert conform(ds.read("samples"), SAMPLE_SCHEMA).num_rows == 6

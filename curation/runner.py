@@ -1,0 +1,529 @@
+"""The pipeline runner: `read -> stages -> sink`, one Ray task per input shard.
+
+The only module of the project that imports Ray. Every command and job hands
+it a `Pipeline`:
+
+- `reader(shard)` yields Arrow batches of one input shard (URL rows that it
+  downloads, record rows of a Parquet slice, ingest work rows);
+- `steps`, in order: stages (plain classes, curation/runtime.py) and sinks.
+  At a `Sink`, the rows still alive go to its table and the dropped rows to
+  `rejects`; the alive rows flow on to the next steps (records -> build ->
+  samples in one pass).
+
+Where each part runs:
+
+    driver       cuts the input into shards of N rows (ids that do not depend on
+                 the worker count), submits one task per shard with a bounded
+                 number in flight, records each finished shard, writes the
+                 manifest last. It never holds image bytes.
+    shard task   reads its shard, runs the stages inline (each set up once per
+                 worker process), calls the actor pools for model stages, and
+                 writes its own shards `TABLE/part-<shard>.parquet` (temporary
+                 name, then rename) into the output's staging directory;
+                 returns paths, rows, bytes, sha256 and stage counts.
+    actor pool   model stages (GPU stages, or `pooled = True`): one model per
+                 actor, restarted by Ray if its process dies, calls retried.
+
+Resume: a finished shard is recorded as `staging/done/<shard>.json` (written
+after its files are renamed); a resumed run skips those shards. A task whose
+worker dies is retried by Ray and rewrites the same names, so a shard is
+never listed twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from curation.runtime import Stage, split_rejects, stage_seconds, timed_call
+from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
+
+if TYPE_CHECKING:  # pragma: no cover
+    from curation.dataset import DatasetWriter
+
+__all__ = [
+    "DEFAULT_SHARD_ROWS",
+    "InputShard",
+    "Sink",
+    "Pipeline",
+    "init_ray",
+    "fit_cpus",
+    "cluster_gpus",
+    "run_pipeline",
+    "parquet_shards",
+    "ParquetReader",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SHARD_ROWS = 10_000
+ROW_GROUP_ROWS = 1024
+
+
+# ---------------------------------------------------------------- Ray itself
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Start Ray in-process (local) or join `address` / $RAY_ADDRESS."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs: dict[str, Any] = {
+        "ignore_reinit_error": True,
+        "include_dashboard": False,
+        "log_to_driver": not quiet,
+        "logging_level": logging.ERROR if quiet else logging.INFO,
+    }
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+        # keep workers quiet about the spare Ray features
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    ray.init(**kwargs)
+
+
+def fit_cpus(requested: float, total: float) -> float:
+    """CPUs to ask for per worker so that one worker never takes the whole cluster.
+
+    An actor holding every CPU starves the tasks that feed it and the pipeline
+    hangs with no error; leave at least one CPU (or half of a single CPU) for
+    the rest of the pipeline.
+    """
+    if requested <= 0:
+        return 0.0
+    cap = total - 1 if total >= 2 else max(total / 2, 0.25)
+    return float(min(requested, cap))
+
+
+def cluster_gpus() -> float:
+    """GPUs in the Ray cluster (starting a local Ray if none is running)."""
+    import ray
+
+    init_ray()
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+# ------------------------------------------------------------ the pipeline
+
+
+@dataclass(frozen=True)
+class InputShard:
+    """One unit of work, resume and output naming: N rows of the input."""
+
+    shard_id: int
+    path: str  # a Parquet file
+    row_groups: tuple[int, ...] | None = None  # a slice of it; None = the whole file
+    rows: int = 0
+    first_row: int = 0  # the input row number of its first row
+
+
+@dataclass(frozen=True)
+class Sink:
+    """Alive rows -> `table`, dropped rows -> rejects; with `pack`, samples also packed per shard."""
+
+    table: str
+    pack: int | None = None
+    format: str | None = None  # of packed sequences
+
+
+@dataclass
+class Pipeline:
+    reader: Callable[[InputShard], Iterator[pa.Table]]
+    steps: Sequence[Stage | Sink]
+    task_cpus: float = 1.0
+    # an identity of what the pipeline does, compared on resume
+    config: dict = field(default_factory=dict)
+
+    def stage_names(self) -> list[str]:
+        names: list[str] = []
+        for s in self.steps:
+            if isinstance(s, Stage) and s.name not in names:
+                names.append(s.name)
+        return names
+
+
+def parquet_shards(files: Sequence[tuple[Path | str, int]], rows_per_shard: int = DEFAULT_SHARD_ROWS) -> list[InputShard]:
+    """Input shards of about `rows_per_shard` rows over Parquet files, by whole row groups.
+
+    `files` lists (path, rows) in input order; ids count shards in that order,
+    so they depend on the input and `rows_per_shard` only.
+    """
+    if rows_per_shard <= 0:
+        raise ValueError(f"rows per shard must be positive, got {rows_per_shard}")
+    shards: list[InputShard] = []
+    first = 0
+    for path, _ in files:
+        meta = pq.ParquetFile(path).metadata
+        group: list[int] = []
+        n = 0
+        for g in range(meta.num_row_groups):
+            group.append(g)
+            n += meta.row_group(g).num_rows
+            if n >= rows_per_shard:
+                shards.append(InputShard(len(shards), str(path), tuple(group), n, first))
+                first += n
+                group, n = [], 0
+        if group:
+            shards.append(InputShard(len(shards), str(path), tuple(group), n, first))
+            first += n
+    return shards
+
+
+@dataclass(frozen=True)
+class ParquetReader:
+    """Batches of a Parquet input shard."""
+
+    batch_size: int = 1024
+    columns: tuple[str, ...] | None = None
+
+    def __call__(self, shard: InputShard) -> Iterator[pa.Table]:
+        f = pq.ParquetFile(shard.path)
+        groups = list(shard.row_groups) if shard.row_groups is not None else list(range(f.num_row_groups))
+        if not groups:
+            return
+        cols = list(self.columns) if self.columns else None
+        for rb in f.iter_batches(batch_size=self.batch_size, row_groups=groups, columns=cols):
+            yield pa.Table.from_batches([rb])
+
+
+# ------------------------------------------------------------ inside a shard task
+
+# stages set up in this worker process, by the identity of their pickled settings
+_SET_UP: dict[bytes, Stage] = {}
+
+
+def _local_stage(stage: Stage) -> Stage:
+    import pickle
+
+    key = hashlib.sha256(pickle.dumps(stage)).digest()
+    if key not in _SET_UP:
+        stage.setup()
+        _SET_UP[key] = stage
+    return _SET_UP[key]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _PartWriter:
+    """One table's shard of one input shard: `.part-K.parquet.tmp`, renamed when complete."""
+
+    def __init__(self, root: Path, table: str, shard_id: int):
+        self.table = table
+        self.schema = TABLE_SCHEMAS[table]
+        self.name = f"part-{shard_id:05d}.parquet"
+        self.final = root / table / self.name
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.final.with_name(f".{self.name}.tmp")
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, batch: pa.Table) -> None:
+        if batch.num_rows == 0:
+            return
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+        self.writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
+        self.rows += batch.num_rows
+
+    def close(self) -> dict | None:
+        if self.writer is None:
+            return None
+        self.writer.close()
+        os.replace(self.tmp, self.final)
+        return {"path": f"{self.table}/{self.name}", "rows": self.rows, "bytes": self.final.stat().st_size,
+                "sha256": _sha256(self.final)}
+
+
+def _item_rejects(batch: pa.Table) -> pa.Table | None:
+    """Rejects of single annotations (a box, a phrase) that a stage wrote as JSON into `item_rejects`."""
+    if "item_rejects" not in batch.column_names:
+        return None
+    rows = [r for value in batch.column("item_rejects").to_pylist() if value for r in json.loads(value)]
+    return rejects_from_pylist(rows) if rows else None
+
+
+def _alive(batch: pa.Table) -> int:
+    if "reject_stage" not in batch.column_names:
+        return batch.num_rows
+    return batch.column("reject_stage").null_count
+
+
+def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, list]) -> dict:
+    """Everything of one input shard, inside its task; returns what the driver records."""
+    staging_path = Path(staging)
+    run = _Flow(shard, steps, staging_path, pools)
+    rows_in = 0
+    for batch in reader(shard):
+        rows_in += batch.num_rows
+        run.flow(batch)
+    return run.finish(rows_in)
+
+
+class _Flow:
+    """Runs batches of one shard through the steps, counting each stage and writing each sink."""
+
+    def __init__(self, shard: InputShard, steps: Sequence[Stage | Sink], staging: Path, pools: dict[int, list]):
+        self.shard, self.pools, self.staging = shard, pools, staging
+        self.steps = [_local_stage(s) if isinstance(s, Stage) and i not in pools else s for i, s in enumerate(steps)]
+        self.parts: dict[str, _PartWriter] = {}
+        self.counts: dict[str, dict] = {}
+        self.seconds: Counter = Counter()
+        self.members: list[tuple[str, str, int]] = []
+        self.by_task: Counter = Counter()
+        self.annotations: Counter = Counter()
+        self.calls = 0
+
+    def _count(self, name: str) -> dict:
+        return self.counts.setdefault(name, {"in": 0, "out": 0, "dropped": Counter()})
+
+    def part(self, table: str) -> _PartWriter:
+        if table not in self.parts:
+            self.parts[table] = _PartWriter(self.staging, table, self.shard.shard_id)
+        return self.parts[table]
+
+    def call(self, i: int, stage: Stage, batch: pa.Table) -> pa.Table:
+        """The stage on `batch`, in slices of at most its batch size (actor calls run side by side)."""
+        size = max(1, stage.batch_size)
+        slices = [batch.slice(k, size) for k in range(0, batch.num_rows, size)] or [batch]
+        if i not in self.pools:
+            outs = [timed_call(stage, b) for b in slices]
+        else:
+            import ray
+
+            actors = self.pools[i]
+            refs = []
+            for b in slices:
+                refs.append(actors[(self.shard.shard_id + self.calls) % len(actors)].call.remote(b))
+                self.calls += 1
+            outs = ray.get(refs)
+        return outs[0] if len(outs) == 1 else pa.concat_tables(outs, promote_options="permissive")
+
+    def flow(self, batch: pa.Table) -> None:
+        prev = None
+        for i, step in enumerate(self.steps):
+            if isinstance(step, Sink):
+                batch = self.sink(step, batch)
+                prev = None
+                continue
+            alive_in = _alive(batch)
+            batch = self.call(i, step, batch)
+            c = self._count(step.name)
+            if step.name != prev:  # consecutive stages of one name (clip: preprocess, score) count once
+                c["in"] += alive_in
+            else:
+                c["out"] -= alive_in
+            c["out"] += _alive(batch)
+            prev = step.name
+
+    def sink(self, sink: Sink, batch: pa.Table) -> pa.Table:
+        self.seconds.update(stage_seconds(batch))
+        items = _item_rejects(batch)
+        kept, rejects = split_rejects(batch, TABLE_SCHEMAS[sink.table])
+        if items is not None:
+            rejects = pa.concat_tables([rejects, items])
+        self.part(sink.table).write(kept)
+        self.part("rejects").write(rejects)
+        for stage, reason in zip(rejects.column("stage").to_pylist(), rejects.column("reason").to_pylist()):
+            self._count(stage)["dropped"][reason] += 1
+        if sink.table == "records":
+            for col in ANNOTATION_COLUMNS:
+                self.annotations[col] += int(pc.sum(pc.list_value_length(kept.column(col))).as_py() or 0)
+            self.annotations["text"] += kept.num_rows - kept.column("text").null_count
+        if sink.table == "samples":
+            tasks = kept.column("task").to_pylist()
+            self.by_task.update(tasks)
+            if sink.pack is not None:
+                self.members.extend(zip(kept.column("sample_id").to_pylist(), tasks, kept.column("num_tokens").to_pylist()))
+        return kept
+
+    def finish(self, rows_in: int) -> dict:
+        packing = None
+        for step in self.steps:
+            if isinstance(step, Sink) and step.pack is not None:
+                packing = self.pack(step)
+        files = [info for info in (p.close() for p in self.parts.values()) if info is not None]
+        stages = {
+            name: {"in": c["in"], "out": c["out"], "dropped": dict(c["dropped"]), "seconds": self.seconds.get(name, 0.0)}
+            for name, c in self.counts.items()
+        }
+        return {"shard_id": self.shard.shard_id, "rows_in": rows_in, "files": files, "stages": stages,
+                "samples_by_task": dict(self.by_task), "packing": packing, "annotations": dict(self.annotations)}
+
+    def pack(self, sink: Sink) -> dict:
+        from formats.packing import pack_sequences, sequences_table
+
+        t0 = time.perf_counter()
+        seqs = pack_sequences(self.members, sink.pack)
+        self.part("sequences").write(sequences_table(seqs, sink.format))
+        by_task: dict[str, dict] = {}
+        for s in seqs:
+            t = by_task.setdefault(s.task, {"sequences": 0, "samples": 0, "tokens": 0})
+            t["sequences"] += 1
+            t["samples"] += len(s.sample_ids)
+            t["tokens"] += s.num_tokens
+        c = self._count("pack")
+        c["in"] += len(self.members)
+        c["out"] += len(seqs)
+        self.seconds["pack"] += time.perf_counter() - t0
+        return by_task
+
+
+def _shard_task(shard: InputShard, reader, steps, staging: str, pools: dict[int, list]) -> dict:
+    """`_run_shard` as a Ray task: also says which node ran it."""
+    import ray
+
+    result = _run_shard(shard, reader, steps, staging, pools)
+    result["node"] = ray.get_runtime_context().get_node_id()
+    return result
+
+
+class _PoolActor:
+    """An actor of a model stage's pool: the stage rides in the class (pickled by value), set up once."""
+
+    stage: Stage
+
+    def __init__(self):
+        self.stage.setup()
+
+    def call(self, batch: pa.Table) -> pa.Table:
+        return timed_call(self.stage, batch)
+
+
+# ------------------------------------------------------------ the driver
+
+
+def _pooled(stage: Stage) -> bool:
+    return stage.resources.gpus > 0 or bool(getattr(stage, "pooled", False))
+
+
+def _make_pools(steps: Sequence[Stage | Sink], total_cpus: float, total_gpus: float) -> dict[int, list]:
+    import ray
+
+    pools: dict[int, list] = {}
+    for i, step in enumerate(steps):
+        if not isinstance(step, Stage) or not _pooled(step):
+            continue
+        gpus = step.resources.gpus
+        if gpus > total_gpus:
+            raise ValueError(f"stage {step.name!r} asks for {gpus} GPUs per worker; the cluster has {total_gpus:g}")
+        cpus = fit_cpus(step.resources.cpus, total_cpus)
+        size = int(total_gpus // gpus) if gpus else max(1, int(max(total_cpus - 1, 1) // max(cpus, 1e-9)))
+        size = max(1, min(size, getattr(step, "max_actors", None) or size))
+        cls = type(f"{type(step).__name__}Actor", (_PoolActor,), {"stage": step})
+        remote = ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)
+        pools[i] = [remote.remote() for _ in range(size)]
+        log.info("stage %s: %d actor(s), %g CPU / %g GPU each", step.name, size, cpus, gpus)
+    return pools
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    shards: Iterable[InputShard],
+    writer: "DatasetWriter",
+    total_shards: int | None = None,
+    executor: str = "ray",
+) -> dict:
+    """Run every input shard not yet done in `writer`'s staging; returns the merged results.
+
+    `executor` "ray": one task per shard on the cluster (model stages in actor
+    pools); "local": the same shard runs one after another in this process
+    (small inputs, tests). Finished shards are recorded in the writer (its
+    done markers) as they come, so a killed driver loses only the shards in flight.
+    """
+    if executor == "local":
+        done_before = writer.done_shards()
+        progress = _Progress(total_shards, len(done_before))
+        for shard in shards:
+            if shard.shard_id not in done_before:
+                result = _run_shard(shard, pipeline.reader, pipeline.steps, str(writer.staging), {})
+                writer.add_shard(result)
+                progress(result)
+        return writer.shard_summary(pipeline.stage_names())
+    if executor != "ray":
+        raise ValueError(f"unknown executor {executor!r}: ray or local")
+    import ray
+
+    resources = ray.cluster_resources()
+    total_cpus = float(resources.get("CPU", 1.0))
+    total_gpus = float(resources.get("GPU", 0.0))
+    pools = _make_pools(pipeline.steps, total_cpus, total_gpus)
+    pooled_cpus = sum(fit_cpus(pipeline.steps[i].resources.cpus, total_cpus) * len(a) for i, a in pools.items())
+    task_cpus = fit_cpus(pipeline.task_cpus, total_cpus)
+    slots = max(1, int(max(total_cpus - pooled_cpus, task_cpus) // max(task_cpus, 1e-9)))
+    in_flight = 2 * slots  # one queued behind each running task keeps workers busy
+    # shard tasks spread over the nodes: each downloads, and no node's network card carries the job
+    task = ray.remote(_shard_task).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False,
+                                           scheduling_strategy="SPREAD")
+    staging = str(writer.staging)
+    done_before = writer.done_shards()
+    progress = _Progress(total_shards, len(done_before))
+    pending: dict[Any, InputShard] = {}
+    it = iter(shards)
+    exhausted = False
+    try:
+        while True:
+            while not exhausted and len(pending) < in_flight:
+                shard = next(it, None)
+                if shard is None:
+                    exhausted = True
+                    break
+                if shard.shard_id in done_before:
+                    continue
+                pending[task.remote(shard, pipeline.reader, pipeline.steps, staging, pools)] = shard
+            if not pending:
+                break
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                pending.pop(ref)
+                result = ray.get(ref)
+                writer.add_shard(result)
+                progress(result)
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        for actors in pools.values():
+            for a in actors:
+                ray.kill(a)
+    return writer.shard_summary(pipeline.stage_names())
+
+
+class _Progress:
+    """Log lines on long work: shards and rows done, rate, every few seconds."""
+
+    def __init__(self, total: int | None, skipped: int, every: float = 5.0):
+        self.total, self.done, self.rows = total, skipped, 0
+        self.t0 = self.last = time.time()
+        self.every = every
+        if skipped:
+            log.info("resume: %d input shard(s) already done", skipped)
+
+    def __call__(self, result: dict) -> None:
+        self.done += 1
+        self.rows += result["rows_in"]
+        now = time.time()
+        if now - self.last >= self.every or (self.total and self.done == self.total):
+            self.last = now
+            of = f"/{self.total}" if self.total else ""
+            rate = self.rows / max(now - self.t0, 1e-9)
+            log.info("shards %d%s done, %d rows (%.0f rows/s)", self.done, of, self.rows, rate)
