@@ -28,6 +28,7 @@ from typing import Any, Iterator, Mapping
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.errors import InputError
 from curation.schema import SCHEMA_VERSION, TABLE_SCHEMAS, conform
 
 __all__ = [
@@ -48,7 +49,7 @@ DEFAULT_ROW_GROUP_ROWS = 1024
 MANIFEST = "manifest.json"
 
 
-class ManifestError(ValueError):
+class ManifestError(InputError):
     """The directory has no readable manifest."""
 
 

@@ -13,8 +13,9 @@ import argparse
 import logging
 import time
 
-from curation.dataset import Dataset, DatasetWriter, ManifestError
-from curation.errors import InputError
+from curation.audit import check_shards
+from curation.commands import check_out_dir, check_positive
+from curation.dataset import Dataset, DatasetWriter
 
 __all__ = ["add_arguments", "run", "build_dataset"]
 
@@ -58,18 +59,12 @@ def build_dataset(
     from formats.build import BuildSamples
     from jobs.build import build_into
 
-    try:
-        ds = Dataset(input_dir)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
-    if batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
-    if pack is not None and pack <= 0:
-        raise InputError(f"--pack must be positive, got {pack}")
-    try:
-        stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
-    except ValueError as exc:
-        raise InputError(str(exc)) from None
+    ds = Dataset(input_dir)  # ManifestError, an InputError, when it is not a finished dataset
+    check_positive("--batch-size", batch_size)
+    check_positive("--pack", pack)
+    stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
+    check_shards(ds, ["records"])
+    check_out_dir(out)
     writer = DatasetWriter(out)
     t0 = time.time()
     extra = build_into(

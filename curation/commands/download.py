@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation.commands import check_out_dir, check_positive
     from curation.dataset import DatasetWriter
     from curation.download import read_url_list
     from curation.runtime import init_ray
@@ -33,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
         caption_col=args.caption_col or None, id_col=args.id_col, processes=args.processes,
         threads=args.threads, timeout=args.timeout, shard_mb=args.shard_mb, ray_address=args.ray_address,
     )
+    for option, value in (("--shard-mb", cfg.shard_mb), ("--processes", cfg.processes), ("--threads", cfg.threads), ("--timeout", cfg.timeout)):
+        check_positive(option, value)
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast
+    check_out_dir(cfg.out)
     init_ray(cfg.ray_address)
     writer = DatasetWriter(cfg.out, target_shard_bytes=cfg.shard_mb * 1024 * 1024)
     download_step(cfg, writer, [])

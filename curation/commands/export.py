@@ -29,17 +29,21 @@ def export_dataset(path: str, to: str, out: str, tasks: str | None = None) -> di
     """Write the export; returns counts (written, skipped text-only, images)."""
     import pyarrow as pa
 
-    from curation.dataset import Dataset, ManifestError
+    from curation.audit import check_shards
+    from curation.commands import check_out_dir
+    from curation.dataset import Dataset
     from formats.export import image_suffix, to_llama_factory, to_ms_swift, to_qwen_vl_json
+    from formats.tasks import parse_tasks
     from formats.tokenizer import MAX_KEY_BYTES
 
     convert = {"qwen-vl-json": to_qwen_vl_json, "llama-factory": to_llama_factory, "ms-swift": to_ms_swift}[to]
-    try:
-        ds = Dataset(path)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
-    wanted = set(tasks.split(",")) if tasks else None
+    ds = Dataset(path)  # ManifestError, an InputError, when it is not a finished dataset
+    wanted = set(parse_tasks(tasks)) if tasks else None
+    check_shards(ds, ["samples"])
     out_path = Path(out).resolve()
+    if out_path.is_dir():
+        raise InputError(f"--out {out}: is a directory; give the JSON file to write")
+    check_out_dir(out_path.parent, "--out")
     img_dir = out_path.parent / f"{out_path.stem}_images"
     img_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}

@@ -26,17 +26,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.dataset import Dataset, DatasetWriter, ManifestError
+    from curation.audit import check_shards
+    from curation.commands import check_out_dir, check_positive
+    from curation.dataset import Dataset, DatasetWriter
     from curation.errors import InputError
     from curation.runtime import init_ray
+    from filters import BasicFilter
     from jobs.web_pairs import WebPairsConfig, filter_step
 
-    try:
-        src = Dataset(args.input)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    src = Dataset(args.input)  # ManifestError, an InputError, when it is not a finished dataset
     if args.min_clip_score is not None and not args.clip_model:
         raise InputError("--min-clip-score needs --clip-model")
+    check_positive("--shard-mb", args.shard_mb)
+    check_positive("--clip-batch-size", args.clip_batch_size)
+    if args.clip_gpus is not None and args.clip_gpus < 0:
+        raise InputError(f"--clip-gpus must not be negative, got {args.clip_gpus}")
+    check_shards(src, ["records"])
+    check_out_dir(args.out)
     cfg = WebPairsConfig(
         urls="", out=args.out, min_side=args.min_side, max_aspect_ratio=args.max_aspect_ratio,
         min_caption_words=args.min_caption_words, max_caption_chars=args.max_caption_chars,
@@ -44,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
         shard_mb=args.shard_mb, ray_address=args.ray_address,
     )
+    BasicFilter(cfg.min_side, cfg.max_aspect_ratio, cfg.min_caption_words, cfg.max_caption_chars)  # options checked here
     if cfg.clip_model:
         from filters import ClipModelSpec
 

@@ -26,16 +26,15 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
     """(sample or sequence id, problem) for every problem in the dataset at `path`."""
     import pyarrow as pa
 
-    from curation.dataset import Dataset, ManifestError
+    from curation.audit import check_shards
+    from curation.dataset import Dataset
     from curation.schema import SAMPLE_SCHEMA, conform
     from formats.grammar import check_sample
 
-    try:
-        ds = Dataset(path)
-    except ManifestError as exc:
-        raise InputError(str(exc)) from None
+    ds = Dataset(path)  # ManifestError, an InputError, when it is not a finished dataset
     if "samples" not in ds.tables():
         raise InputError(f"{path}: the manifest lists no samples table")
+    check_shards(ds, ["samples", "sequences"])
     seen: dict[str, tuple[str, int]] = {}
     for rb in ds.iter_batches("samples", batch_size=1024):
         table = pa.Table.from_batches([rb])
