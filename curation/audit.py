@@ -2,31 +2,77 @@
 
 Views `records`, `samples`, `rejects` (and `sequences` when the build packed)
 read exactly the shards that the manifest lists, so a half-written shard of a
-crashed run is never seen.
+crashed run is never seen. A listed shard that is missing, or whose rows or
+size are not the manifest's, is an InputError naming the file, before DuckDB
+reads it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 from curation.dataset import Dataset
 from curation.errors import InputError
 from curation.schema import TABLE_SCHEMAS
 
-__all__ = ["connect", "query"]
+__all__ = ["check_shards", "connect", "query"]
+
+
+def check_shards(ds: Dataset, tables: Iterable[str] | None = None) -> None:
+    """InputError (ShardError) naming the first manifest-listed shard that is missing, or differs
+    from the manifest in its row count or size; a footer and a stat per shard, no data read."""
+    for table in tables if tables is not None else ds.tables():
+        ds.shard_paths(table)
+
+
+def _shard_error(ds: Dataset, exc: Exception) -> InputError | None:
+    """DuckDB's read error as one line naming the shard at fault; None for an error of the query itself.
+
+    DuckDB names the file when it cannot open it or finds no Parquet footer;
+    when it does not (a damaged footer of the right size), each shard's footer
+    is read with pyarrow to find the one at fault.
+    """
+    import duckdb
+
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    shards = [p for table in TABLE_SCHEMAS for p in ds.shard_paths(table)]
+    for p in shards:
+        if str(p) in str(exc):
+            return InputError(f"{p}: unreadable Parquet shard: {msg}")
+    if isinstance(exc, (duckdb.ProgrammingError, duckdb.DataError)) or not (
+        type(exc) is duckdb.Error or isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException))
+    ):
+        return None
+    import pyarrow.parquet as pq
+
+    for p in shards:
+        try:
+            pq.read_metadata(p)
+        except Exception as bad:  # noqa: BLE001 - whatever the footer parser raises, the file is at fault
+            first = str(bad).strip().splitlines()[0] if str(bad).strip() else type(bad).__name__
+            return InputError(f"{p}: unreadable Parquet shard: {first}")
+    return InputError(f"{ds.path}: a shard is unreadable ({msg}); compare the shards with the sha256 in manifest.json")
 
 
 def connect(path: Path | str):
     """A DuckDB connection with one view per table of the dataset at `path`."""
+    return _connect(Dataset(path))
+
+
+def _connect(ds: Dataset):
     import duckdb
 
-    ds = Dataset(path)
+    check_shards(ds, [t for t in TABLE_SCHEMAS if t in ds.tables()])
     con = duckdb.connect()
     for table in TABLE_SCHEMAS:
         paths = ds.shard_paths(table)
         if paths:
             files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
-            con.execute(f"create view {table} as select * from read_parquet([{files}], union_by_name = true)")
+            try:
+                con.execute(f"create view {table} as select * from read_parquet([{files}], union_by_name = true)")
+            except duckdb.Error as exc:
+                raise (_shard_error(ds, exc) or InputError(f"{ds.path}: cannot read the {table} shards: {str(exc).splitlines()[0]}")) from None
         elif table in ("records", "samples", "rejects"):
             con.register(f"_{table}_empty", TABLE_SCHEMAS[table].empty_table())
             con.execute(f"create view {table} as select * from _{table}_empty")
@@ -37,10 +83,12 @@ def query(path: Path | str, sql: str):
     """(column names, rows) of `sql` over the dataset at `path`."""
     import duckdb
 
-    con = connect(path)
+    ds = Dataset(path)
+    con = _connect(ds)
     try:
         cur = con.execute(sql)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        rows = cur.fetchall()
     except duckdb.Error as exc:
-        raise InputError(f"SQL error: {str(exc).splitlines()[0]}") from None
-    cols = [d[0] for d in cur.description] if cur.description else []
-    return cols, cur.fetchall()
+        raise (_shard_error(ds, exc) or InputError(f"SQL error: {str(exc).splitlines()[0]}")) from None
+    return cols, rows

@@ -3,8 +3,9 @@
 Each command lives in `curation/commands/<name>.py` with `add_arguments(parser)`
 and `run(args) -> int`; this module only dispatches, importing a command's
 module when it runs, so `curate preview` does not pay for Ray or torch.
-Bad input raises InputError (or another ValueError/OSError) and becomes one line
-on stderr with exit status 2.
+Bad input raises InputError (`curation.errors`) and becomes one line on stderr
+with exit status 2; any other exception is a bug: its traceback is printed and
+the exit status is 1. With `-v` every error also prints its traceback.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 __all__ = ["COMMANDS", "main"]
 
@@ -60,15 +63,31 @@ def main(argv: list[str] | None = None) -> int:
     if not args.command:
         parser.print_help()
         return 2
+    from curation.errors import InputError
+
     try:
         return int(_module(args.command).run(args) or 0)
-    except (ValueError, OSError, KeyError) as exc:
+    except InputError as exc:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"curate {args.command}: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"curate {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`curate sql ... | head`): nothing went wrong here.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 141
+    except Exception as exc:  # noqa: BLE001 - not bad input: a bug, shown whole
+        traceback.print_exc(file=sys.stderr)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"curate {args.command}: internal error (a bug, not bad input): {type(exc).__name__}: {first}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -516,6 +516,9 @@ class Dataset:
             return path
         if not path.is_file():
             raise ShardError(f"{path}: shard listed in the manifest is missing")
+        size = path.stat().st_size
+        if shard.get("bytes") is not None and size != shard["bytes"]:
+            raise ShardError(f"{path}: shard has {size} bytes, the manifest says {shard['bytes']}; it was truncated or replaced")
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:

@@ -79,8 +79,15 @@ def read_url_list(
         if col and col not in table.column_names:
             raise InputError(f"{path}: no {role} column {col!r} (columns: {', '.join(table.column_names)})")
     n = table.num_rows
+
+    def text(col: str) -> pa.ChunkedArray:
+        try:
+            return pc.cast(table.column(col), pa.string())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise InputError(f"{path}: column {col!r} of type {table.column(col).type} is not text: {str(exc).splitlines()[0]}") from exc
+
     if id_col:
-        ids = pc.cast(table.column(id_col), pa.string())
+        ids = text(id_col)
         if ids.null_count:
             raise InputError(f"{path}: column {id_col!r} has {ids.null_count} empty ids")
         record_ids = pc.binary_join_element_wise(pa.scalar(f"{source}"), ids, ":")
@@ -88,9 +95,9 @@ def read_url_list(
             raise InputError(f"{path}: column {id_col!r} has duplicate ids")
     else:
         record_ids = pa.array([f"{source}:{i}" for i in range(n)], pa.string())
-    captions = pc.cast(table.column(caption_col), pa.string()) if caption_col else pa.nulls(n, pa.string())
-    meta = pc.cast(table.column("meta"), pa.string()) if "meta" in table.column_names else pa.nulls(n, pa.string())
-    out = {"record_id": record_ids, "url": pc.cast(table.column(url_col), pa.string()), "caption": captions, "meta": meta}
+    captions = text(caption_col) if caption_col else pa.nulls(n, pa.string())
+    meta = text("meta") if "meta" in table.column_names else pa.nulls(n, pa.string())
+    out = {"record_id": record_ids, "url": text(url_col), "caption": captions, "meta": meta}
     for col in STRUCTURED_ANNOTATIONS:  # a URL list may carry them as JSON or Arrow lists
         if col in table.column_names:
             out[col] = _annotation_json(path, table, col)

@@ -12,6 +12,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
+from curation.errors import InputError
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
@@ -31,7 +32,7 @@ class BasicFilter(Filter):
         max_caption_chars: int = 1000,
     ):
         if min_side < 1 or max_aspect_ratio < 1:
-            raise ValueError(f"min_side must be >= 1 and max_aspect_ratio >= 1, got {min_side}, {max_aspect_ratio}")
+            raise InputError(f"min_side must be >= 1 and max_aspect_ratio >= 1, got {min_side}, {max_aspect_ratio}")
         self.min_side = min_side
         self.max_aspect_ratio = max_aspect_ratio
         self.min_caption_words = min_caption_words

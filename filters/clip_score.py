@@ -19,18 +19,24 @@ So scores equal a direct `model.encode_image(preprocess(img))` /
 
 The model is an open_clip model name (or the path of an open_clip model-config
 JSON, for models of your own) plus either a pretrained tag (e.g. `ViT-B-32` +
-`laion2b_s34b_b79k`) or a local checkpoint file.
+`laion2b_s34b_b79k`) or a local checkpoint file. A tag's weights must already
+be on this machine (the Hugging Face cache, or open_clip's own cache for a URL
+download): they are looked up without any network access, and loaded with the
+hub offline, so a missing file is one line on the driver before any actor
+starts, never a download attempt in every actor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import logging
 import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,6 +53,7 @@ __all__ = [
     "resolve_model_name",
     "resolve_preprocess_cfg",
     "load_clip",
+    "pretrained_weights",
     "DEFAULT_MAX_PIXELS",
 ]
 
@@ -80,6 +87,100 @@ class ClipModelSpec:
             if not open_clip.get_pretrained_cfg(name, self.pretrained):
                 tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == name) or "none"
                 raise InputError(f"no pretrained tag {self.pretrained!r} for {name} (known: {tags})")
+            pretrained_weights(name, self.pretrained)
+
+
+def _hf_hub_cache() -> Path:
+    """The Hugging Face hub cache folder, from the environment as huggingface_hub resolves it."""
+    env = os.environ
+    home = env.get("HF_HOME") or os.path.join(env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "huggingface")
+    hub = env.get("HF_HUB_CACHE") or env.get("HUGGINGFACE_HUB_CACHE") or os.path.join(home, "hub")
+    return Path(os.path.expandvars(os.path.expanduser(hub)))
+
+
+def _hf_candidates(filename: str) -> list[str]:
+    """The files open_clip tries for a hub checkpoint, in its order: a safetensors alternative first."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    names = []
+    if filename == HF_WEIGHTS_NAME:
+        names.append(HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.append(filename[:-4] + ".safetensors")
+    return names + [filename]
+
+
+def pretrained_weights(name: str, tag: str) -> tuple[Path, Path]:
+    """(cache folder, local weights file) of an open_clip pretrained tag, found without network access.
+
+    Reads open_clip's registry for where the tag's weights come from: a Hugging
+    Face hub repository (looked up in the local hub cache, as open_clip would
+    find it) or a URL (open_clip downloads those to ~/.cache/clip). InputError
+    in one line, naming the missing file and where to put it, when it is not
+    on disk.
+    """
+    import open_clip
+    from open_clip.constants import HF_WEIGHTS_NAME
+    from open_clip.pretrained import has_hf_hub
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    if cfg.get("file"):
+        path = Path(cfg["file"])
+        if not path.is_file():
+            raise InputError(f"{name}/{tag}: weights file {path} not found")
+        return path.parent, path
+    hub = cfg.get("hf_hub", "")
+    if hub and has_hf_hub():
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(hub)  # 'org/name/' means open_clip's default file name
+        filename = filename or HF_WEIGHTS_NAME
+        cache = _hf_hub_cache()
+        candidates = _hf_candidates(filename)
+        for candidate in candidates:
+            found = try_to_load_from_cache(repo, candidate, cache_dir=cache)
+            if isinstance(found, str) and os.path.isfile(found):
+                return cache, Path(found)
+        raise InputError(
+            f"{name}/{tag}: pretrained weights not on this machine: no {' or '.join(candidates)} of the Hugging Face "
+            f"repository {repo} in the hub cache {cache}; put it there (`hf download {repo} {filename} --cache-dir {cache}` "
+            "where there is network access), or pass --clip-checkpoint PATH to a local file"
+        )
+    url = cfg.get("url", "")
+    if url:
+        cache = Path(os.path.expanduser("~/.cache/clip"))
+        path = cache / os.path.basename(url)
+        if path.is_file():
+            return cache, path
+        raise InputError(
+            f"{name}/{tag}: pretrained weights not on this machine: {path} is missing; download {url} to that path, "
+            "or pass --clip-checkpoint PATH to a local file"
+        )
+    raise InputError(f"{name}/{tag}: open_clip's registry gives no source for these weights; pass --clip-checkpoint PATH")
+
+
+@contextlib.contextmanager
+def _hub_offline() -> Iterator[None]:
+    """The Hugging Face hub offline for the scope: the environment variable and huggingface_hub's
+    copy of it (read when it was imported); both restored afterwards."""
+    before = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    try:
+        import huggingface_hub.constants as hf_constants
+    except ImportError:
+        hf_constants = None
+    constant = getattr(hf_constants, "HF_HUB_OFFLINE", None)
+    if hf_constants is not None:
+        hf_constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if hf_constants is not None:
+            hf_constants.HF_HUB_OFFLINE = constant
+        if before is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = before
 
 
 def _check_checkpoint(path: Path) -> None:
@@ -106,6 +207,13 @@ def resolve_model_name(model: str) -> str:
         path = Path(model)
         if not path.is_file():
             raise InputError(f"{model}: open_clip model config not found")
+        # Read it here first: open_clip would keep a malformed file in its registry and fail on every later scan.
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{model}: not a JSON open_clip model config: {exc}") from None
+        if not isinstance(cfg, dict) or not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+            raise InputError(f"{model}: an open_clip model config needs embed_dim, vision_cfg and text_cfg")
         open_clip.add_model_config(path)
         return path.stem
     return model
@@ -136,13 +244,19 @@ def load_clip(spec: ClipModelSpec, device: str = "cpu"):
 
     name = resolve_model_name(spec.model)
     pretrained = spec.checkpoint or spec.pretrained
+    kwargs: dict[str, Any] = {}
+    if spec.pretrained and not spec.checkpoint:
+        cache, _ = pretrained_weights(name, spec.pretrained)  # on disk, or an InputError: never a download
+        kwargs["cache_dir"] = str(cache) if open_clip.get_pretrained_cfg(name, spec.pretrained).get("hf_hub") else None
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        with _hub_offline():
+            model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device, **kwargs)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle a checkpoint is the file's fault
         if isinstance(exc, InputError):
             raise
         where = spec.checkpoint or f"{name}/{spec.pretrained}"
-        raise InputError(f"{where}: cannot load CLIP weights: {str(exc).splitlines()[0] if str(exc) else exc!r}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise InputError(f"{where}: cannot load CLIP weights: {first}") from exc
     model.eval()
     return model, preprocess, open_clip.get_tokenizer(name)
 

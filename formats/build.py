@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from curation.errors import InputError
 from curation.runtime import Resources, Stage, split_rejects
 from curation.schema import IMAGE_REF, SAMPLE_SCHEMA, TURN
 from formats.tasks import FORMATS, Options, Rejected, Rendered, get_dialect, parse_tasks, render_counted, sample_id
@@ -53,10 +54,10 @@ class BuildSamples(Stage):
         self.tasks = parse_tasks(tasks)
         self.options = Options(rounding=rounding, sft_max_turns=sft_max_turns, min_pixels=min_pixels, max_pixels=max_pixels)
         if max_tokens is not None and max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+            raise InputError(f"max_tokens must be positive, got {max_tokens}")
         self.max_tokens = max_tokens
         if format not in FORMATS:
-            raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+            raise InputError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
         self._dialect = None
 
     def __getstate__(self) -> dict:

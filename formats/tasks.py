@@ -40,6 +40,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from curation.errors import InputError
 from formats.coords import (
     InvalidAnnotation,
     box_text,
@@ -129,7 +130,7 @@ def parse_tasks(tasks: str | Sequence[str] | None) -> tuple[str, ...]:
         tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
     if bad or not tasks:
-        raise ValueError(f"unknown task {bad[0] if bad else tasks!r}; choose from {', '.join(TASKS)}")
+        raise InputError(f"unknown task {bad[0] if bad else tasks!r}; choose from {', '.join(TASKS)}")
     return tuple(dict.fromkeys(tasks))
 
 
@@ -239,7 +240,7 @@ def get_dialect(fmt: str, options: Options | None = None) -> Dialect:
     try:
         cls = _DIALECTS[fmt]
     except KeyError:
-        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}") from None
+        raise InputError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}") from None
     return cls(options or Options())
 
 

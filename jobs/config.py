@@ -13,7 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-from curation.errors import InputError
+from curation.errors import InputError, not_utf8
 
 __all__ = ["load_config", "config_from_dict"]
 
@@ -57,8 +57,13 @@ def load_config(path: Path | str, cls: type[T], overrides: dict[str, Any] | None
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: job config not found")
+    raw = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text())
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, 0) from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: invalid TOML: {exc}") from exc
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})

@@ -1,10 +1,36 @@
-"""The `curate` commands: one module each, with `add_arguments(parser)` and `run(args)`."""
+"""The `curate` commands, one module each (dispatched by `curation.cli`), and the checks they share.
+
+A command checks its options here, before any work, so that a wrong option
+is an InputError (one line, exit 2) rather than a failure half-way through.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 
-__all__ = ["add_output_arguments"]
+from curation.errors import InputError
+
+__all__ = ["add_output_arguments", "check_out_dir", "check_positive"]
+
+
+def check_out_dir(path: str | os.PathLike, option: str = "--out") -> None:
+    """InputError unless `path` is a directory, or can be made one, that this process may write."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{option} {path}: exists and is not a directory")
+    nearest = next(a for a in (p, *p.absolute().parents) if a.exists())
+    if not nearest.is_dir():
+        raise InputError(f"{option} {path}: {nearest} is not a directory")
+    if not os.access(nearest, os.W_OK | os.X_OK):
+        raise InputError(f"{option} {path}: {nearest} is not writable")
+
+
+def check_positive(option: str, value: float | None) -> None:
+    """InputError when an option that counts or sizes something is zero or negative."""
+    if value is not None and value <= 0:
+        raise InputError(f"{option} must be positive, got {value}")
 
 
 def add_output_arguments(p: argparse.ArgumentParser, verify: bool = True) -> None:

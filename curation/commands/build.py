@@ -15,7 +15,7 @@ import logging
 import time
 from pathlib import Path
 
-from curation.commands import add_output_arguments
+from curation.commands import add_output_arguments, check_out_dir, check_positive
 from curation.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 from curation.runner import DEFAULT_SHARD_ROWS
@@ -68,15 +68,15 @@ def build_dataset(
     from curation.runner import ParquetReader, Pipeline, init_ray, parquet_shards, run_pipeline
     from jobs.build import LOCAL_MAX_ROWS, build_extra, build_steps
 
-    ds = Dataset(input_dir, verify=verify)
-    if batch_size <= 0:
-        raise InputError(f"--batch-size must be positive, got {batch_size}")
-    if pack is not None and pack <= 0:
-        raise InputError(f"--pack must be positive, got {pack}")
+    ds = Dataset(input_dir, verify=verify)  # ManifestError, an InputError, when it is not a finished dataset
+    check_positive("--batch-size", batch_size)
+    check_positive("--pack", pack)
+    check_positive("--shard-rows", shard_rows)
     try:
         steps = build_steps(format, tasks, pack, rounding, batch_size)
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    check_out_dir(out)
     files = [(p, s["rows"]) for p, s in zip(ds.shard_paths("records"), ds.shards("records"))]
     used = "ray" if runner == "ray" or (runner == "auto" and ds.rows("records") > LOCAL_MAX_ROWS) else "local"
     config = {

@@ -21,8 +21,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation.commands import check_out_dir
+    from curation.errors import InputError
     from jobs import demo
 
+    if args.images is not None and args.images < 16:
+        raise InputError(f"--images must be at least 16 (the demo plants faults among them), got {args.images}")
+    if args.seed is not None and args.seed < 0:
+        raise InputError(f"--seed must not be negative, got {args.seed}")
+    check_out_dir(args.out)
     t0 = time.time()
     cfg = demo.default_config(
         out=args.out, images=args.images, seed=args.seed, min_clip_score=args.min_clip_score, ray_address=args.ray_address

@@ -25,6 +25,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation.commands import check_out_dir, check_positive
     from jobs.web_pairs import WebPairsConfig, download
 
     cfg = WebPairsConfig(
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
         caption_col=args.caption_col or None, id_col=args.id_col, threads=args.threads, timeout=args.timeout,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
     )
+    for option, value in (("--shard-rows", cfg.shard_rows), ("--threads", cfg.threads), ("--timeout", cfg.timeout)):
+        check_positive(option, value)
+    check_out_dir(cfg.out)
     m = download(cfg)
     s = m["stages"]["download"]
     print(f"download: {s['in']} URLs -> {s['out']} records, {sum(s['dropped'].values())} rejects -> {args.out}")

@@ -32,14 +32,20 @@ def export_dataset(path: str, to: str, out: str, tasks: str | None = None, verif
     """Write the export; returns counts (written, skipped text-only, images)."""
     import pyarrow as pa
 
+    from curation.commands import check_out_dir
     from curation.dataset import Dataset
     from formats.export import EXPORTS, image_suffix
+    from formats.tasks import parse_tasks
     from formats.tokenizer import MAX_KEY_BYTES
 
     convert = EXPORTS[to]
-    ds = Dataset(path, verify=verify)
-    wanted = set(tasks.split(",")) if tasks else None
+    ds = Dataset(path, verify=verify)  # ManifestError, an InputError, when it is not a finished dataset
+    wanted = set(parse_tasks(tasks)) if tasks else None
+    ds.shard_paths("samples")  # each listed shard present, with its rows and size
     out_path = Path(out).resolve()
+    if out_path.is_dir():
+        raise InputError(f"--out {out}: is a directory; give the JSON file to write")
+    check_out_dir(out_path.parent, "--out")
     img_dir = out_path.parent / f"{out_path.stem}_images"
     img_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}

@@ -30,11 +30,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation.commands import check_out_dir, check_positive
     from curation.errors import InputError
     from jobs.web_pairs import WebPairsConfig, filter_records
 
     if args.min_clip_score is not None and not args.clip_model:
         raise InputError("--min-clip-score needs --clip-model")
+    check_positive("--shard-rows", args.shard_rows)
+    check_positive("--clip-batch-size", args.clip_batch_size)
+    if args.clip_gpus is not None and args.clip_gpus < 0:
+        raise InputError(f"--clip-gpus must not be negative, got {args.clip_gpus}")
+    check_out_dir(args.out)
     cfg = WebPairsConfig(
         urls="", out=args.out, min_side=args.min_side, max_aspect_ratio=args.max_aspect_ratio,
         min_caption_words=args.min_caption_words, max_caption_chars=args.max_caption_chars,

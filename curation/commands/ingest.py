@@ -109,12 +109,14 @@ class _WorkWriter:
         self.schema = WORK_SCHEMA
         root.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
+        self.refs: list[str | None] = []  # each row's first annotation reference, for an error message
         self.files: list[Path] = []
         self.count = 0
         self.items = 0
 
-    def add(self, row: dict, items: int = 0) -> None:
+    def add(self, row: dict, items: int = 0, ref: str | None = None) -> None:
         self.rows.append(row)
+        self.refs.append(ref)
         self.count += 1
         self.items += items
         if len(self.rows) >= WORK_FILE_ROWS or self.items >= WORK_FILE_ITEMS:
@@ -124,10 +126,25 @@ class _WorkWriter:
         if not self.rows:
             return
         path = self.root / f"work-{len(self.files):05d}.parquet"
-        pq.write_table(pa.Table.from_pylist(self.rows, schema=self.schema), path, row_group_size=1024)
+        try:
+            table = pa.Table.from_pylist(self.rows, schema=self.schema)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise self._bad_row(exc) from exc
+        pq.write_table(table, path, row_group_size=1024)
         self.files.append(path)
         self.rows = []
+        self.refs = []
         self.items = 0
+
+    def _bad_row(self, exc: Exception) -> InputError:
+        """The first row whose values do not fit the record columns (a width that is text, ...), named."""
+        for row, ref in zip(self.rows, self.refs):
+            try:
+                pa.Table.from_pylist([row], schema=self.schema)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as bad:
+                where = f" ({ref})" if ref else ""
+                return InputError(f"record {row.get('record_id')}{where}: a value does not fit the record columns: {str(bad).splitlines()[0]}")
+        return InputError(f"records do not fit the record columns: {str(exc).splitlines()[0]}")
 
 
 def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int) -> tuple[dict[str, str], dict[str, str]]:
@@ -243,7 +260,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
         if tag == "reject":
             reject(value)
         else:
-            work.add(partial_to_row(value), count_items(value))
+            work.add(partial_to_row(value), count_items(value), next(iter(value.get("refs") or ()), None))
 
     t0 = time.time()
     merger = Merger(streaming=len(importers) == 1 and importers[0].grouped)

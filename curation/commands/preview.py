@@ -18,7 +18,7 @@ import json
 import sys
 from typing import IO, Any, Iterator
 
-from curation.errors import InputError
+from curation.errors import InputError, not_utf8
 
 __all__ = ["add_arguments", "run", "preview_lines"]
 
@@ -72,10 +72,24 @@ def preview_lines(lines: Iterator[str], fmt: str = "qwen-vl", tasks=None, roundi
             yield {"record_id": rid, "stage": "build", "reason": r.reason, "detail": r.detail}
 
 
+def _decoded_lines(raw: IO[bytes]) -> Iterator[str]:
+    """Lines of a byte stream as text; bytes that are not UTF-8 are an InputError with their line and offset."""
+    offset = 0
+    for n, line in enumerate(raw, 1):
+        start, offset = offset, offset + len(line)
+        skip = 3 if n == 1 and line.startswith(b"\xef\xbb\xbf") else 0  # a byte order mark
+        try:
+            yield line[skip:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise not_utf8("<stdin>", exc, start + skip, line=(n, start)) from None
+
+
 def run(args: argparse.Namespace, stdin: IO[str] | None = None, stdout: IO[str] | None = None) -> int:
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    for item in preview_lines(stdin, args.format, args.tasks, args.rounding, args.max_tokens):
+    # Read the bytes where there are any (a real stdin), so that a non-UTF-8 byte is reported where it is.
+    lines = _decoded_lines(stdin.buffer) if hasattr(stdin, "buffer") else stdin
+    for item in preview_lines(lines, args.format, args.tasks, args.rounding, args.max_tokens):
         stdout.write(json.dumps(item, ensure_ascii=False) + "\n")
     stdout.flush()
     return 0

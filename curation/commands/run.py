@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "run", "check_config"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -17,11 +17,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def check_config(cfg, where: str = "config") -> None:
+    """What the job would find wrong only late (the build runs after the download), checked first."""
+    from curation.commands import check_out_dir, check_positive
+    from curation.errors import InputError
+    from formats.build import BuildSamples
+
+    try:
+        for key in ("shard_rows", "task_cpus", "threads", "timeout", "clip_batch_size", "max_pixels"):
+            check_positive(f"key {key!r}", getattr(cfg, key))
+        BuildSamples(format=cfg.format, tasks=cfg.tasks, max_tokens=cfg.pack)  # format, task names, pack size
+        check_out_dir(cfg.out, "key 'out'")
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from exc
+
+
 def run(args: argparse.Namespace) -> int:
     from jobs import web_pairs
     from jobs.config import load_config
 
     cfg = load_config(args.config, web_pairs.WebPairsConfig, {"out": args.out, "ray_address": args.ray_address, "overwrite": args.overwrite})
+    check_config(cfg, args.config)
     m = web_pairs.run(cfg)
     t = m["tables"]
     print(f"run: {t['records']['rows']} records, {t['samples']['rows']} samples, {t['rejects']['rows']} rejects -> {cfg.out}")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from curation.errors import InputError
-from curation.importers.base import Item, partial
+from curation.importers.base import Item, need_field, need_object, partial
 from curation.importers.jsonstream import iter_array, peek_first
 
 __all__ = ["split_vg_files", "vg_declarations"]
@@ -17,6 +17,8 @@ def split_vg_files(paths: Sequence[Path], key: str, kind: str) -> tuple[list[Pat
     image_data, annotations = [], []
     for p in paths:
         shape, first = peek_first(p)
+        if shape == "array" and first is not None and not isinstance(first, dict):
+            raise InputError(f"{p}: not a Visual Genome file (its first element is not a JSON object)")
         if shape != "array":
             raise InputError(f"{p}: not a Visual Genome file (expected a top-level array)")
         if first is None or key in first:
@@ -35,7 +37,7 @@ def split_vg_files(paths: Sequence[Path], key: str, kind: str) -> tuple[list[Pat
 def vg_declarations(paths: Sequence[Path], rid, source: str) -> Iterator[Item]:
     for path in paths:
         for img in iter_array(path):
-            image_id = img["image_id"]
+            image_id = need_field(need_object(img, path, "an image_data entry"), "image_id", path, "image_data entry")
             url = img.get("url")
             name = url.rsplit("/", 1)[-1] if url else f"{image_id}.jpg"
             meta = {k: img[k] for k in ("coco_id", "flickr_id") if img.get(k) is not None}

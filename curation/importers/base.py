@@ -42,6 +42,9 @@ __all__ = [
     "merge_into",
     "Merger",
     "validate_record",
+    "need_object",
+    "need_field",
+    "open_parquet",
 ]
 
 INGEST_STAGE = "ingest"
@@ -76,6 +79,36 @@ def partial(record_id: str, source: str, **fields: Any) -> dict:
 def count_items(p: dict) -> int:
     """Annotations in a partial: list entries plus a text document."""
     return sum(len(p.get(k) or ()) for k in ANNOTATION_LISTS) + (1 if p.get("text") else 0)
+
+
+def _json_excerpt(value: Any, n: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def need_object(value: Any, path: Path, what: str) -> dict:
+    """`value` when it is a JSON object; otherwise an InputError naming the file (the file's structure is wrong)."""
+    if not isinstance(value, dict):
+        raise InputError(f"{path}: {what} is not a JSON object: {_json_excerpt(value)}")
+    return value
+
+
+def need_field(obj: dict, key: str, path: Path, what: str) -> Any:
+    """`obj[key]` of an element the file's structure requires; InputError naming the file and the element otherwise."""
+    if key not in obj:
+        raise InputError(f"{path}: {what} {_json_excerpt(obj)} has no {key!r}")
+    return obj[key]
+
+
+def open_parquet(path: Path):
+    """A pyarrow ParquetFile; InputError naming the file when it is not readable Parquet."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
 
 
 def _merge_meta(a: dict, b: dict) -> dict:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 from curation.importers._coco import coco_image_partial
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.jsonstream import iter_members
 
 __all__ = ["CocoCaptions"]
@@ -24,9 +24,13 @@ class CocoCaptions(Importer):
         for path in self.paths:
             for key, value in iter_members(path):
                 if key == "images":
-                    yield "record", coco_image_partial(self.rid(value["id"]), self.source, value)
+                    image_id = need_field(need_object(value, path, "an entry of 'images'"), "id", path, "image")
+                    yield "record", coco_image_partial(self.rid(image_id), self.source, value)
                 elif key == "annotations":
                     self.items_read += 1
+                    if not isinstance(value, dict):
+                        yield self.reject(None, "invalid_annotation", f"annotation {value!r:.60} is not a JSON object", path)
+                        continue
                     if "caption" not in value or "image_id" not in value:
                         yield self.reject(value.get("image_id"), "invalid_annotation", f"annotation {value.get('id')} has no caption or image_id", path)
                         continue

@@ -14,7 +14,7 @@ from collections import defaultdict
 from typing import Any, Iterator
 
 from curation.importers._coco import coco_image_partial
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.boxes import xywh_to_xyxy
 from curation.importers.jsonstream import iter_members
 
@@ -32,11 +32,16 @@ class CocoInstances(Importer):
             boxes: dict[Any, dict[Any, list]] = defaultdict(lambda: defaultdict(list))
             for key, value in iter_members(path):
                 if key == "images":
-                    yield "record", coco_image_partial(self.rid(value["id"]), self.source, value)
+                    image_id = need_field(need_object(value, path, "an entry of 'images'"), "id", path, "image")
+                    yield "record", coco_image_partial(self.rid(image_id), self.source, value)
                 elif key == "categories":
-                    categories[value["id"]] = value["name"]
+                    need_object(value, path, "an entry of 'categories'")
+                    categories[need_field(value, "id", path, "category")] = need_field(value, "name", path, "category")
                 elif key == "annotations":
                     self.items_read += 1
+                    if not isinstance(value, dict):
+                        yield self.reject(None, "invalid_annotation", f"annotation {value!r:.60} is not a JSON object", path)
+                        continue
                     if "bbox" not in value or "image_id" not in value or "category_id" not in value:
                         yield self.reject(value.get("image_id"), "invalid_annotation", f"annotation {value.get('id')} lacks bbox, image_id or category_id", path)
                         continue

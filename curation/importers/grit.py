@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterator
 
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, open_parquet, partial
 from curation.importers.boxes import as_numbers, normalised_to_pixels
 from curation.importers.jsonstream import iter_jsonl
 
@@ -24,10 +24,8 @@ __all__ = ["Grit", "iter_rows"]
 def iter_rows(path: Path) -> Iterator[tuple[int, dict]]:
     """(row number, row dict) from a Parquet file or JSON lines."""
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
         n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
+        for batch in open_parquet(path).iter_batches(batch_size=1024):
             for row in batch.to_pylist():
                 n += 1
                 yield n, row
@@ -44,6 +42,9 @@ class Grit(Importer):
         for path in self.paths:
             for n, row in iter_rows(path):
                 self.items_read += 1
+                if not isinstance(row, dict):
+                    yield self.reject(None, "invalid_annotation", f"row {n}: {row!r:.60} is not a JSON object", path)
+                    continue
                 ident = row.get("key") or row.get("id") or f"{path.stem}-{n}"
                 where = f"row {n}"
                 caption = row.get("caption")
@@ -51,8 +52,8 @@ class Grit(Importer):
                 if not isinstance(caption, str) or not caption.strip():
                     yield self.reject(ident, "empty_text", f"{where}: no caption", path)
                     continue
-                if not width or not height:
-                    yield self.reject(ident, "size_unknown", f"{where}: no width/height to convert its 0-1 boxes", path)
+                if as_numbers([width, height], 2) is None or not width or not height:
+                    yield self.reject(ident, "size_unknown", f"{where}: no numeric width/height to convert its 0-1 boxes", path)
                     continue
                 spans: dict[tuple[int, int], list] = {}
                 bad = None

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curation.errors import InputError
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, open_parquet, partial
 
 __all__ = ["Img2Dataset"]
 
@@ -100,16 +100,23 @@ class Img2Dataset(Importer):
             raise InputError(f"{shard}: unreadable tar shard: {exc}") from exc
 
     def _tar_sample(self, shard: Path, key: str, parts: dict[str, bytes]) -> Iterator[Item]:
-        meta = json.loads(parts["json"]) if "json" in parts else {}
+        try:
+            meta = json.loads(parts["json"]) if "json" in parts else {}
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            self.items_read += 1
+            yield self.reject(key, "invalid_annotation", f"sample {key}: {key}.json is not JSON: {exc}", shard)
+            return
+        if not isinstance(meta, dict):
+            self.items_read += 1
+            yield self.reject(key, "invalid_annotation", f"sample {key}: {key}.json is not a JSON object", shard)
+            return
         meta.setdefault("key", key)
         caption = parts["txt"].decode("utf-8", errors="replace") if "txt" in parts else meta.get("caption")
         image = next((parts[e] for e in _IMAGE_EXT if e in parts), None)
         yield from self._sample(shard, meta, caption, image)
 
     def _read_parquet(self, shard: Path) -> Iterator[Item]:
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(shard).iter_batches(batch_size=256):
+        for batch in open_parquet(shard).iter_batches(batch_size=256):
             for row in batch.to_pylist():
                 image = next((row[e] for e in _IMAGE_EXT if row.get(e) is not None), None)
                 yield from self._sample(shard, row, row.get("caption"), image)

@@ -13,7 +13,8 @@ by the file.
         ...
 
 A truncated or malformed file raises InputError naming the file and the
-character offset.
+character offset; bytes that are not UTF-8 raise InputError naming the file
+and the byte offset of the first bad byte (`curation.errors.not_utf8`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
-from curation.errors import InputError
+from curation.errors import InputError, not_utf8
 
 __all__ = ["iter_array", "iter_members", "iter_jsonl", "peek_first", "load_json", "CHUNK_CHARS"]
 
@@ -45,18 +46,25 @@ class _Reader:
         self.pos = 0
         self.base = 0  # characters dropped before buf[0]
         self.eof = False
+        self._fed = 0  # bytes of the file handed to the decoder (or skipped, the BOM)
         first = self._f.read(3)
         if first != codecs.BOM_UTF8:
             self._push(first)
+        else:
+            self._fed = 3
 
     def close(self) -> None:
         self._f.close()
 
     def _push(self, data: bytes) -> None:
+        # The decoder holds back the bytes of a character cut by the chunk's end;
+        # they come first in what it decodes next (and in a decode error's offsets).
+        pending = len(self._dec.getstate()[0])
         try:
             self.buf += self._dec.decode(data, final=not data)
         except UnicodeDecodeError as exc:
-            raise InputError(f"{self.path}: not UTF-8 text near character {self.base + len(self.buf)}: {exc.reason}") from exc
+            raise not_utf8(self.path, exc, self._fed - pending) from exc
+        self._fed += len(data)
 
     def more(self, at_least: int = 0) -> bool:
         """Read at least one more chunk (or `at_least` characters); False at end of file."""
@@ -196,21 +204,32 @@ def peek_first(path: Path | str) -> tuple[str, Any]:
 def load_json(path: Path | str) -> Any:
     """Load a small JSON file whole, with the same one-line errors."""
     path = Path(path)
+    data = path.read_bytes()
+    skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        text = data[skip:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc, skip) from exc
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         if exc.pos >= len(exc.doc.rstrip()) - 1:
             raise InputError(f"{path}: truncated JSON: file ends at character {exc.pos}") from exc
         raise InputError(f"{path}: invalid JSON at character {exc.pos}: {exc.msg}") from exc
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{path}: not UTF-8 text: {exc.reason}") from exc
 
 
 def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Yield (line number, value) for each non-blank line of a JSON-lines file."""
     path = Path(path)
-    with open(path, "r", encoding="utf-8-sig") as f:
-        for n, line in enumerate(f, 1):
+    offset = 0  # byte offset of the line's start
+    with open(path, "rb") as f:  # bytes, decoded a line at a time, so that an error knows its offset
+        for n, raw in enumerate(f, 1):
+            start, offset = offset, offset + len(raw)
+            skip = len(codecs.BOM_UTF8) if n == 1 and raw.startswith(codecs.BOM_UTF8) else 0
+            try:
+                line = raw[skip:].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise not_utf8(path, exc, start + skip, line=(n, start)) from exc
             if not line.strip():
                 continue
             try:
@@ -218,5 +237,3 @@ def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
             except json.JSONDecodeError as exc:
                 what = "truncated JSON" if exc.pos >= len(line.rstrip()) - 1 else "invalid JSON"
                 raise InputError(f"{path}: line {n}: {what} at column {exc.colno}: {exc.msg}") from exc
-            except UnicodeDecodeError as exc:
-                raise InputError(f"{path}: line {n}: not UTF-8 text: {exc.reason}") from exc

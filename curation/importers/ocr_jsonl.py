@@ -37,10 +37,17 @@ class OcrJsonl(Importer):
                 items = line.get("items")
                 if items is None and "text" in line:
                     items = [line]
+                if items is not None and not isinstance(items, list):
+                    self.items_read += 1
+                    yield self.reject(ident, "invalid_annotation", f"line {n}: 'items' is {type(items).__name__}, expected a list", path)
+                    continue
                 ocr, refs = [], []
                 for i, item in enumerate(items or []):
                     self.items_read += 1
                     ref = f"{path.name}: line {n} item {i}"
+                    if not isinstance(item, dict):
+                        yield self.reject(ident, "invalid_annotation", f"{ref}: {item!r:.60} is not a JSON object", None)
+                        continue
                     if "quad" in item:
                         quad = item["quad"]
                     elif "box" in item:

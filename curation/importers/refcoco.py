@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 from curation.errors import InputError
 from curation.importers._coco import coco_image_partial
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.boxes import xywh_to_xyxy
 from curation.importers.jsonstream import iter_array, iter_members, peek_first
 
@@ -33,7 +33,7 @@ def load_refs_pickle(path: Path) -> list[dict]:
     try:
         with open(path, "rb") as f:
             refs = _PlainUnpickler(f, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:  # what malformed pickle data raises
         raise InputError(f"{path}: not a readable refs pickle: {exc}") from exc
     if not isinstance(refs, list):
         raise InputError(f"{path}: a refs pickle holds a list, found {type(refs).__name__}")
@@ -65,12 +65,18 @@ class RefCoco(Importer):
         for path in inst_files:
             for key, value in iter_members(path):
                 if key == "images":
-                    yield "record", coco_image_partial(self.rid(value["id"]), self.source, value)
+                    image_id = need_field(need_object(value, path, "an entry of 'images'"), "id", path, "image")
+                    yield "record", coco_image_partial(self.rid(image_id), self.source, value)
                 elif key == "annotations":
-                    boxes[value["id"]] = (value["image_id"], value.get("bbox"))
+                    need_object(value, path, "an entry of 'annotations'")
+                    boxes[need_field(value, "id", path, "annotation")] = (need_field(value, "image_id", path, "annotation"), value.get("bbox"))
         for path in ref_files:
             refs = load_refs_pickle(path) if path.suffix in (".p", ".pkl", ".pickle") else iter_array(path)
             for ref in refs:
+                if not isinstance(ref, dict):
+                    self.items_read += 1
+                    yield self.reject(None, "invalid_annotation", f"ref {ref!r:.60} is not a JSON object", path)
+                    continue
                 sentences = ref.get("sentences") or []
                 self.items_read += len(sentences)
                 ann = boxes.get(ref.get("ann_id"))

@@ -25,6 +25,10 @@ class TextCaps(Importer):
             for key, item in iter_members(path):
                 if key != "data":
                     continue
+                if not isinstance(item, dict):
+                    self.items_read += 1
+                    yield self.reject(None, "invalid_annotation", f"item {item!r:.60} of 'data' is not a JSON object", path)
+                    continue
                 image_id = item.get("image_id")
                 if image_id is None:
                     self.items_read += 1

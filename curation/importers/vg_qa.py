@@ -25,10 +25,17 @@ class VgQa(Importer):
         yield from vg_declarations(image_data, self.rid, self.source)
         for path in files:
             for entry in iter_array(path):
+                if not isinstance(entry, dict):
+                    self.items_read += 1
+                    yield self.reject(None, "invalid_annotation", f"entry {entry!r:.60} is not a JSON object", path)
+                    continue
                 image_id = entry.get("id", entry.get("image_id"))
                 qa, refs = [], []
                 for q in entry.get("qas") or ():
                     self.items_read += 1
+                    if not isinstance(q, dict):
+                        yield self.reject(image_id, "invalid_annotation", f"question {q!r:.60} is not a JSON object", path)
+                        continue
                     qa.append({"question": q.get("question"), "answer": q.get("answer")})
                     refs.append(f"{path.name}: question {q.get('qa_id')}")
                 if qa:

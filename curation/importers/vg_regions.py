@@ -29,10 +29,17 @@ class VgRegions(Importer):
         yield from vg_declarations(image_data, self.rid, self.source)
         for path in files:
             for entry in iter_array(path):
+                if not isinstance(entry, dict):
+                    self.items_read += 1
+                    yield self.reject(None, "invalid_annotation", f"entry {entry!r:.60} is not a JSON object", path)
+                    continue
                 image_id = entry.get("id", entry.get("image_id"))
                 regions, refs = [], []
                 for r in entry.get("regions") or ():
                     self.items_read += 1
+                    if not isinstance(r, dict):
+                        yield self.reject(image_id, "invalid_annotation", f"region {r!r:.60} is not a JSON object", path)
+                        continue
                     box = xywh_to_xyxy(r.get("x"), r.get("y"), r.get("width"), r.get("height"))
                     regions.append({"phrase": r.get("phrase"), "boxes": [box if box is not None else [r.get(k) for k in ("x", "y", "width", "height")]]})
                     refs.append(f"{path.name}: region {r.get('region_id')}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from curation.errors import InputError
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.jsonstream import iter_members
 
 __all__ = ["VqaV2"]
@@ -44,24 +44,30 @@ class VqaV2(Importer):
                 if key == "data_subtype":
                     sub = value
                 elif key == "questions":
-                    questions[value["question_id"]] = (value["image_id"], value["question"])
+                    need_object(value, path, "an entry of 'questions'")
+                    qid, image_id = need_field(value, "question_id", path, "question"), need_field(value, "image_id", path, "question")
+                    questions[qid] = (image_id, value.get("question"))
                     if sub:
-                        subtype[value["image_id"]] = sub
+                        subtype[image_id] = sub
         answered = set()
         for path in a_files:
             for key, ann in iter_members(path):
                 if key != "annotations":
                     continue
                 self.items_read += 1
+                if not isinstance(ann, dict):
+                    yield self.reject(None, "invalid_annotation", f"annotation {ann!r:.60} is not a JSON object", path)
+                    continue
                 qid = ann.get("question_id")
                 if qid not in questions:
                     yield self.reject(ann.get("image_id"), "question_unknown", f"annotation of question {qid}: not in the questions file", path)
                     continue
                 answered.add(qid)
                 image_id, question = questions[qid]
-                files = [f"{int(image_id):012d}.jpg"]
+                padded = f"{image_id:012d}" if isinstance(image_id, int) else str(image_id)
+                files = [f"{padded}.jpg"]
                 if image_id in subtype:
-                    files.insert(0, f"COCO_{subtype[image_id]}_{int(image_id):012d}.jpg")
+                    files.insert(0, f"COCO_{subtype[image_id]}_{padded}.jpg")
                 yield "record", partial(
                     self.rid(image_id),
                     self.source,

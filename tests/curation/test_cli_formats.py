@@ -294,3 +294,15 @@ def test_demo_corpus_build_pack_validate(tmp_path, capsys):
 def test_build_bad_options_exit_2(records_dir, tmp_path, capsys, extra, message):
     assert main(["build", str(records_dir), "--out", str(tmp_path / "o"), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_preview_non_utf8_stdin_names_line_and_byte_offset(monkeypatch, capsys):
+    import io
+
+    data = '{"record_id": "a", "text": "ééé"}\n'.encode() + '{"record_id": "b", "text": "€'.encode() + b'\xff"}\n'
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data), encoding="utf-8"))
+    rc = main(["preview", "--tasks", "text"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and json.loads(out)["record_id"] == "a"
+    offset = data.index(b"\xff")
+    assert err == f"curate preview: error: <stdin>: not UTF-8 text: byte 0xff at byte offset {offset} (line 2, byte {offset - 37 + 1} of the line): invalid start byte\n"

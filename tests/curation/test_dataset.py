@@ -46,7 +46,7 @@ def test_crash_in_the_middle_of_a_shard_exposes_nothing(tmp_path, monkeypatch):
 
     out = tmp_path / "out"
     staged = sorted(p.name for p in (writer.staging / "records").iterdir())
-    assert staged == [".part-00001.parquet.tmp", "part-00000.parquet"]  # the crashed shard never got its final name
+    assert staged == [".part-d00001.parquet.tmp", "part-d00000.parquet"]  # the crashed shard never got its final name
     assert not (out / "records").exists()  # nothing outside the staging directory
     with pytest.raises(ManifestError):  # no manifest: no reader trusts this directory
         Dataset(out)
@@ -105,7 +105,7 @@ def test_overwrite_replaces_only_what_the_tool_wrote_once_complete(tmp_path):
         assert w2.staged(shard).is_file()
     assert _fingerprint(out) == before  # the old dataset is untouched until close()
     w2.close()
-    assert sorted(p.name for p in (out / "records").glob("part-*")) == ["part-00000.parquet"]
+    assert sorted(p.name for p in (out / "records").glob("part-*")) == ["part-d00000.parquet"]
     assert Dataset(out).read("records").num_rows == 2
     assert (out / "notes.txt").read_text() == "the user's own file"
 
@@ -125,7 +125,7 @@ def test_an_aborted_overwrite_leaves_the_old_dataset(tmp_path):
     assert Dataset(out).read("records").num_rows == 4
     # the lock went with the failed run: the next one proceeds and cleans its staging
     w3 = DatasetWriter(out, overwrite=True)
-    assert not any(w3.staging.iterdir())
+    assert not list(w3.staging.rglob("*.parquet"))
     w3.abort()
 
 
@@ -157,21 +157,30 @@ def test_every_read_checks_row_counts_and_verify_checks_sha256(tmp_path):
     w = DatasetWriter(out)
     w.write("records", records(20))
     w.close()
-    shard = out / "records" / "part-00000.parquet"
+    shard = out / "records" / "part-d00000.parquet"
     good = shard.read_bytes()
     assert Dataset(out, verify=True).read("records").num_rows == 20
     pq.write_table(records(10), shard)  # replaced by a shard with 10 fewer rows
-    with pytest.raises(ShardError, match=r"part-00000.parquet: shard has 10 rows, the manifest says 20"):
+    with pytest.raises(ShardError, match=r"part-d00000.parquet: shard has \d+ bytes, the manifest says \d+"):
         Dataset(out).read("records")
-    with pytest.raises(ShardError, match="10 rows"):
+    with pytest.raises(ShardError, match="truncated or replaced"):
         list(Dataset(out).iter_batches("records"))
+    # the same size but other rows (a doctored manifest): the row count is checked too
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["tables"]["records"]["shards"][0]["bytes"] = shard.stat().st_size
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ShardError, match=r"part-d00000.parquet: shard has 10 rows, the manifest says 20"):
+        Dataset(out).read("records")
     shard.unlink()
-    with pytest.raises(ShardError, match="part-00000.parquet: shard listed in the manifest is missing"):
+    with pytest.raises(ShardError, match="part-d00000.parquet: shard listed in the manifest is missing"):
         Dataset(out).shard_paths("records")
     flipped = bytearray(good)
     middle = len(flipped) // 2
     flipped[middle:middle + 64] = bytes(b ^ 0xFF for b in flipped[middle:middle + 64])
     shard.write_bytes(bytes(flipped))
+    manifest["tables"]["records"]["shards"][0]["bytes"] = len(good)  # same size, same rows: only sha256 tells
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert Dataset(out).shard_paths("records")  # rows and size pass
     with pytest.raises(ShardError, match="sha256"):
         Dataset(out, verify=True)
 

@@ -154,8 +154,8 @@ def test_damaged_shards_are_errors_naming_the_shard(records_dir, tmp_path, capsy
     shard = out / "samples" / "part-00000.parquet"
     good = shard.read_bytes()
     flipped = bytearray(good)
-    mid = len(flipped) // 2
-    flipped[mid:mid + 64] = bytes(b ^ 0x5A for b in flipped[mid:mid + 64])
+    at = len(flipped) // 5  # inside the data pages, before the footer
+    flipped[at:at + 64] = bytes(b ^ 0x5A for b in flipped[at:at + 64])
     shard.write_bytes(bytes(flipped))
     assert main(["validate", str(out)]) == 1
     printed = capsys.readouterr().out
@@ -167,9 +167,9 @@ def test_damaged_shards_are_errors_naming_the_shard(records_dir, tmp_path, capsy
     for argv in (["validate", str(out)], ["sql", str(out), "select count(*) from samples"],
                  ["export", str(out), "--to", "qwen-vl-json", "--out", str(tmp_path / "x.json")],
                  ["build", str(out), "--out", str(tmp_path / "again")]):
-        table_name = "samples" if argv[0] != "build" else "records"
+        shard_name = "samples/part-00000.parquet" if argv[0] != "build" else "records/part-d00000.parquet"
         if argv[0] == "build":  # build reads records: damage one of those instead
-            rshard = records_dir / "records" / "part-00000.parquet"
+            rshard = records_dir / "records" / "part-d00000.parquet"
             rt = pq.read_table(rshard)
             pq.write_table(rt.slice(1), rshard)
             argv = ["build", str(records_dir), "--out", str(tmp_path / "again")]
@@ -177,4 +177,4 @@ def test_damaged_shards_are_errors_naming_the_shard(records_dir, tmp_path, capsy
         err = capsys.readouterr()
         assert code in (1, 2), argv
         text = err.out + err.err
-        assert f"{table_name}/part-00000.parquet" in text and "the manifest says" in text, (argv, text)
+        assert shard_name in text and "the manifest says" in text, (argv, text)

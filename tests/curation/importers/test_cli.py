@@ -67,3 +67,31 @@ def test_kind_per_source(real, tmp_path, capsys, prefix):
     out = capsys.readouterr().out
     assert rc == 0
     assert out.startswith("ingest: 2 records (9 captions); 189 rejects (91 image_unknown, 98 no_annotations) -> ")
+
+
+@pytest.mark.parametrize(
+    "kind,content,message",
+    [
+        ("coco-captions", {"images": [{"file_name": "a.jpg"}], "annotations": []}, "image {\"file_name\": \"a.jpg\"} has no 'id'"),
+        ("coco-captions", {"images": [7], "annotations": []}, "an entry of 'images' is not a JSON object: 7"),
+        ("coco-instances", {"images": [], "annotations": [], "categories": [{"id": 1}]}, "category {\"id\": 1} has no 'name'"),
+        ("vqav2", {"questions": [{"question_id": 1, "question": "why?"}]}, "question {\"question_id\": 1, \"question\": \"why?\"} has no 'image_id'"),
+    ],
+)
+def test_broken_file_structure_is_one_line_naming_the_file(tmp_path, capsys, kind, content, message):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps(content))
+    extra = []
+    if kind == "vqav2":
+        (tmp_path / "ann.json").write_text(json.dumps({"annotations": [{"question_id": 1}]}))
+        extra = [str(tmp_path / "ann.json")]
+    rc, err = _run([str(path), *extra, "--kind", kind, "--out", str(tmp_path / "o"), "--runner", "local"], capsys)
+    assert rc == 2 and err == f"curate ingest: error: {path}: {message}"
+
+
+def test_a_value_that_does_not_fit_the_record_is_one_line_naming_it(tmp_path, capsys):
+    path = tmp_path / "textvqa.json"
+    path.write_text(json.dumps({"data": [{"image_id": "a", "question_id": 7, "image_width": "wide", "image_height": 4, "question": "q", "answers": ["x"]}]}))
+    rc, err = _run([str(path), "--kind", "textvqa", "--out", str(tmp_path / "o"), "--runner", "local"], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert err.startswith("curate ingest: error: record textvqa:a (textvqa.json: question 7): a value does not fit the record columns: ")

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from curation.errors import InputError
-from curation.importers.jsonstream import iter_array, iter_jsonl, iter_members, peek_first
+from curation.importers.jsonstream import iter_array, iter_jsonl, iter_members, load_json, peek_first
 
 DOC = {"info": {"v": 1}, "images": [{"id": i, "w": 1.5 * i} for i in range(300)], "empty": [], "n": 12345, "tail": [1, 22, 333]}
 
@@ -71,3 +71,50 @@ def test_peek_and_jsonl(tmp_path, real):
         list(iter_jsonl(path))
     path.write_text('{"a": 1}\n\n{"a": 2}\n')
     assert list(iter_jsonl(path)) == [(1, {"a": 1}), (3, {"a": 2})]
+
+
+def _after_multibyte_and_a_chunk(tmp_path, name, head: bytes, tail: bytes):
+    """A file whose one bad byte (0xff) sits after 2-, 3- and 4-byte characters and past the first 1 MiB chunk."""
+    text = ("é€😀" * 120_000).encode()  # 1.08 MB of multibyte characters, so characters != bytes
+    data = head + text + b"\xff" + tail
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path, data.index(b"\xff")
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 1000, 3])
+def test_non_utf8_reports_the_byte_offset_of_the_bad_byte(tmp_path, chunk):
+    path, offset = _after_multibyte_and_a_chunk(tmp_path, "a.json", b'{"images": [{"caption": "', b'"}]}')
+    assert offset > 1 << 20
+    with pytest.raises(InputError) as exc:
+        list(iter_members(path, chunk=chunk))
+    assert str(exc.value) == f"{path}: not UTF-8 text: byte 0xff at byte offset {offset}: invalid start byte"
+
+
+def test_non_utf8_offset_counts_a_byte_order_mark_and_a_cut_character(tmp_path):
+    path = tmp_path / "bom.json"
+    path.write_bytes(b"\xef\xbb\xbf" + '["é€", "x'.encode() + b"\xe2\x82")  # ends inside a 3-byte character
+    with pytest.raises(InputError, match=r"byte 0xe2 at byte offset 15: unexpected end of data$"):
+        list(iter_array(path, chunk=4))
+    with pytest.raises(InputError, match=r"byte 0xe2 at byte offset 15: unexpected end of data$"):
+        load_json(path)
+
+
+def test_non_utf8_in_json_lines_names_line_and_offset(tmp_path):
+    path, offset = _after_multibyte_and_a_chunk(tmp_path, "a.jsonl", b'{"a": 1}\n{"a": "', b'"}\n')
+    with pytest.raises(InputError) as exc:
+        list(iter_jsonl(path))
+    assert str(exc.value) == (
+        f"{path}: not UTF-8 text: byte 0xff at byte offset {offset} (line 2, byte {offset - 9 + 1} of the line): invalid start byte"
+    )
+
+
+def test_non_utf8_ingest_is_one_line(tmp_path, capsys):
+    from curation.cli import main
+
+    path, offset = _after_multibyte_and_a_chunk(tmp_path, "r.jsonl", b'{"record_id": "a", "source": "s", "text": "', b'"}\n')
+    rc = main(["ingest", str(path), "--kind", "records-jsonl", "--out", str(tmp_path / "o"), "--runner", "local"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err == (
+        f"curate ingest: error: {path}: not UTF-8 text: byte 0xff at byte offset {offset} (line 1, byte {offset + 1} of the line): invalid start byte\n"
+    )
