@@ -46,7 +46,7 @@ REJECT_BATCH = 10_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from curation.importers import kinds
-    from curation.importers.images import DEFAULT_MAX_PIXELS
+    from curation.images import DEFAULT_MAX_PIXELS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="annotation files, folders or shards; KIND=PATH gives one its own kind")
     parser.add_argument("--kind", help=f"kind of the sources without KIND= ({', '.join(kinds())})")
@@ -194,7 +194,8 @@ def ingest(
     from curation.dataset import DatasetWriter
     from curation.importers import get_importer
     from curation.importers.base import INGEST_STAGE, Merger, count_items
-    from curation.importers.images import DEFAULT_MAX_PIXELS, IMAGES_STAGE, LoadImages, item_rejects, partial_to_row
+    from curation.images import DEFAULT_MAX_PIXELS
+    from curation.importers.images import IMAGES_STAGE, LoadImages, item_rejects, partial_to_row
     from curation.runtime import Progress, collect
     from curation.schema import rejects_from_pylist
 

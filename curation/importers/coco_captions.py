@@ -12,6 +12,7 @@ from typing import Iterator
 from curation.importers._coco import coco_image_partial
 from curation.importers.base import Importer, Item, partial
 from curation.importers.jsonstream import iter_members
+from curation.reasons import INVALID_ANNOTATION
 
 __all__ = ["CocoCaptions"]
 
@@ -28,7 +29,7 @@ class CocoCaptions(Importer):
                 elif key == "annotations":
                     self.items_read += 1
                     if "caption" not in value or "image_id" not in value:
-                        yield self.reject(value.get("image_id"), "invalid_annotation", f"annotation {value.get('id')} has no caption or image_id", path)
+                        yield self.reject(value.get("image_id"), INVALID_ANNOTATION, f"annotation {value.get('id')} has no caption or image_id", path)
                         continue
                     yield "record", partial(
                         self.rid(value["image_id"]),
