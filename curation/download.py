@@ -9,7 +9,15 @@
    decode instead of taking memory.
 3. `FromImg2dataset`, a stage, turns img2dataset's rows into records; every
    row img2dataset could not fetch or decode becomes a reject of stage
-   `download` whose reason is img2dataset's own error message.
+   `download`. Its reason is img2dataset's error message mapped to a small set
+   (`download_reason`: `http_error`, `timeout`, `connection_error`,
+   `not_an_image`, `image_too_large`, `opted_out`, `download_error`, ...); the
+   message itself is the detail. Every image img2dataset returns is decoded
+   fully once more (`curation.images.decoded_size`): img2dataset keeps a JPEG's
+   bytes as downloaded, and OpenCV decodes a truncated one without complaint,
+   so `image_truncated` is caught here.
+
+A URL list without rows makes an empty dataset: img2dataset is not started.
 """
 
 from __future__ import annotations
@@ -33,14 +41,32 @@ import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
+from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
+from curation.reasons import (
+    ASPECT_RATIO_TOO_LARGE,
+    CONNECTION_ERROR,
+    DOWNLOAD_ERROR,
+    HTTP_ERROR,
+    IMAGE_TOO_LARGE,
+    IMAGE_TOO_SMALL,
+    NOT_AN_IMAGE,
+    OPTED_OUT,
+    TIMEOUT,
+)
 from curation.runtime import Resources, Stage, ensure_reject_columns
 from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
-__all__ = ["URL_LIST_FORMATS", "read_url_list", "run_img2dataset", "FromImg2dataset", "DEFAULT_MAX_PIXELS"]
+__all__ = [
+    "URL_LIST_FORMATS",
+    "read_url_list",
+    "run_img2dataset",
+    "FromImg2dataset",
+    "download_reason",
+    "DEFAULT_MAX_PIXELS",
+]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_PIXELS = 64_000_000
 URL_LIST_FORMATS = (".parquet", ".csv", ".tsv", ".jsonl")
 
 
@@ -136,6 +162,7 @@ def run_img2dataset(
 
     img2dataset starts its workers with `spawn`: call this from a console
     script or under an `if __name__ == "__main__":` guard, never at import.
+    A list without rows starts no img2dataset and gives no shards.
     """
     # img2dataset's workers (spawned) read these from the environment: OpenCV
     # refuses bombs before allocating; albumentations does not phone home.
@@ -183,7 +210,7 @@ def run_img2dataset(
         )
     shards = sorted(out.glob("*.parquet"))
     if not shards:
-        raise RuntimeError(f"img2dataset wrote no shards in {out}")
+        raise RuntimeError(f"img2dataset wrote no shards in {out} for {urls.num_rows} URLs")
     return shards
 
 
@@ -203,14 +230,22 @@ def _scoped_env(values: dict[str, str]):
 
 
 class FromImg2dataset(Stage):
-    """img2dataset's Parquet rows → record rows; failures flow on as `download` rejects."""
+    """img2dataset's Parquet rows → record rows; failures flow on as `download` rejects.
+
+    A row img2dataset calls a success is checked once more with a full decode
+    under `max_pixels` (`curation.images.decoded_size`): `image_truncated`,
+    `not_an_image` and `image_too_large` rejects come from there.
+    """
 
     name = "download"
     resources = Resources(cpus=1)
     batch_size = 256
 
-    def __init__(self, source: str):
+    def __init__(self, source: str, max_pixels: int = DEFAULT_MAX_PIXELS):
+        if max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive, got {max_pixels}")
         self.source = source
+        self.max_pixels = int(max_pixels)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         cols = batch.column_names
@@ -220,9 +255,19 @@ class FromImg2dataset(Stage):
         images = batch.column("jpg").to_pylist() if "jpg" in cols else [None] * n
         record_ids = batch.column("record_id").to_pylist()
         captions = batch.column("caption").to_pylist() if "caption" in cols else [None] * n
-        ok = [s == "success" and img is not None for s, img in zip(status, images)]
+        reasons: list[str | None] = [None] * n
+        details: list[str | None] = [None] * n
+        for i in range(n):
+            if status[i] != "success" or images[i] is None:
+                reasons[i] = download_reason(errors[i])
+                details[i] = (errors[i] or "").strip() or f"{status[i] or 'no status'}, no image"
+                continue
+            try:
+                decoded_size(images[i], self.max_pixels)
+            except ImageRejected as exc:
+                reasons[i], details[i] = exc.reason, exc.detail
+        ok = [r is None for r in reasons]
         image_out = [img if good else None for img, good in zip(images, ok)]
-        reasons = [None if good else _reason(errors[i] or status[i]) for i, good in enumerate(ok)]
         meta = batch.column("meta").cast(pa.string()) if "meta" in cols else pa.nulls(n, pa.string())
         table = pa.table(
             {
@@ -238,19 +283,43 @@ class FromImg2dataset(Stage):
                 **{col: _parse_annotations(batch, col) for col in STRUCTURED_ANNOTATIONS},
                 "reject_stage": pa.array([None if g else self.name for g in ok], pa.string()),
                 "reject_reason": pa.array(reasons, pa.string()),
-                "reject_detail": pa.array([None if g else status[i] for i, g in enumerate(ok)], pa.string()),
+                "reject_detail": pa.array(details, pa.string()),
             }
         )
         return ensure_reject_columns(table)
 
 
-def _reason(message: str | None) -> str:
-    """img2dataset's error message as a reason; OpenCV's pixel-limit assertion made readable."""
-    if not message:
-        return "unknown"
-    if "CV_IO_MAX_IMAGE_PIXELS" in message:
-        return "image exceeds pixel limit"
-    return message.strip().splitlines()[0]
+def download_reason(message: str | None) -> str:
+    """img2dataset's error message (urllib's, OpenCV's or its resizer's) as a reason of curation.reasons.
+
+    The message itself belongs in the reject's `detail`.
+    """
+    text = (message or "").strip()
+    lower = text.lower()
+    if not text:
+        return DOWNLOAD_ERROR
+    if "x-robots-tag" in lower:  # downloader.py: "Use of image disallowed by X-Robots-Tag directive"
+        return OPTED_OUT
+    if text.startswith("HTTP Error"):  # urllib.error.HTTPError: "HTTP Error 404: Not Found"
+        return HTTP_ERROR
+    if "timed out" in lower or "timeout" in lower:  # socket.timeout, "<urlopen error timed out>"
+        return TIMEOUT
+    if "cv_io_max_image_pixels" in lower or lower == "image area too large":  # OpenCV's limit; max_image_area
+        return IMAGE_TOO_LARGE
+    if lower == "image decoding error" or text.startswith("OpenCV("):  # cv2.imdecode gave None, or asserted
+        return NOT_AN_IMAGE
+    if lower == "image too small":  # img2dataset's min_image_size
+        return IMAGE_TOO_SMALL
+    if lower == "aspect ratio too large":  # img2dataset's max_aspect_ratio
+        return ASPECT_RATIO_TOO_LARGE
+    if (
+        "urlopen error [" in lower  # URLError around an OSError: refused, unknown host, TLS
+        or lower.startswith("[errno")  # ConnectionResetError and friends
+        or "connection" in lower  # "Remote end closed connection without response"
+        or lower.startswith("incompleteread")  # the body ended early
+    ):
+        return CONNECTION_ERROR
+    return DOWNLOAD_ERROR
 
 
 def _parse_annotations(batch: pa.Table, col: str) -> pa.Array:

@@ -1,8 +1,9 @@
 """Basic checks: minimum image side, maximum aspect ratio, caption length.
 
 Measures nothing new (width and height come with the record); drops with
-reasons `image_too_small`, `aspect_ratio_too_large`, `missing_size`,
-`caption_too_short` and `caption_too_long`. Caption checks apply to the first
+reasons `image_too_small`, `aspect_ratio_too_large`, `size_unknown` (no width
+or height), `invalid_size` (not positive), `caption_too_short` and
+`caption_too_long`. Caption checks apply to the first
 caption and only to records that have one.
 """
 
@@ -13,6 +14,14 @@ from typing import Sequence
 import pyarrow as pa
 
 from curation.errors import InputError
+from curation.reasons import (
+    ASPECT_RATIO_TOO_LARGE,
+    CAPTION_TOO_LONG,
+    CAPTION_TOO_SHORT,
+    IMAGE_TOO_SMALL,
+    INVALID_SIZE,
+    SIZE_UNKNOWN,
+)
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
@@ -50,19 +59,21 @@ class BasicFilter(Filter):
 
     def _check(self, w, h, has_image, caps) -> Drop | None:
         if has_image:
-            if not w or not h:
-                return Drop("missing_size", f"{w}x{h}")
+            if w is None or h is None:
+                return Drop(SIZE_UNKNOWN, f"{w}x{h}")
+            if w <= 0 or h <= 0:
+                return Drop(INVALID_SIZE, f"{w}x{h}")
             if min(w, h) < self.min_side:
-                return Drop("image_too_small", f"{w}x{h} < {self.min_side}")
+                return Drop(IMAGE_TOO_SMALL, f"{w}x{h} < {self.min_side}")
             ratio = max(w, h) / min(w, h)
             if ratio > self.max_aspect_ratio:
-                return Drop("aspect_ratio_too_large", f"{ratio:.2f} > {self.max_aspect_ratio:g}")
+                return Drop(ASPECT_RATIO_TOO_LARGE, f"{ratio:.2f} > {self.max_aspect_ratio:g}")
         if caps:
             cap = caps[0] or ""
             if len(cap.split()) < self.min_caption_words:
-                return Drop("caption_too_short", f"{len(cap.split())} words < {self.min_caption_words}")
+                return Drop(CAPTION_TOO_SHORT, f"{len(cap.split())} words < {self.min_caption_words}")
             if len(cap) > self.max_caption_chars:
-                return Drop("caption_too_long", f"{len(cap)} chars > {self.max_caption_chars}")
+                return Drop(CAPTION_TOO_LONG, f"{len(cap)} chars > {self.max_caption_chars}")
         return None
 
 

@@ -12,8 +12,10 @@ zero width or height on the output grid. A box partly outside is clipped to
 the image first. Quads (OCR, 8 numbers clockwise from top-left) follow the
 same rules; each corner is clamped to the image.
 
-Invalid input raises InvalidAnnotation (a ValueError) with a short `reason`
-code and a detail naming the offending value; never silently fixed.
+Invalid input raises InvalidAnnotation (a ValueError) with a `reason` of
+curation/reasons.py (`box_malformed`, `box_not_finite`, `box_empty`,
+`box_outside_image`, `box_collapsed`, the same for quads, `size_unknown`,
+`invalid_size`) and a detail naming the offending value; never silently fixed.
 """
 
 from __future__ import annotations
@@ -23,10 +25,26 @@ import math
 from fractions import Fraction
 from typing import Sequence
 
+from curation.reasons import (
+    BOX_COLLAPSED,
+    BOX_EMPTY,
+    BOX_MALFORMED,
+    BOX_NOT_FINITE,
+    BOX_OUTSIDE_IMAGE,
+    INVALID_SIZE,
+    QUAD_COLLAPSED,
+    QUAD_EMPTY,
+    QUAD_MALFORMED,
+    QUAD_NOT_FINITE,
+    QUAD_OUTSIDE_IMAGE,
+    SIZE_UNKNOWN,
+)
+
 __all__ = [
     "ROUNDINGS",
     "GRID",
     "InvalidAnnotation",
+    "check_size",
     "check_rounding",
     "quantize",
     "clip_box",
@@ -85,32 +103,40 @@ def _fmt(values: Sequence[float]) -> str:
     return "[" + ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values) + "]"
 
 
+# (malformed, not finite) reasons of each kind of geometry
+_SHAPE_REASONS = {"box": (BOX_MALFORMED, BOX_NOT_FINITE), "quad": (QUAD_MALFORMED, QUAD_NOT_FINITE)}
+
+
 def _finite(values: Sequence, n: int, what: str) -> list[float]:
+    malformed, not_finite = _SHAPE_REASONS[what]
     if values is None or len(values) != n:
-        raise InvalidAnnotation(f"invalid_{what}", f"{what} {values!r} must have {n} numbers")
+        raise InvalidAnnotation(malformed, f"{what} {values!r} must have {n} numbers")
     try:
         out = [float(v) for v in values]
     except (TypeError, ValueError):
-        raise InvalidAnnotation(f"invalid_{what}", f"{what} {values!r} holds a non-number") from None
+        raise InvalidAnnotation(malformed, f"{what} {values!r} holds a non-number") from None
     if not all(math.isfinite(v) for v in out):
-        raise InvalidAnnotation(f"invalid_{what}", f"{what} {_fmt(out)} has a non-finite value")
+        raise InvalidAnnotation(not_finite, f"{what} {_fmt(out)} has a non-finite value")
     return out
 
 
-def _check_size(width: int | None, height: int | None) -> None:
-    if not width or not height or width <= 0 or height <= 0:
-        raise InvalidAnnotation("missing_size", f"image size {width}x{height} is not positive")
+def check_size(width: int | None, height: int | None) -> None:
+    """InvalidAnnotation unless both sides are known (`size_unknown`) and positive (`invalid_size`)."""
+    if width is None or height is None:
+        raise InvalidAnnotation(SIZE_UNKNOWN, f"image size {width}x{height} is not known")
+    if width <= 0 or height <= 0:
+        raise InvalidAnnotation(INVALID_SIZE, f"image size {width}x{height} is not positive")
 
 
 def clip_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
     """Validate a pixel box and clip it to the image (spec section 3)."""
-    _check_size(width, height)
+    check_size(width, height)
     x1, y1, x2, y2 = _finite(box, 4, "box")
     if x2 <= x1 or y2 <= y1:
         side = "x2 <= x1" if x2 <= x1 else "y2 <= y1"
-        raise InvalidAnnotation("invalid_box", f"box {_fmt([x1, y1, x2, y2])}: {side}")
+        raise InvalidAnnotation(BOX_EMPTY, f"box {_fmt([x1, y1, x2, y2])}: {side}")
     if x2 <= 0 or y2 <= 0 or x1 >= width or y1 >= height:
-        raise InvalidAnnotation("invalid_box", f"box {_fmt([x1, y1, x2, y2])} lies outside the {width}x{height} image")
+        raise InvalidAnnotation(BOX_OUTSIDE_IMAGE, f"box {_fmt([x1, y1, x2, y2])} lies outside the {width}x{height} image")
     return max(0.0, x1), max(0.0, y1), min(float(width), x2), min(float(height), y2)
 
 
@@ -124,7 +150,7 @@ def grid_box(box: Sequence[float], width: int, height: int, rounding: str = "hal
         quantize(y2, height, rounding),
     )
     if q[2] <= q[0] or q[3] <= q[1]:
-        raise InvalidAnnotation("invalid_box", f"box {_fmt(list(box))} collapses to {q} on the 0-999 grid")
+        raise InvalidAnnotation(BOX_COLLAPSED, f"box {_fmt(list(box))} collapses to {q} on the 0-999 grid")
     return q
 
 
@@ -136,16 +162,16 @@ def _area2(pts: Sequence[float]) -> float:
 
 def clip_quad(quad: Sequence[float], width: int, height: int) -> list[float]:
     """Validate an 8-number quad and clamp its corners to the image."""
-    _check_size(width, height)
+    check_size(width, height)
     q = _finite(quad, 8, "quad")
     xs, ys = q[0::2], q[1::2]
     if max(xs) <= 0 or max(ys) <= 0 or min(xs) >= width or min(ys) >= height:
-        raise InvalidAnnotation("invalid_quad", f"quad {_fmt(q)} lies outside the {width}x{height} image")
+        raise InvalidAnnotation(QUAD_OUTSIDE_IMAGE, f"quad {_fmt(q)} lies outside the {width}x{height} image")
     out = []
     for x, y in zip(xs, ys):
         out += [min(float(width), max(0.0, x)), min(float(height), max(0.0, y))]
     if _area2(out) == 0:
-        raise InvalidAnnotation("invalid_quad", f"quad {_fmt(q)} has zero area")
+        raise InvalidAnnotation(QUAD_EMPTY, f"quad {_fmt(q)} has zero area")
     return out
 
 
@@ -154,7 +180,7 @@ def grid_quad(quad: Sequence[float], width: int, height: int, rounding: str = "h
     c = clip_quad(quad, width, height)
     g = tuple(quantize(v, width if i % 2 == 0 else height, rounding) for i, v in enumerate(c))
     if _area2(g) == 0:
-        raise InvalidAnnotation("invalid_quad", f"quad {_fmt(list(quad))} collapses to {g} on the 0-999 grid")
+        raise InvalidAnnotation(QUAD_COLLAPSED, f"quad {_fmt(list(quad))} collapses to {g} on the 0-999 grid")
     return g
 
 
@@ -242,5 +268,5 @@ def resized_box(
         resized_value(y2, height, rh, rounding),
     )
     if q[2] <= q[0] or q[3] <= q[1]:
-        raise InvalidAnnotation("invalid_box", f"box {_fmt(list(box))} collapses to {q} on the {rw}x{rh} resized image")
+        raise InvalidAnnotation(BOX_COLLAPSED, f"box {_fmt(list(box))} collapses to {q} on the {rw}x{rh} resized image")
     return q

@@ -41,10 +41,25 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from curation.errors import InputError
+from curation.reasons import (
+    ASPECT_RATIO_TOO_LARGE,
+    BOX_MISSING,
+    EMPTY_TEXT,
+    IMAGE_MISSING,
+    INVALID_KEY,
+    INVALID_SIZE,
+    INVALID_SPAN,
+    KEY_TOO_LONG,
+    NO_SAMPLES,
+    SPECIAL_TOKEN_IN_TEXT,
+    TOO_LONG,
+)
 from formats.coords import (
+    MAX_RATIO,
     InvalidAnnotation,
     box_text,
     check_rounding,
+    check_size,
     grid_box,
     grid_quad,
     image_pad_count,
@@ -118,8 +133,14 @@ class Rendered:
 
 @dataclass(frozen=True)
 class Rejected:
-    reason: str
+    reason: str  # one of curation/reasons.py
     detail: str
+
+
+def _unsupported_size(width: int, height: int, exc: ValueError) -> InvalidAnnotation:
+    """smart_resize refused the size: too elongated for the format, or otherwise invalid."""
+    too_long = min(width, height) > 0 and max(width, height) / min(width, height) > MAX_RATIO
+    return InvalidAnnotation(ASPECT_RATIO_TOO_LARGE if too_long else INVALID_SIZE, f"image {width}x{height}: {exc}")
 
 
 def parse_tasks(tasks: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -173,15 +194,15 @@ class Dialect:
 
     def check_key(self, key: str | None) -> None:
         if not key:
-            raise InvalidAnnotation("invalid_key", "image key (record_id) is empty")
+            raise InvalidAnnotation(INVALID_KEY, "image key (record_id) is empty")
         n = len(key.encode("utf-8"))
         if n > MAX_KEY_BYTES:
-            raise InvalidAnnotation("key_too_long", f"image key is {n} UTF-8 bytes > {MAX_KEY_BYTES}: {key[:60]!r}...")
+            raise InvalidAnnotation(KEY_TOO_LONG, f"image key is {n} UTF-8 bytes > {MAX_KEY_BYTES}: {key[:60]!r}...")
         special = self.tokenizer.find_special(key)
         if special:
-            raise InvalidAnnotation("invalid_key", f"image key {key!r} contains the special token {special}")
+            raise InvalidAnnotation(INVALID_KEY, f"image key {key!r} contains the special token {special}")
         if unicodedata.normalize("NFC", key) != key:
-            raise InvalidAnnotation("invalid_key", f"image key {key!r} is not in Unicode NFC form (the Qwen tokenizer normalizes it)")
+            raise InvalidAnnotation(INVALID_KEY, f"image key {key!r} is not in Unicode NFC form (the Qwen tokenizer normalizes it)")
 
     def pads(self, width: int, height: int) -> int | None:
         """`<|image_pad|>` count of one image (Qwen2 formats); None for Qwen-VL."""
@@ -203,14 +224,14 @@ class Qwen2Dialect(Dialect):
 
     def check_key(self, key: str | None) -> None:
         if not key:
-            raise InvalidAnnotation("invalid_key", "image key (record_id) is empty")
+            raise InvalidAnnotation(INVALID_KEY, "image key (record_id) is empty")
 
     def pads(self, width: int, height: int) -> int:
         o = self.options
         try:
             return image_pad_count(height, width, min_pixels=o.min_pixels, max_pixels=o.max_pixels)
         except ValueError as exc:
-            raise InvalidAnnotation("invalid_size", f"image {width}x{height}: {exc}") from None
+            raise _unsupported_size(width, height, exc) from None
 
 
 class Qwen25Dialect(Qwen2Dialect):
@@ -222,7 +243,7 @@ class Qwen25Dialect(Qwen2Dialect):
         try:
             hw = smart_resize(height, width, min_pixels=o.min_pixels, max_pixels=o.max_pixels)
         except ValueError as exc:
-            raise InvalidAnnotation("invalid_size", f"image {width}x{height}: {exc}") from None
+            raise _unsupported_size(width, height, exc) from None
         return resized_box(box, width, height, hw, o.rounding)
 
     def quad_values(self, quad: Sequence[float], width: int, height: int) -> tuple[int, ...]:
@@ -304,11 +325,11 @@ class _Context:
     def text(self, value: Any, what: str) -> str:
         """A free text, stripped; empty or holding a special-token string is invalid."""
         if not isinstance(value, str) or not value.strip():
-            raise InvalidAnnotation("empty_text", f"{what} is empty")
+            raise InvalidAnnotation(EMPTY_TEXT, f"{what} is empty")
         value = unicodedata.normalize("NFC", value.strip())
         special = self.d.tokenizer.find_special(value)
         if special:
-            raise InvalidAnnotation("special_token_in_text", f"{what} {value[:60]!r} contains {special}")
+            raise InvalidAnnotation(SPECIAL_TOKEN_IN_TEXT, f"{what} {value[:60]!r} contains {special}")
         return value
 
     def cached(self, name: str, make: Callable[[], Any]) -> Any:
@@ -327,7 +348,7 @@ class _Context:
                     phrase = self.text(reg.get("phrase"), "phrase")
                     boxes = reg.get("boxes") or []
                     if not boxes:
-                        raise InvalidAnnotation("no_boxes", f"phrase {phrase[:60]!r} has no box")
+                        raise InvalidAnnotation(BOX_MISSING, f"phrase {phrase[:60]!r} has no box")
                     values = []
                     for j, box in enumerate(boxes):
                         try:
@@ -412,20 +433,20 @@ def _grounded_text(c: _Context, gc: Mapping[str, Any]) -> tuple[str, list[tuple[
     """The caption with its phrases wrapped (tag dialects) or plain + JSON items."""
     raw = gc.get("text")
     if not isinstance(raw, str) or not raw.strip():
-        raise InvalidAnnotation("empty_text", "grounded caption is empty")
+        raise InvalidAnnotation(EMPTY_TEXT, "grounded caption is empty")
     lead = len(raw) - len(raw.lstrip())
     text = raw.strip()
     spans = []
     for j, sp in enumerate(gc.get("spans") or []):
         start, end = sp.get("start"), sp.get("end")
         if start is None or end is None:
-            raise InvalidAnnotation("invalid_span", f"spans[{j}] has no start or end")
+            raise InvalidAnnotation(INVALID_SPAN, f"spans[{j}] has no start or end")
         s, e = max(0, start - lead), min(len(text), end - lead)
         if not 0 <= start < end <= len(raw) or s >= e:
-            raise InvalidAnnotation("invalid_span", f"spans[{j}] ({start}, {end}) is empty or outside the {len(raw)}-character text")
+            raise InvalidAnnotation(INVALID_SPAN, f"spans[{j}] ({start}, {end}) is empty or outside the {len(raw)}-character text")
         spans.append((s, e, j, sp.get("boxes") or []))
     if not spans:
-        raise InvalidAnnotation("invalid_span", "grounded caption has no span")
+        raise InvalidAnnotation(INVALID_SPAN, "grounded caption has no span")
     spans.sort()
     w, h = c.size
     pieces: list[str] = []
@@ -433,13 +454,13 @@ def _grounded_text(c: _Context, gc: Mapping[str, Any]) -> tuple[str, list[tuple[
     pos = 0
     for s, e, j, boxes in spans:
         if s < pos:
-            raise InvalidAnnotation("invalid_span", f"spans[{j}] ({s + lead}, {e + lead}) overlaps the span before it")
+            raise InvalidAnnotation(INVALID_SPAN, f"spans[{j}] ({s + lead}, {e + lead}) overlaps the span before it")
         seg = text[s:e]
         phrase = seg.strip()
         if not phrase:
-            raise InvalidAnnotation("invalid_span", f"spans[{j}] ({s + lead}, {e + lead}) covers only spaces")
+            raise InvalidAnnotation(INVALID_SPAN, f"spans[{j}] ({s + lead}, {e + lead}) covers only spaces")
         if not boxes:
-            raise InvalidAnnotation("no_boxes", f"spans[{j}] {phrase[:60]!r} has no box")
+            raise InvalidAnnotation(BOX_MISSING, f"spans[{j}] {phrase[:60]!r} has no box")
         values = []
         for k, box in enumerate(boxes):
             try:
@@ -460,7 +481,7 @@ def _grounded_text(c: _Context, gc: Mapping[str, Any]) -> tuple[str, list[tuple[
     items = [(unicodedata.normalize("NFC", p), v) for p, v in items]
     special = c.d.tokenizer.find_special(text)
     if special:
-        raise InvalidAnnotation("special_token_in_text", f"grounded caption {text[:60]!r} contains {special}")
+        raise InvalidAnnotation(SPECIAL_TOKEN_IN_TEXT, f"grounded caption {text[:60]!r} contains {special}")
     return rendered, items
 
 
@@ -573,13 +594,12 @@ def render_record(
             if "text" in tasks:
                 samples = _text(c)
         elif any(record.get(a) for a in _ANNOTATIONS):
-            return [], [Rejected("missing_image", "record has annotations but no image bytes")]
+            return [], [Rejected(IMAGE_MISSING, "record has annotations but no image bytes")]
     else:
         try:
             dialect.check_key(record.get("record_id"))
             w, h = record.get("width"), record.get("height")
-            if not w or not h or w <= 0 or h <= 0:
-                raise InvalidAnnotation("missing_size", f"image size {w}x{h} is not positive")
+            check_size(w, h)
             dialect.pads(w, h)
         except InvalidAnnotation as exc:
             return [], [Rejected(exc.reason, exc.detail)]
@@ -588,7 +608,7 @@ def render_record(
             if fn is not None:
                 samples.extend(fn(c))
     if not samples and not c.rejected:
-        c.rejected.append(Rejected("no_samples", f"no annotation for tasks {','.join(tasks)}"))
+        c.rejected.append(Rejected(NO_SAMPLES, f"no annotation for tasks {','.join(tasks)}"))
     return samples, c.rejected
 
 
@@ -602,7 +622,7 @@ def render_counted(
     for s in samples:
         n = dialect.tokenizer.count(s.prompt + s.target, pads if s.task != "text" else [])
         if max_tokens is not None and n > max_tokens:
-            rejected.append(Rejected("too_long", f"{s.task}[{s.index}] has {n} tokens > {max_tokens} (never truncated)"))
+            rejected.append(Rejected(TOO_LONG, f"{s.task}[{s.index}] has {n} tokens > {max_tokens} (never truncated)"))
             continue
         counted.append((s, n))
     return counted, rejected

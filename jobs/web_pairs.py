@@ -94,7 +94,7 @@ def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_ex
 
 def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
     reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels)
-    return Pipeline(reader, [FromImg2dataset(cfg.source), *after], task_cpus=cfg.task_cpus)
+    return Pipeline(reader, [FromImg2dataset(cfg.source, cfg.max_pixels), *after], task_cpus=cfg.task_cpus)
 
 
 def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline) -> dict:

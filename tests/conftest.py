@@ -23,3 +23,19 @@ def local_ray():
     import ray
 
     yield ray
+
+
+@pytest.fixture(scope="session")
+def assert_known_reasons():
+    """check(DATASET_DIR or reject rows): every reject reason is one of curation/reasons.py; returns the rows."""
+    from curation.dataset import Dataset
+    from curation.reasons import REASONS
+
+    def check(rejects):
+        if isinstance(rejects, (str, Path)):
+            rejects = Dataset(rejects).read("rejects").to_pylist()
+        unknown = sorted({r["reason"] for r in rejects} - set(REASONS))
+        assert not unknown, f"reject reasons not defined in curation/reasons.py: {unknown}"
+        return rejects
+
+    return check

@@ -46,7 +46,7 @@ REJECT_BATCH = 10_000
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from curation.importers import kinds
-    from curation.importers.images import DEFAULT_MAX_PIXELS
+    from curation.images import DEFAULT_MAX_PIXELS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="annotation files, folders or shards; KIND=PATH gives one its own kind")
     parser.add_argument("--kind", help=f"kind of the sources without KIND= ({', '.join(kinds())})")
@@ -213,7 +213,8 @@ def ingest(
     """Run the importers of `groups` into the dataset directory `out`; return the manifest."""
     from curation.dataset import DatasetWriter
     from curation.importers import get_importer
-    from curation.importers.images import DEFAULT_MAX_PIXELS, LoadImages
+    from curation.images import DEFAULT_MAX_PIXELS
+    from curation.importers.images import LoadImages
 
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
     roots = _image_roots(images, importers)

@@ -17,19 +17,30 @@ A *partial* is a plain dict with the record columns it knows (`record_id`,
 
 `Merger` joins the partials of one record_id across files (captions, QA and
 regions of one COCO image end in one record) and `validate_record` turns
-invalid annotations into rejects with reasons, never fixing them.
+invalid annotations into rejects with reasons, never fixing them. A record
+whose annotated size is invalid (-640, 0, 2.5, "640", NaN, 1e30) is rejected
+as a whole (`invalid_size`, the value in the detail). Reasons are those of
+`curation.reasons`.
 """
 
 from __future__ import annotations
 
 import abc
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 from curation.errors import InputError
-from curation.importers.boxes import box_problem, quad_problem
+from curation.importers.boxes import box_problem, quad_problem, size_problem
+from curation.reasons import (
+    BOX_MISSING,
+    EMPTY_TEXT,
+    IMAGE_UNKNOWN,
+    INVALID_SIZE,
+    INVALID_SPAN,
+    NO_ANNOTATIONS,
+    SIZE_CONFLICT,
+)
 from curation.schema import ANNOTATION_COLUMNS, make_reject
 
 __all__ = [
@@ -134,7 +145,7 @@ def merge_into(a: dict, b: dict) -> dict:
     if b.get("width") is not None and b.get("height") is not None:
         if a.get("width") is None or a.get("height") is None:
             a["width"], a["height"] = b["width"], b["height"]
-        elif (int(a["width"]), int(a["height"])) != (int(b["width"]), int(b["height"])):
+        elif (a["width"], a["height"]) != (b["width"], b["height"]):  # compared as given: no int() of bad values
             a.setdefault("size_conflict", []).append([b["width"], b["height"]])
     for name in b.get("image_files") or ():
         if name not in a["image_files"]:
@@ -149,15 +160,36 @@ def _short(text: Any, n: int = 60) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def _size_reject(p: dict, width: Any, height: Any, stage: str) -> dict | None:
+    """An `invalid_size` reject of the whole record when `width` x `height` is invalid, else None."""
+    problem = size_problem(width, height)
+    if problem is None:
+        return None
+    image = f"{p['image_files'][0]}: " if p.get("image_files") else ""
+    detail = f"{image}{problem} (size {width!r} x {height!r}; {count_items(p)} annotations)"
+    return make_reject(p["record_id"], stage, INVALID_SIZE, detail, source=p["source"])
+
+
+def _dropped_whole(p: dict) -> dict:
+    return dict(p, **{k: [] for k in ANNOTATION_LISTS}, text=None)
+
+
 def validate_record(
     p: dict, stage: str = INGEST_STAGE, width: int | None = None, height: int | None = None
 ) -> tuple[dict, list[dict]]:
     """Drop invalid annotations from a partial; return (partial, one reject per dropped annotation).
 
-    A region (or grounded caption, or OCR item) with any invalid box is dropped
-    as a whole. The outside-the-image check uses `width` x `height`, by default
-    the partial's own size, and is skipped when no size is known yet.
+    An invalid annotated size (the partial's own `width`/`height`) drops the
+    whole record with one `invalid_size` reject; a valid one is made an int
+    (640.0 -> 640). A region (or grounded caption, or OCR item) with any
+    invalid box is dropped as a whole. The outside-the-image check uses
+    `width` x `height`, by default the partial's own size, and is skipped
+    when no size is known yet.
     """
+    bad_size = _size_reject(p, p.get("width"), p.get("height"), stage)
+    if bad_size is not None:
+        return _dropped_whole(p), [bad_size]
+    p = dict(p, **{k: int(p[k]) for k in ("width", "height") if p.get(k) is not None})
     width = p.get("width") if width is None else width
     height = p.get("height") if height is None else height
     rid, source = p["record_id"], p["source"]
@@ -169,24 +201,24 @@ def validate_record(
     captions = []
     for c in p.get("captions") or ():
         if not isinstance(c, str) or not c.strip():
-            reject("empty_text", f"caption {c!r}")
+            reject(EMPTY_TEXT, f"caption {c!r}")
         else:
             captions.append(c)
     qa = []
     for item in p.get("qa") or ():
         q, a = item.get("question"), item.get("answer")
         if not isinstance(q, str) or not q.strip() or not isinstance(a, str) or not a.strip():
-            reject("empty_text", f"question {_short(q)!r} answer {_short(a)!r}")
+            reject(EMPTY_TEXT, f"question {_short(q)!r} answer {_short(a)!r}")
         else:
             qa.append(item)
     regions = []
     for r in p.get("regions") or ():
         phrase, boxes = r.get("phrase"), r.get("boxes") or []
         if not isinstance(phrase, str) or not phrase.strip():
-            reject("empty_text", f"region phrase {phrase!r}")
+            reject(EMPTY_TEXT, f"region phrase {phrase!r}")
             continue
         if not boxes:
-            reject("box_missing", f"region {_short(phrase)!r} has no box")
+            reject(BOX_MISSING, f"region {_short(phrase)!r} has no box")
             continue
         problems = [(b, box_problem(b, width, height)) for b in boxes]
         bad = [(b, why) for b, why in problems if why]
@@ -198,15 +230,15 @@ def validate_record(
     for g in p.get("grounded_captions") or ():
         text = g.get("text")
         if not isinstance(text, str) or not text.strip():
-            reject("empty_text", f"grounded caption {text!r}")
+            reject(EMPTY_TEXT, f"grounded caption {text!r}")
             continue
         why = None
         for s in g.get("spans") or ():
             if not (0 <= int(s["start"]) < int(s["end"]) <= len(text)):
-                why = ("span_outside_text", f"span {s['start']}:{s['end']} of a {len(text)}-character caption")
+                why = (INVALID_SPAN, f"span {s['start']}:{s['end']} of a {len(text)}-character caption")
                 break
             if not s.get("boxes"):
-                why = ("box_missing", f"span {text[s['start']:s['end']]!r} has no box")
+                why = (BOX_MISSING, f"span {text[s['start']:s['end']]!r} has no box")
                 break
             bad = [(b, box_problem(b, width, height)) for b in s["boxes"]]
             bad = [(b, w) for b, w in bad if w]
@@ -221,7 +253,7 @@ def validate_record(
     for o in p.get("ocr") or ():
         text = o.get("text")
         if not isinstance(text, str) or not text.strip():
-            reject("empty_text", f"OCR item {text!r}")
+            reject(EMPTY_TEXT, f"OCR item {text!r}")
             continue
         why = quad_problem(o.get("quad"), width, height)
         if why:
@@ -314,23 +346,30 @@ class Merger:
             yield from self._finish_one(p)
         self.open = {}
         for rid, p in self.waiting.items():
-            self.counts["no_annotations"] += 1
-            yield "reject", make_reject(rid, INGEST_STAGE, "no_annotations", "the image is listed but no annotation refers to it", source=p["source"])
+            self.counts[NO_ANNOTATIONS] += 1
+            yield "reject", make_reject(rid, INGEST_STAGE, NO_ANNOTATIONS, "the image is listed but no annotation refers to it", source=p["source"])
         self.waiting = {}
 
     def _finish_one(self, p: dict) -> Iterator[Item]:
         rid, source = p["record_id"], p["source"]
         if not p.get("declared"):
             refs = p.get("refs") or [f"annotation {i}" for i in range(count_items(p))]
-            self.counts["image_unknown"] += len(refs)
+            self.counts[IMAGE_UNKNOWN] += len(refs)
             for ref in refs:
-                yield "reject", make_reject(rid, INGEST_STAGE, "image_unknown", f"{ref}: the image is not in the annotation file's list of images", source=source)
+                yield "reject", make_reject(rid, INGEST_STAGE, IMAGE_UNKNOWN, f"{ref}: the image is not in the annotation file's list of images", source=source)
             return
+        # an invalid size, the record's own or one that conflicts with it, before the conflict itself
+        for w, h in [(p.get("width"), p.get("height")), *(p.get("size_conflict") or ())]:
+            bad_size = _size_reject(p, w, h, INGEST_STAGE)
+            if bad_size is not None:
+                self.counts[INVALID_SIZE] += 1
+                yield "reject", bad_size
+                return
         if p.get("size_conflict"):
             n = count_items(p)
-            self.counts["size_conflict"] += n
+            self.counts[SIZE_CONFLICT] += n
             detail = f"annotation files disagree on the size: {p['width']}x{p['height']} and " + ", ".join(f"{w}x{h}" for w, h in p["size_conflict"])
-            yield "reject", make_reject(rid, INGEST_STAGE, "size_conflict", f"{detail} ({n} annotations)", source=source)
+            yield "reject", make_reject(rid, INGEST_STAGE, SIZE_CONFLICT, f"{detail} ({n} annotations)", source=source)
             return
         p, rejects = validate_record(p)
         for r in rejects:
@@ -340,10 +379,3 @@ class Merger:
             return
         self.counts["records"] += 1
         yield "record", p
-
-
-def meta_json(p: dict) -> str | None:
-    meta = p.get("meta")
-    if not meta:
-        return None
-    return json.dumps(meta, sort_keys=True, ensure_ascii=False)

@@ -12,6 +12,7 @@ from typing import Iterator
 from curation.importers._coco import coco_image_partial
 from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.jsonstream import iter_members
+from curation.reasons import INVALID_ANNOTATION
 
 __all__ = ["CocoCaptions"]
 
@@ -32,7 +33,7 @@ class CocoCaptions(Importer):
                         yield self.reject(None, "invalid_annotation", f"annotation {value!r:.60} is not a JSON object", path)
                         continue
                     if "caption" not in value or "image_id" not in value:
-                        yield self.reject(value.get("image_id"), "invalid_annotation", f"annotation {value.get('id')} has no caption or image_id", path)
+                        yield self.reject(value.get("image_id"), INVALID_ANNOTATION, f"annotation {value.get('id')} has no caption or image_id", path)
                         continue
                     yield "record", partial(
                         self.rid(value["image_id"]),

@@ -17,6 +17,7 @@ from curation.importers._coco import coco_image_partial
 from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.boxes import xywh_to_xyxy
 from curation.importers.jsonstream import iter_members
+from curation.reasons import CATEGORY_UNKNOWN, INVALID_ANNOTATION
 
 __all__ = ["CocoInstances"]
 
@@ -43,7 +44,7 @@ class CocoInstances(Importer):
                         yield self.reject(None, "invalid_annotation", f"annotation {value!r:.60} is not a JSON object", path)
                         continue
                     if "bbox" not in value or "image_id" not in value or "category_id" not in value:
-                        yield self.reject(value.get("image_id"), "invalid_annotation", f"annotation {value.get('id')} lacks bbox, image_id or category_id", path)
+                        yield self.reject(value.get("image_id"), INVALID_ANNOTATION, f"annotation {value.get('id')} lacks bbox, image_id or category_id", path)
                         continue
                     bbox = value["bbox"]
                     box = xywh_to_xyxy(*bbox) if isinstance(bbox, list) and len(bbox) == 4 else None
@@ -54,7 +55,7 @@ class CocoInstances(Importer):
                     name = categories.get(cat_id)
                     if name is None:
                         for ann_id, _, _ in anns:
-                            yield self.reject(image_id, "category_unknown", f"annotation {ann_id}: category {cat_id} is not in the file's categories", path)
+                            yield self.reject(image_id, CATEGORY_UNKNOWN, f"annotation {ann_id}: category {cat_id} is not in the file's categories", path)
                         continue
                     regions.append({"phrase": name, "boxes": [b for _, b, _ in anns]})
                     refs.extend(f"{path.name}: instance {ann_id} ({name})" for ann_id, _, _ in anns)

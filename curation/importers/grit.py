@@ -4,7 +4,9 @@ A row has `caption`, `noun_chunks` (`[start, end, x1, y1, x2, y2, score]`,
 box corners on the 0-1 scale), the original `width` and `height`, and `url`,
 `key` / `id`. Chunks with the same character span become one span with all
 their boxes; boxes are converted to pixels of `width` x `height`. A row with
-no size cannot be converted and is rejected (`size_unknown`), never guessed.
+no size cannot be converted and is rejected (`size_unknown`), never guessed;
+one with a size that is not a positive whole number is rejected
+(`invalid_size`).
 Parquet is read one row group batch at a time and JSON lines one line at a
 time: memory holds one batch.
 """
@@ -15,8 +17,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from curation.importers.base import Importer, Item, open_parquet, partial
-from curation.importers.boxes import as_numbers, normalised_to_pixels
+from curation.importers.boxes import as_numbers, normalised_to_pixels, size_problem
 from curation.importers.jsonstream import iter_jsonl
+from curation.reasons import BOX_MALFORMED, EMPTY_TEXT, INVALID_SIZE, SIZE_UNKNOWN
 
 __all__ = ["Grit", "iter_rows"]
 
@@ -50,11 +53,16 @@ class Grit(Importer):
                 caption = row.get("caption")
                 width, height = row.get("width"), row.get("height")
                 if not isinstance(caption, str) or not caption.strip():
-                    yield self.reject(ident, "empty_text", f"{where}: no caption", path)
+                    yield self.reject(ident, EMPTY_TEXT, f"{where}: no caption", path)
                     continue
-                if as_numbers([width, height], 2) is None or not width or not height:
-                    yield self.reject(ident, "size_unknown", f"{where}: no numeric width/height to convert its 0-1 boxes", path)
+                if width is None or height is None:
+                    yield self.reject(ident, SIZE_UNKNOWN, f"{where}: no width/height to convert its 0-1 boxes", path)
                     continue
+                problem = size_problem(width, height)
+                if problem:
+                    yield self.reject(ident, INVALID_SIZE, f"{where}: {problem} (size {width!r} x {height!r})", path)
+                    continue
+                width, height = int(width), int(height)
                 spans: dict[tuple[int, int], list] = {}
                 bad = None
                 for chunk in row.get("noun_chunks") or []:
@@ -63,9 +71,9 @@ class Grit(Importer):
                         bad = f"noun chunk {chunk!r} is not [start, end, x1, y1, x2, y2, ...]"
                         break
                     start, end = int(nums[0]), int(nums[1])
-                    spans.setdefault((start, end), []).append(normalised_to_pixels(nums[2:6], int(width), int(height)))
+                    spans.setdefault((start, end), []).append(normalised_to_pixels(nums[2:6], width, height))
                 if bad:
-                    yield self.reject(ident, "box_malformed", f"{where}: {bad}", path)
+                    yield self.reject(ident, BOX_MALFORMED, f"{where}: {bad}", path)
                     continue
                 url = row.get("url")
                 files = [f"{row['key']}.jpg"] if row.get("key") else []
@@ -78,8 +86,8 @@ class Grit(Importer):
                 yield "record", partial(
                     self.rid(ident),
                     self.source,
-                    width=int(width),
-                    height=int(height),
+                    width=width,
+                    height=height,
                     url=url,
                     image_files=files,
                     declared=True,

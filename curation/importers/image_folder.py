@@ -19,6 +19,7 @@ import json
 from typing import Iterator
 
 from curation.importers.base import Importer, Item, partial
+from curation.reasons import INVALID_ANNOTATION
 from curation.schema import STRUCTURED_ANNOTATIONS
 
 __all__ = ["ImageFolder", "IMAGE_SUFFIXES"]
@@ -58,7 +59,7 @@ class ImageFolder(Importer):
                         side = json.loads(js.read_text(encoding="utf-8"))
                     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
                         self.items_read += 1
-                        yield self.reject(ident, "invalid_annotation", f"{rel.with_suffix('.json')}: not JSON: {exc}", None)
+                        yield self.reject(ident, INVALID_ANNOTATION, f"{rel.with_suffix('.json')}: not JSON: {exc}", None)
                         side = None
                     if isinstance(side, dict):
                         caps = side.get("captions") or ([side["caption"]] if isinstance(side.get("caption"), str) else [])

@@ -7,14 +7,18 @@ row the stage
 
 - finds the image (the row's own bytes, else the first candidate file under
   one of the image roots; names that climb out of a root are not followed),
-- reads its header with PIL (no decoding) under a pixel limit,
+- checks it with `curation.images.decoded_size`: the header under a pixel
+  limit, then a full decode (a JPEG at 1/8 scale), so that a truncated or
+  corrupt file is rejected here and not in the CLIP stage,
 - sets `image`, `sha256`, `width`, `height` from the image,
 - scales boxes and quads when the annotation gave a different size of the same
   aspect ratio (a resized copy of the image); rejects the record
   (`size_mismatch`) when the aspect ratio differs,
 - checks the boxes against the image frame when the annotation gave no size,
 - marks the row as a reject (`image_missing`, `image_unreadable`,
-  `image_too_large`, `size_mismatch`, `size_unknown`) with the reason.
+  `not_an_image`, `image_truncated`, `image_too_large`, `size_mismatch`,
+  `size_unknown`, `annotations_rejected`; see curation/reasons.py) with the
+  reason.
 
 Without image roots (no `--images`) the record keeps the annotation's size
 and URL and no bytes. The stage never imports Ray.
@@ -23,7 +27,6 @@ and URL and no bytes. The stage never imports Ray.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from pathlib import Path
@@ -31,15 +34,15 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 
+from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
 from curation.importers.base import ANNOTATION_LISTS, count_items, validate_record
 from curation.importers.boxes import scale_boxes
+from curation.reasons import ANNOTATIONS_REJECTED, IMAGE_MISSING, IMAGE_UNREADABLE, SIZE_MISMATCH, SIZE_UNKNOWN
 from curation.runtime import Resources, Stage
-from curation.schema import RECORD_SCHEMA, REJECT_COLUMNS, make_reject
+from curation.schema import RECORD_SCHEMA, REJECT_COLUMNS
 
 __all__ = [
     "WORK_SCHEMA",
-    "WORKING_COLUMNS",
-    "DEFAULT_MAX_PIXELS",
     "IMAGES_STAGE",
     "LoadImages",
     "partial_to_row",
@@ -49,9 +52,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IMAGES_STAGE = "images"
-# PIL's own default limit (Image.MAX_IMAGE_PIXELS): about 89 megapixels.
-DEFAULT_MAX_PIXELS = 89_478_485
-WORKING_COLUMNS = ("image_files", "item_rejects")
 WORK_SCHEMA = pa.schema(
     list(RECORD_SCHEMA)
     + [pa.field("image_files", pa.list_(pa.string())), pa.field("item_rejects", pa.string())]
@@ -72,22 +72,12 @@ def partial_to_row(p: dict) -> dict[str, Any]:
     return row
 
 
-def image_size(data: bytes, max_pixels: int) -> tuple[int, int] | tuple[None, str]:
-    """(width, height) from the image header, or (None, reason)."""
-    from PIL import Image, UnidentifiedImageError
-
+def image_size(data: bytes, max_pixels: int) -> tuple[int, int] | tuple[None, str, str]:
+    """(width, height) of an image that decodes fully, or (None, reason, detail)."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-    except Image.DecompressionBombError:
-        return None, "image_too_large"
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return None, "image_unreadable"
-    if w <= 0 or h <= 0:
-        return None, "image_unreadable"
-    if w * h > max_pixels:
-        return None, "image_too_large"
-    return w, h
+        return decoded_size(data, max_pixels)
+    except ImageRejected as exc:
+        return None, exc.reason, exc.detail
 
 
 def _conform_work(batch: pa.Table) -> pa.Table:
@@ -211,21 +201,21 @@ class LoadImages(Stage):
             path = self._find(names)
             if path is None:
                 if rid in self.errors:
-                    return "drop", "image_missing", f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)"
-                return "drop", "image_missing", f"none of {names} under {', '.join(str(r) for r in self.roots)} ({n} annotations)"
+                    return "drop", IMAGE_MISSING, f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)"
+                return "drop", IMAGE_MISSING, f"none of {names} under {', '.join(str(r) for r in self.roots)} ({n} annotations)"
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                return "drop", "image_unreadable", f"{path}: {exc.strerror or exc} ({n} annotations)"
+                return "drop", IMAGE_UNREADABLE, f"{path}: {exc.strerror or exc} ({n} annotations)"
             new_url = self.urls.get(rid)
         ann_w, ann_h = row["width"], row["height"]
         if data is None:
             if (ann_w is None or ann_h is None) and row["geometry"]:
-                return "drop", "size_unknown", f"no image and no size in the annotation to place its boxes ({n} annotations)"
+                return "drop", SIZE_UNKNOWN, f"no image and no size in the annotation to place its boxes ({n} annotations)"
             return ("keep",)
         size = image_size(data, self.max_pixels)
         if size[0] is None:
-            return "drop", size[1], f"{names[0] if names else 'image bytes'}: {size[1].replace('_', ' ')} (limit {self.max_pixels} pixels; {n} annotations)"
+            return "drop", size[1], f"{names[0] if names else 'image bytes'}: {size[2]} ({n} annotations)"
         w, h = size
         if ann_w and ann_h and (ann_w, ann_h) != (w, h):
             return None  # scale or size_mismatch: row path
@@ -246,33 +236,33 @@ class LoadImages(Stage):
             rid = row["record_id"]
             if path is None:
                 if rid in self.errors:
-                    self._drop(row, "image_missing", f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)")
+                    self._drop(row, IMAGE_MISSING, f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)")
                     return
                 where = ", ".join(str(r) for r in self.roots)
-                self._drop(row, "image_missing", f"none of {names} under {where} ({n} annotations)")
+                self._drop(row, IMAGE_MISSING, f"none of {names} under {where} ({n} annotations)")
                 return
             if rid in self.urls:
                 row["url"] = self.urls[rid]
             try:
                 data = path.read_bytes()
             except OSError as exc:
-                self._drop(row, "image_unreadable", f"{path}: {exc.strerror or exc} ({n} annotations)")
+                self._drop(row, IMAGE_UNREADABLE, f"{path}: {exc.strerror or exc} ({n} annotations)")
                 return
         ann_w, ann_h = row.get("width"), row.get("height")
         if data is None:
             if (ann_w is None or ann_h is None) and _has_geometry(row):
-                self._drop(row, "size_unknown", f"no image and no size in the annotation to place its boxes ({n} annotations)")
+                self._drop(row, SIZE_UNKNOWN, f"no image and no size in the annotation to place its boxes ({n} annotations)")
             return
         size = image_size(data, self.max_pixels)
         if size[0] is None:
-            self._drop(row, size[1], f"{names[0] if names else 'image bytes'}: {size[1].replace('_', ' ')} (limit {self.max_pixels} pixels; {n} annotations)")
+            self._drop(row, size[1], f"{names[0] if names else 'image bytes'}: {size[2]} ({n} annotations)")
             return
         w, h = size
         meta = json.loads(row["meta"]) if row.get("meta") else {}
         if ann_w and ann_h and (ann_w, ann_h) != (w, h):
             sx, sy = w / ann_w, h / ann_h
             if abs(sx - sy) > _ASPECT_TOLERANCE * max(sx, sy):
-                self._drop(row, "size_mismatch", f"annotation says {ann_w}x{ann_h}, the image is {w}x{h} ({n} annotations)")
+                self._drop(row, SIZE_MISMATCH, f"annotation says {ann_w}x{ann_h}, the image is {w}x{h} ({n} annotations)")
                 return
             _scale_record(row, sx, sy)
             meta["annotation_size"] = [ann_w, ann_h]
@@ -284,7 +274,7 @@ class LoadImages(Stage):
                     row[k] = checked[k]
                 row["item_rejects"] = json.dumps(rejects, ensure_ascii=False)
                 if count_items(row) == 0:
-                    self._drop(row, "annotations_rejected", f"all {len(rejects)} annotations of the image were rejected")
+                    self._drop(row, ANNOTATIONS_REJECTED, f"all {len(rejects)} annotations of the image were rejected")
                     return
         row["image"] = data
         row["sha256"] = hashlib.sha256(data).hexdigest()
@@ -301,7 +291,3 @@ def item_rejects(batch: pa.Table) -> list[dict]:
         if value:
             out.extend(json.loads(value))
     return out
-
-
-def annotations_reject(rid: str, source: str, reason: str, detail: str) -> dict:
-    return make_reject(rid, IMAGES_STAGE, reason, detail, source=source)

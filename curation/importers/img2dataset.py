@@ -4,10 +4,13 @@
     OUT/00000.parquet  (key, url, caption, status, jpg, ...)  output_format=parquet
 
 The source is the output folder (or single shard files). Samples whose
-`status` is not `success` are rejected with img2dataset's `error_message`
-(`download_failed`). The record id is `SOURCE:` + img2dataset's `key`; the
-caption is the sample's `txt` / `caption`. The image bytes come from the
-shard, so `--images` is not needed. Shards are read one sample (tar) or one
+`status` is not `success` are rejected with the reason that `curate download`
+gives the same error (`http_error`, `timeout`, `not_an_image`, ...; see
+`curation.download.download_reason`) and img2dataset's `error_message` in the
+detail. The record id is `SOURCE:` + img2dataset's `key`; the caption is the
+sample's `txt` / `caption`. The image bytes come from the shard, so
+`--images` is not needed; the image stage checks them like any other (full
+decode). Shards are read one sample (tar) or one
 batch (Parquet) at a time: memory holds one batch of images.
 """
 
@@ -18,8 +21,10 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from curation.download import download_reason
 from curation.errors import InputError
 from curation.importers.base import Importer, Item, open_parquet, partial
+from curation.reasons import INVALID_ANNOTATION, NO_ANNOTATIONS
 
 __all__ = ["Img2Dataset"]
 
@@ -59,15 +64,16 @@ class Img2Dataset(Importer):
         self.items_read += 1
         key = meta.get("key")
         if key is None:
-            yield self.reject(None, "invalid_annotation", "a sample without a key", shard)
+            yield self.reject(None, INVALID_ANNOTATION, "a sample without a key", shard)
             return
         status = meta.get("status", "success")
         if status != "success" or image is None:
-            yield self.reject(key, "download_failed", f"sample {key}: {meta.get('error_message') or status or 'no image'}", shard)
+            message = (meta.get("error_message") or "").strip() or f"{status or 'no status'}, no image"
+            yield self.reject(key, download_reason(meta.get("error_message")), f"sample {key}: {message}", shard)
             return
         extra = {k: v for k, v in meta.items() if k not in ("key", "url", "caption", "status", "error_message", "width", "height", "jpg", "txt", "json")}
         if caption is None:
-            yield self.reject(key, "no_annotations", f"sample {key} has no caption", shard)
+            yield self.reject(key, NO_ANNOTATIONS, f"sample {key} has no caption", shard)
             return
         p = partial(
             self.rid(key),

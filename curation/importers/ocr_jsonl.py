@@ -18,6 +18,7 @@ from typing import Iterator
 from curation.importers.base import Importer, Item, partial
 from curation.importers.boxes import as_numbers, box_to_quad
 from curation.importers.jsonstream import iter_jsonl
+from curation.reasons import BOX_MALFORMED, BOX_MISSING, INVALID_ANNOTATION
 
 __all__ = ["OcrJsonl"]
 
@@ -31,7 +32,7 @@ class OcrJsonl(Importer):
             for n, line in iter_jsonl(path):
                 if not isinstance(line, dict) or not isinstance(line.get("image"), str):
                     self.items_read += 1
-                    yield self.reject(None, "invalid_annotation", f"line {n}: expected an object with an 'image' path", path)
+                    yield self.reject(None, INVALID_ANNOTATION, f"line {n}: expected an object with an 'image' path", path)
                     continue
                 ident = line.get("id") or line["image"]
                 items = line.get("items")
@@ -53,11 +54,11 @@ class OcrJsonl(Importer):
                     elif "box" in item:
                         box = as_numbers(item["box"], 4)
                         if box is None:
-                            yield self.reject(ident, "box_malformed", f"{ref}: box {item['box']!r}", None)
+                            yield self.reject(ident, BOX_MALFORMED, f"{ref}: box {item['box']!r}", None)
                             continue
                         quad = box_to_quad(box)
                     else:
-                        yield self.reject(ident, "box_missing", f"{ref}: item has neither 'quad' nor 'box'", None)
+                        yield self.reject(ident, BOX_MISSING, f"{ref}: item has neither 'quad' nor 'box'", None)
                         continue
                     ocr.append({"text": item.get("text"), "quad": quad})
                     refs.append(ref)

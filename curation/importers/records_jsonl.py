@@ -4,7 +4,9 @@ Each line is one record with the columns of RECORD_SCHEMA (`record_id` and
 `source` required; `meta` an object or a JSON string). The image is not in
 the line: `image_file` (or a string `image`) names it under `--images`. A line
 whose columns do not fit the schema is rejected (`invalid_record`) with the
-column at fault; boxes and texts are validated like every importer's. Lines of
+column at fault, and one whose `width`/`height` is not a positive whole number
+(`invalid_size`, the value in the detail); boxes and texts are validated like
+every importer's. Lines of
 the same record_id merge (memory holds the records until the end).
 """
 
@@ -15,9 +17,11 @@ from typing import Iterator
 
 import pyarrow as pa
 
-from curation.importers.base import Importer, Item, partial
+from curation.importers.base import INGEST_STAGE, Importer, Item, partial
+from curation.importers.boxes import size_problem
 from curation.importers.jsonstream import iter_jsonl
-from curation.schema import ANNOTATION_COLUMNS, MEASURE_FIELDS, RECORD_SCHEMA
+from curation.reasons import INVALID_RECORD, INVALID_SIZE
+from curation.schema import ANNOTATION_COLUMNS, MEASURE_FIELDS, RECORD_SCHEMA, make_reject
 
 __all__ = ["RecordsJsonl"]
 
@@ -34,7 +38,7 @@ class RecordsJsonl(Importer):
                 self.items_read += 1
                 where = f"line {n}"
                 if not isinstance(row, dict):
-                    yield self.reject(None, "invalid_record", f"{where}: not a JSON object", path)
+                    yield self.reject(None, INVALID_RECORD, f"{where}: not a JSON object", path)
                     continue
                 rid, source = row.get("record_id"), row.get("source")
                 rid = rid if isinstance(rid, str) and rid.strip() else None
@@ -56,6 +60,10 @@ class RecordsJsonl(Importer):
                     except json.JSONDecodeError:
                         yield "reject", self._reject(rid, source, f"{where}: meta is not JSON", path)
                         continue
+                problem = size_problem(row.get("width"), row.get("height"))
+                if problem:
+                    yield "reject", self._reject(rid, source, f"{where}: {problem}", path, INVALID_SIZE)
+                    continue
                 image_file = row.get("image_file") or (row.get("image") if isinstance(row.get("image"), str) else None)
                 check = {k: v for k, v in row.items() if k in _ALLOWED and k not in ("image", "image_file", "meta")}
                 try:
@@ -70,7 +78,5 @@ class RecordsJsonl(Importer):
                 p["refs"] = [f"{path.name}: {where}"]
                 yield "record", p
 
-    def _reject(self, rid, source, detail, path) -> dict:
-        from curation.schema import make_reject
-
-        return make_reject(rid, "ingest", "invalid_record", f"{path.name}: {detail}", source=source)
+    def _reject(self, rid, source, detail, path, reason: str = INVALID_RECORD) -> dict:
+        return make_reject(rid, INGEST_STAGE, reason, f"{path.name}: {detail}", source=source)

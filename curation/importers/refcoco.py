@@ -20,6 +20,7 @@ from curation.importers._coco import coco_image_partial
 from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.boxes import xywh_to_xyxy
 from curation.importers.jsonstream import iter_array, iter_members, peek_first
+from curation.reasons import BOX_UNKNOWN
 
 __all__ = ["RefCoco", "load_refs_pickle"]
 
@@ -82,7 +83,7 @@ class RefCoco(Importer):
                 ann = boxes.get(ref.get("ann_id"))
                 if ann is None:
                     for s in sentences:
-                        yield self.reject(ref.get("image_id"), "box_unknown", f"ref {ref.get('ref_id')} sentence {s.get('sent_id')}: annotation {ref.get('ann_id')} is not in instances.json", path)
+                        yield self.reject(ref.get("image_id"), BOX_UNKNOWN, f"ref {ref.get('ref_id')} sentence {s.get('sent_id')}: annotation {ref.get('ann_id')} is not in instances.json", path)
                     continue
                 image_id, bbox = ann
                 box = xywh_to_xyxy(*bbox) if isinstance(bbox, list) and len(bbox) == 4 else None

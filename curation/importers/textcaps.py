@@ -12,6 +12,7 @@ from typing import Iterator
 
 from curation.importers.base import Importer, Item, partial
 from curation.importers.jsonstream import iter_members
+from curation.reasons import INVALID_ANNOTATION
 
 __all__ = ["TextCaps"]
 
@@ -32,7 +33,7 @@ class TextCaps(Importer):
                 image_id = item.get("image_id")
                 if image_id is None:
                     self.items_read += 1
-                    yield self.reject(None, "invalid_annotation", f"caption {item.get('caption_id')} has no image_id", path)
+                    yield self.reject(None, INVALID_ANNOTATION, f"caption {item.get('caption_id')} has no image_id", path)
                     continue
                 files = [f"{image_id}.jpg"]
                 if item.get("image_path") and item["image_path"] not in files:

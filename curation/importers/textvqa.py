@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 from curation.importers.base import Importer, Item, partial
 from curation.importers.jsonstream import iter_members
+from curation.reasons import INVALID_ANNOTATION
 
 __all__ = ["TextVqa", "majority_answer"]
 
@@ -43,7 +44,7 @@ class TextVqa(Importer):
                 self.items_read += 1
                 image_id = item.get("image_id")
                 if image_id is None:
-                    yield self.reject(None, "invalid_annotation", f"question {item.get('question_id')} has no image_id", path)
+                    yield self.reject(None, INVALID_ANNOTATION, f"question {item.get('question_id')} has no image_id", path)
                     continue
                 answers = list(item.get("answers") or [])
                 yield "record", partial(

@@ -15,6 +15,7 @@ from curation.importers._vg import split_vg_files, vg_declarations
 from curation.importers.base import Importer, Item, partial
 from curation.importers.boxes import xywh_to_xyxy
 from curation.importers.jsonstream import iter_array
+from curation.reasons import INVALID_ANNOTATION
 
 __all__ = ["VgRegions"]
 
@@ -45,7 +46,7 @@ class VgRegions(Importer):
                     refs.append(f"{path.name}: region {r.get('region_id')}")
                 if image_id is None:
                     for ref in refs:
-                        yield self.reject(None, "invalid_annotation", f"{ref} belongs to an entry without an image id", None)
+                        yield self.reject(None, INVALID_ANNOTATION, f"{ref} belongs to an entry without an image id", None)
                     continue
                 if regions:
                     yield "record", partial(self.rid(image_id), self.source, regions=regions, refs=refs)

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 from curation.errors import InputError
 from curation.importers.base import Importer, Item, need_field, need_object, partial
 from curation.importers.jsonstream import iter_members
+from curation.reasons import ANSWER_MISSING, QUESTION_UNKNOWN
 
 __all__ = ["VqaV2"]
 
@@ -60,7 +61,7 @@ class VqaV2(Importer):
                     continue
                 qid = ann.get("question_id")
                 if qid not in questions:
-                    yield self.reject(ann.get("image_id"), "question_unknown", f"annotation of question {qid}: not in the questions file", path)
+                    yield self.reject(ann.get("image_id"), QUESTION_UNKNOWN, f"annotation of question {qid}: not in the questions file", path)
                     continue
                 answered.add(qid)
                 image_id, question = questions[qid]
@@ -79,4 +80,4 @@ class VqaV2(Importer):
         for qid, (image_id, _) in questions.items():
             if qid not in answered:
                 self.items_read += 1
-                yield self.reject(image_id, "answer_missing", f"question {qid} has no annotation (answers)", q_files[0])
+                yield self.reject(image_id, ANSWER_MISSING, f"question {qid} has no annotation (answers)", q_files[0])

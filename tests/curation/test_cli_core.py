@@ -17,7 +17,7 @@ def small_dataset(tmp_path):
     w.write("records", records_from_pylist([{"record_id": f"t:{i}", "source": "t", "width": 64, "height": 64,
                                              "captions": [f"a red circle {i}"]} for i in range(3)]))
     w.write("rejects", rejects_from_pylist([make_reject("t:9", "basic", "image_too_small", "8x8 < 32", "t"),
-                                            make_reject("t:8", "download", "HTTP Error 404: Not Found", None, "t")]))
+                                            make_reject("t:8", "download", "http_error", "HTTP Error 404: Not Found", "t")]))
     w.close()
     return out
 
@@ -41,7 +41,7 @@ def test_sql_table_view_of_rejects(small_dataset, capsys):
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["stage", "reason", "n"]
-    assert "image_too_small" in lines[2] and "HTTP Error 404" in lines[3]
+    assert "image_too_small" in lines[2] and "http_error" in lines[3]
 
 
 def test_sql_sees_empty_samples_view(small_dataset, capsys):

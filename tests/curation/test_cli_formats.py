@@ -51,7 +51,7 @@ def test_build_writes_samples_rejects_and_manifest(records_dir, tmp_path, capsys
     # 40 records x (2 captions + 2 vqa + 1 ref + 1 grounded + 1 caption_grounding + 1 ocr) + 1 text
     assert ds.rows("samples") == 40 * 8 + 1
     assert ds.rows("rejects") == 4
-    assert m["stages"]["build"]["dropped"] == {"invalid_box": 4}
+    assert m["stages"]["build"]["dropped"] == {"box_empty": 4}
     assert m["config"]["format"] == "qwen-vl" and m["config"]["runner"] == "local"
     assert m["build"]["records"] == 41 == m["stages"]["build"]["in"]
     assert m["stages"]["build"]["out"] == 321
@@ -158,7 +158,7 @@ def test_preview_samples_and_rejects(monkeypatch, capsys):
         "target": " A man riding a motorcycle on a dirt road.<|endoftext|>", "num_tokens": 275,
     }
     assert sft["task"] == "sft" and sft["conversations"][1] == {"from": "assistant", "value": "Red."}
-    assert rej == {"record_id": "coco/000000391895.jpg", "stage": "build", "reason": "invalid_box",
+    assert rej == {"record_id": "coco/000000391895.jpg", "stage": "build", "reason": "box_empty",
                    "detail": "regions[0]: boxes[0] of 'bad': box [5, 5, 3, 3]: x2 <= x1"}
     assert doc["task"] == "text" and doc["num_tokens"] == 2
 

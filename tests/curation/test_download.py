@@ -1,16 +1,59 @@
+import contextlib
+import functools
+import http.server
 import io
 import json
+import threading
+import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from curation.cli import main
 from curation.dataset import Dataset, DatasetWriter
 from curation.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
 from curation.runner import Pipeline, Sink, run_pipeline
-from jobs.demo import serve_directory
+
+TIMEOUT = 5  # seconds per URL in these tests; /slow.jpg answers after SLOW
+SLOW = TIMEOUT + 3
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    """Files of a folder, plus /slow.jpg, which answers too late."""
+
+    def do_GET(self):
+        if self.path == "/slow.jpg":
+            time.sleep(SLOW)
+            with contextlib.suppress(OSError):  # the client has given up by now
+                self.send_error(404)
+            return
+        super().do_GET()
+
+    def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+        pass
+
+
+@contextlib.contextmanager
+def _serve(root):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def photo_jpeg(w=320, h=240):
+    """A JPEG whose bytes all carry pixels (noise), about 60 KB."""
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -19,50 +62,56 @@ def site(tmp_path_factory):
     Image.new("RGB", (64, 48), (255, 0, 0)).save(www / "red.jpg", quality=90)
     Image.new("RGB", (40, 40), (0, 0, 255)).save(www / "blue.png")
     (www / "html.jpg").write_bytes(b"<html><body>404 but with status 200</body></html>")
+    (www / "empty.jpg").write_bytes(b"")
     good = (www / "red.jpg").read_bytes()
     (www / "truncated.jpg").write_bytes(good[: len(good) // 3])
+    photo = photo_jpeg()
+    (www / "photo.jpg").write_bytes(photo)
+    (www / "cut.jpg").write_bytes(photo[: len(photo) * 6 // 10])  # cut at 60%: the header is intact
     # a decompression bomb: tiny file, 20,000 x 20,000 pixels
     Image.new("1", (20000, 20000)).save(www / "bomb.png", optimize=True)
-    with serve_directory(www) as base:
+    with _serve(www) as base:
         yield base, www
 
 
+NAMES = ["red.jpg", "blue.png", "photo.jpg", "html.jpg", "empty.jpg", "truncated.jpg", "cut.jpg", "missing.jpg", "bomb.png", "slow.jpg"]
+
+
 def url_table(base):
-    names = ["red.jpg", "blue.png", "html.jpg", "truncated.jpg", "missing.jpg", "bomb.png"]
     return pa.table(
         {
-            "record_id": [f"t:{n}" for n in names],
-            "url": [f"{base}/{n}" for n in names],
-            "caption": [f"picture {n}" for n in names],
-            "meta": [json.dumps({"name": n}) for n in names],
-            "regions": [json.dumps([{"phrase": "the red", "boxes": [[1, 2, 30, 40]]}])] + [None] * 5,
+            "record_id": [f"t:{n}" for n in NAMES] + ["t:refused"],
+            "url": [f"{base}/{n}" for n in NAMES] + ["http://127.0.0.1:1/refused.jpg"],
+            "caption": [f"picture {n}" for n in NAMES] + ["picture refused"],
+            "meta": [json.dumps({"name": n}) for n in NAMES] + [None],
+            "regions": [json.dumps([{"phrase": "the red", "boxes": [[1, 2, 30, 40]]}])] + [None] * len(NAMES),
         }
     )
 
 
 @pytest.mark.parametrize("shard_rows", [100, 4])
-def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows):
+def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows, assert_known_reasons):
     base, _ = site
-    pipeline = Pipeline(Img2datasetReader(threads=4, timeout=5, max_pixels=10_000_000), [FromImg2dataset("t"), Sink("records")])
+    pipeline = Pipeline(Img2datasetReader(threads=4, timeout=TIMEOUT, max_pixels=10_000_000), [FromImg2dataset("t", max_pixels=10_000_000), Sink("records")])
     with DatasetWriter(tmp_path / "out") as writer:
         shards = list(url_shards(url_table(base), writer.staging, shard_rows))
-        assert [s.rows for s in shards] == ([6] if shard_rows == 100 else [4, 2])
+        assert [s.rows for s in shards] == ([11] if shard_rows == 100 else [4, 4, 3])
         summary = run_pipeline(pipeline, shards, writer)  # one Ray task per shard downloads it
         manifest = writer.close()
-    assert summary["shards"] == len(shards) and summary["rows_in"] == 6
+    assert summary["shards"] == len(shards) and summary["rows_in"] == 11
     dropped = manifest["stages"]["download"]["dropped"]
-    assert manifest["stages"]["download"]["in"] == 6 and manifest["stages"]["download"]["out"] == 2
+    assert manifest["stages"]["download"]["in"] == 11 and manifest["stages"]["download"]["out"] == 3
     assert manifest["stages"]["download"]["seconds"] > 0
-    # each shard's task wrote its own shards, named by input shard: red and blue are in the first
+    # each shard's task wrote its own shards, named by input shard: red, blue and photo are in the first
     assert [s["path"] for s in manifest["tables"]["records"]["shards"]] == ["records/part-00000.parquet"]
     assert [s["path"] for s in manifest["tables"]["rejects"]["shards"]] == [
         f"rejects/part-{k:05d}.parquet" for k in range(len(shards))]
     out = Dataset(tmp_path / "out")
     records = {r["record_id"]: r for r in out.read("records").to_pylist()}
-    rejects = {r["record_id"]: r for r in out.read("rejects").to_pylist()}
+    rejects = {r["record_id"]: r for r in assert_known_reasons(tmp_path / "out")}
     assert set(records) | set(rejects) == set(url_table(base).column("record_id").to_pylist())
     assert not set(records) & set(rejects)
-    assert set(records) == {"t:red.jpg", "t:blue.png"}
+    assert set(records) == {"t:red.jpg", "t:blue.png", "t:photo.jpg"}
     red = records["t:red.jpg"]
     assert (red["width"], red["height"]) == (64, 48)
     assert Image.open(io.BytesIO(red["image"])).size == (64, 48)
@@ -72,12 +121,65 @@ def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard
     import hashlib
 
     assert red["sha256"] == hashlib.sha256(red["image"]).hexdigest()
-    assert rejects["t:missing.jpg"]["reason"].startswith("HTTP Error 404")
-    assert rejects["t:html.jpg"]["reason"] == "Image decoding error"
-    assert rejects["t:truncated.jpg"]["stage"] == "download"
-    assert rejects["t:bomb.png"]["reason"] == "image exceeds pixel limit"
+    reasons = {rid: (r["stage"], r["reason"]) for rid, r in rejects.items()}
+    # A truncated JPEG: OpenCV 4.14's imdecode refuses it ("Image decoding error", and img2dataset keeps no
+    # bytes of a failed row); an OpenCV that decodes what it can (libjpeg's "Premature end of JPEG file"
+    # warning) hands it on as a success, and FromImg2dataset's own full decode rejects it as truncated.
+    truncated = {reasons.pop("t:truncated.jpg"), reasons.pop("t:cut.jpg")}
+    assert truncated <= {("download", "not_an_image"), ("download", "image_truncated")}
+    assert reasons == {
+        "t:html.jpg": ("download", "not_an_image"),
+        "t:empty.jpg": ("download", "not_an_image"),
+        "t:missing.jpg": ("download", "http_error"),
+        "t:bomb.png": ("download", "image_too_large"),
+        "t:slow.jpg": ("download", "timeout"),
+        "t:refused": ("download", "connection_error"),
+    }
+    # img2dataset's own message is kept in the detail
+    assert rejects["t:missing.jpg"]["detail"] == "HTTP Error 404: File not found"
+    assert rejects["t:html.jpg"]["detail"] == "Image decoding error"
+    assert "CV_IO_MAX_IMAGE_PIXELS" in rejects["t:bomb.png"]["detail"]
+    assert "timed out" in rejects["t:slow.jpg"]["detail"]
+    assert "Connection refused" in rejects["t:refused"]["detail"]
     assert json.loads(rejects["t:bomb.png"]["meta"]) == {"name": "bomb.png"}
-    assert sum(dropped.values()) == 4
+    assert sum(dropped.values()) == 8
+
+
+def test_the_stage_decodes_what_img2dataset_calls_a_success():
+    """FromImg2dataset on img2dataset-shaped rows (no download): a truncated JPEG is a reject."""
+    photo = photo_jpeg()
+    rows = {
+        "record_id": ["t:whole", "t:cut", "t:junk", "t:failed"],
+        "url": ["u0", "u1", "u2", "u3"],
+        "caption": ["a", "b", "c", "d"],
+        "status": ["success", "success", "success", "failed_to_download"],
+        "error_message": [None, None, None, "<urlopen error [Errno 111] Connection refused>"],
+        "jpg": [photo, photo[: len(photo) * 6 // 10], b"<html></html>", None],
+        "width": [320, 320, 10, None],
+        "height": [240, 240, 10, None],
+    }
+    out = FromImg2dataset("t")(pa.table(rows)).to_pylist()
+    assert [r["reject_reason"] for r in out] == [None, "image_truncated", "not_an_image", "connection_error"]
+    assert out[0]["image"] == photo and out[1]["image"] is None
+    assert out[3]["reject_detail"] == "<urlopen error [Errno 111] Connection refused>"
+    with pytest.raises(ValueError, match="max_pixels must be positive, got 0"):
+        FromImg2dataset("t", max_pixels=0)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_url_list_without_rows_makes_an_empty_dataset(suffix, tmp_path, capsys, local_ray):
+    urls = tmp_path / f"urls{suffix}"
+    if suffix == ".csv":
+        urls.write_text("url,caption\n")  # a header and no rows
+    else:
+        pq.write_table(pa.table({"url": pa.array([], pa.string()), "caption": pa.array([], pa.string())}), urls)
+    out = tmp_path / "out"
+    assert main(["download", str(urls), "--out", str(out)]) == 0
+    assert "download: 0 URLs -> 0 records, 0 rejects" in capsys.readouterr().out
+    ds = Dataset(out)
+    assert ds.manifest["tables"]["records"]["rows"] == 0 and ds.manifest["tables"]["rejects"]["rows"] == 0
+    assert ds.manifest["stages"]["download"]["in"] == 0
+    assert ds.read("records").num_rows == 0
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".tsv", ".jsonl", ".parquet"])

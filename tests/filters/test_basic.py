@@ -18,7 +18,9 @@ def rec(i, w, h, caps, image=b"x"):
         (rec(3, 64, 64, ["circle"]), "caption_too_short"),
         (rec(4, 64, 64, ["word " * 300]), "caption_too_long"),
         (rec(5, 64, 64, []), None),  # VQA-only records have no caption: not a caption filter's business
-        (rec(6, None, None, ["a red circle"]), "missing_size"),
+        (rec(6, None, None, ["a red circle"]), "size_unknown"),
+        (rec(8, 0, 0, ["a red circle"]), "invalid_size"),
+        (rec(9, -640, 480, ["a red circle"]), "invalid_size"),
         (rec(7, None, None, None, image=None), None),  # a text document has no image
     ],
 )

@@ -18,10 +18,10 @@ def test_stage_output_columns_and_rejects(mixed_records):
     rejects = [r for r in rows if r["reject_stage"] is not None]
     assert sorted(r["task"] for r in samples) == ["caption", "grounded_caption", "ocr", "ref_grounding", "text", "vqa"]
     assert {(r["record_id"][:5], r["reject_reason"]) for r in rejects} == {
-        ("coco/", "invalid_box"),
+        ("coco/", "box_empty"),
         ("kkkkk", "key_too_long"),
     }
-    bad = next(r for r in rejects if r["reject_reason"] == "invalid_box")
+    bad = next(r for r in rejects if r["reject_reason"] == "box_empty")
     assert bad["reject_detail"] == "regions[1]: boxes[0] of 'bad': box [5, 5, 3, 3]: x2 <= x1"
     assert bad["meta"] == '{"origin": "test"}' and bad["source"] == "demo"
 
@@ -87,7 +87,7 @@ def test_the_sink_routes_samples_and_rejects(tmp_path, mixed_records):
         m = w.close()
     assert m["tables"]["samples"]["rows"] == 6 and m["tables"]["rejects"]["rows"] == 2
     assert m["stages"]["build"]["in"] == mixed_records.num_rows and m["stages"]["build"]["out"] == 6
-    assert m["stages"]["build"]["dropped"] == {"invalid_box": 1, "key_too_long": 1}
+    assert m["stages"]["build"]["dropped"] == {"box_empty": 1, "key_too_long": 1}
     ds = Dataset(tmp_path / "out")
     assert conform(ds.read("samples"), SAMPLE_SCHEMA).num_rows == 6
 

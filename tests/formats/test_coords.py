@@ -77,30 +77,34 @@ def test_grid_box_floor():
 
 
 @pytest.mark.parametrize(
-    "box,detail",
+    "box,reason,detail",
     [
-        ([5, 5, 3, 3], "box [5, 5, 3, 3]: x2 <= x1"),
-        ([5, 5, 5, 9], "box [5, 5, 5, 9]: x2 <= x1"),
-        ([1, 9, 5, 9], "box [1, 9, 5, 9]: y2 <= y1"),
-        ([700, 10, 800, 20], "box [700, 10, 800, 20] lies outside the 640x480 image"),
-        ([-50, -50, 0, 10], "box [-50, -50, 0, 10] lies outside the 640x480 image"),
-        ([1, 2, float("nan"), 4], "box [1, 2, nan, 4] has a non-finite value"),
-        ([1, 2, float("inf"), 4], "box [1, 2, inf, 4] has a non-finite value"),
-        ([1, 2, 3], "box [1, 2, 3] must have 4 numbers"),
-        ([100, 100, 100.1, 200], "box [100, 100, 100.1, 200] collapses to (156, 208, 156, 417) on the 0-999 grid"),
+        ([5, 5, 3, 3], "box_empty", "box [5, 5, 3, 3]: x2 <= x1"),
+        ([5, 5, 5, 9], "box_empty", "box [5, 5, 5, 9]: x2 <= x1"),
+        ([1, 9, 5, 9], "box_empty", "box [1, 9, 5, 9]: y2 <= y1"),
+        ([700, 10, 800, 20], "box_outside_image", "box [700, 10, 800, 20] lies outside the 640x480 image"),
+        ([-50, -50, 0, 10], "box_outside_image", "box [-50, -50, 0, 10] lies outside the 640x480 image"),
+        ([1, 2, float("nan"), 4], "box_not_finite", "box [1, 2, nan, 4] has a non-finite value"),
+        ([1, 2, float("inf"), 4], "box_not_finite", "box [1, 2, inf, 4] has a non-finite value"),
+        ([1, 2, 3], "box_malformed", "box [1, 2, 3] must have 4 numbers"),
+        ([1, 2, "x", 4], "box_malformed", "box [1, 2, 'x', 4] holds a non-number"),
+        ([100, 100, 100.1, 200], "box_collapsed", "box [100, 100, 100.1, 200] collapses to (156, 208, 156, 417) on the 0-999 grid"),
     ],
 )
-def test_invalid_boxes_are_rejected_with_the_value(box, detail):
+def test_invalid_boxes_are_rejected_with_the_value(box, reason, detail):
+    """The reasons are those of the ingest checks (curation/importers/boxes.py), plus the grid's own."""
     with pytest.raises(InvalidAnnotation) as e:
         grid_box(box, 640, 480)
-    assert e.value.reason == "invalid_box"
+    assert e.value.reason == reason
     assert e.value.detail == detail
     assert isinstance(e.value, ValueError)
 
 
-def test_missing_size():
-    with pytest.raises(InvalidAnnotation, match="missing_size"):
-        grid_box([1, 2, 3, 4], None, 480)
+@pytest.mark.parametrize("w, h, reason", [(None, 480, "size_unknown"), (640, None, "size_unknown"), (0, 480, "invalid_size"), (640, -1, "invalid_size")])
+def test_unknown_or_invalid_size(w, h, reason):
+    with pytest.raises(InvalidAnnotation) as e:
+        grid_box([1, 2, 3, 4], w, h)
+    assert e.value.reason == reason
 
 
 def test_box_and_quad_strings():
@@ -122,17 +126,19 @@ def test_grid_quad(quad, expected):
 
 
 @pytest.mark.parametrize(
-    "quad,reason",
+    "quad,detail,reason",
     [
-        ([1, 1, 5, 1, 5, 1, 1, 1], "zero area"),
-        ([700, 0, 800, 0, 800, 10, 700, 10], "outside"),
-        ([1, 2, 3, 4], "8 numbers"),
+        ([1, 1, 5, 1, 5, 1, 1, 1], "zero area", "quad_empty"),
+        ([700, 0, 800, 0, 800, 10, 700, 10], "outside", "quad_outside_image"),
+        ([1, 2, 3, 4], "8 numbers", "quad_malformed"),
+        ([0, 0, 1, 0, 1, float("nan"), 0, 1], "non-finite", "quad_not_finite"),
+        ([0, 0, 0.1, 0, 0.1, 0.1, 0, 0.1], "collapses", "quad_collapsed"),
     ],
 )
-def test_invalid_quads(quad, reason):
-    with pytest.raises(InvalidAnnotation, match=reason) as e:
+def test_invalid_quads(quad, detail, reason):
+    with pytest.raises(InvalidAnnotation, match=detail) as e:
         grid_quad(quad, 640, 480)
-    assert e.value.reason == "invalid_quad"
+    assert e.value.reason == reason
 
 
 SIZES = [(480, 640), (768, 1024), (28, 28), (10, 10), (1, 150), (4000, 3000), (20000, 300), (333, 777), (15, 3000), (5000, 5000)]

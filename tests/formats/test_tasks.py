@@ -99,13 +99,13 @@ def test_phrase_with_one_invalid_box_is_rejected_whole():
     r = rec("k", regions=[{"phrase": "two dogs", "boxes": [BOX, [5, 5, 3, 3]]}, {"phrase": "a cat", "boxes": [BOX]}])
     texts, rejected = one(r, "ref_grounding")
     assert texts == ["<img>k</img><ref>a cat</ref><box>(156,104),(469,833)</box><|endoftext|>"]
-    assert rejected == [("invalid_box", "regions[0]: boxes[1] of 'two dogs': box [5, 5, 3, 3]: x2 <= x1")]
+    assert rejected == [("box_empty", "regions[0]: boxes[1] of 'two dogs': box [5, 5, 3, 3]: x2 <= x1")]
 
 
 def test_region_rejected_once_for_several_tasks():
     r = rec("k", regions=[{"phrase": "x", "boxes": [[5, 5, 3, 3]]}], captions=["c"])
     samples, rejected = render_record(r, get_dialect("qwen-vl"), parse_tasks(None) + ("sft",))
-    assert [x.reason for x in rejected] == ["invalid_box"]
+    assert [x.reason for x in rejected] == ["box_empty"]
     assert [s.task for s in samples] == ["caption"]
 
 
@@ -153,12 +153,12 @@ def test_caption_grounding(text, spans, expected):
 @pytest.mark.parametrize(
     "spans,reason,detail",
     [
-        ([(2, 5, [[5, 5, 3, 3]])], "invalid_box", "spans[0] 'dog' boxes[0]: box [5, 5, 3, 3]: x2 <= x1"),
+        ([(2, 5, [[5, 5, 3, 3]])], "box_empty", "spans[0] 'dog' boxes[0]: box [5, 5, 3, 3]: x2 <= x1"),
         ([(2, 5, [BOX]), (4, 8, [BOX])], "invalid_span", "spans[1] (4, 8) overlaps the span before it"),
         ([(2, 50, [BOX])], "invalid_span", "spans[0] (2, 50) is empty or outside the 16-character text"),
         ([(5, 5, [BOX])], "invalid_span", "spans[0] (5, 5) is empty or outside the 16-character text"),
         ([(5, 6, [BOX])], "invalid_span", "spans[0] (5, 6) covers only spaces"),
-        ([(2, 5, [])], "no_boxes", "spans[0] 'dog' has no box"),
+        ([(2, 5, [])], "box_missing", "spans[0] 'dog' has no box"),
         ([], "invalid_span", "grounded caption has no span"),
     ],
 )
@@ -170,7 +170,7 @@ def test_caption_grounding_rejects(spans, reason, detail):
 def test_ocr_bad_item_rejects_the_sample():
     r = rec("k", ocr=[{"text": "OK", "quad": [0, 0, 10, 0, 10, 10, 0, 10]}, {"text": "BAD", "quad": [1, 1, 1, 1, 1, 1, 1, 1]}])
     texts, rejected = one(r, "ocr")
-    assert texts == [] and rejected[0][0] == "invalid_quad" and rejected[0][1].startswith("ocr[1]: quad")
+    assert texts == [] and rejected[0][0] == "quad_empty" and rejected[0][1].startswith("ocr[1]: quad")
 
 
 @pytest.mark.parametrize(
@@ -223,9 +223,10 @@ def test_bad_free_text(captions, reason):
 
 
 def test_record_level_rejects():
-    assert one(rec("k", width=None, captions=["c"]), "caption")[1] == [("missing_size", "image size Nonex480 is not positive")]
+    assert one(rec("k", width=None, captions=["c"]), "caption")[1] == [("size_unknown", "image size Nonex480 is not known")]
+    assert one(rec("k", width=0, captions=["c"]), "caption")[1] == [("invalid_size", "image size 0x480 is not positive")]
     no_img = {"record_id": "k", "source": "t", "captions": ["c"]}
-    assert one(no_img, "caption")[1] == [("missing_image", "record has annotations but no image bytes")]
+    assert one(no_img, "caption")[1] == [("image_missing", "record has annotations but no image bytes")]
 
 
 def test_every_task_round_trips_in_every_format():
@@ -306,3 +307,10 @@ def test_qwen25_vl_json_absolute():
         {"bbox_2d": [101, 50, 302, 397], "label": "the dog"},
         {"bbox_2d": [0, 0, 643, 475], "label": "the dog"},
     ]
+
+
+@pytest.mark.parametrize("fmt", ["qwen2-vl", "qwen2.5-vl"])
+def test_a_size_the_qwen2_formats_cannot_take(fmt):
+    """smart_resize refuses an aspect ratio over 200: the filter's reason, with the format's limit in the detail."""
+    texts, rejected = one(rec("k", w=3000, h=10, captions=["c"], regions=[{"phrase": "p", "boxes": [[0, 0, 5, 5]]}]), "caption", fmt=fmt)
+    assert texts == [] and rejected[0][0] == "aspect_ratio_too_large" and "aspect ratio must be at most 200" in rejected[0][1]

@@ -65,6 +65,18 @@ def test_rejects_show_every_kind_of_drop(demo, capsys):
     assert by_planted[("tiny", "basic")] >= 2
 
 
+def test_every_reject_reason_is_a_listed_reason(demo, capsys):
+    """The acceptance line of issue 7: `curate sql OUT "select distinct reason from rejects"` gives only listed reasons."""
+    from curation.reasons import REASONS
+
+    out, _ = demo
+    rows = sql(capsys, out, "select distinct reason from rejects")
+    assert rows[0] == ["reason"] and len(rows) > 3
+    assert {r[0] for r in rows[1:]} <= set(REASONS)
+    rows = sql(capsys, out, "select distinct reason from rejects where stage = 'download'")
+    assert {r[0] for r in rows[1:]} <= {"not_an_image", "image_truncated", "http_error"}
+
+
 def test_every_url_is_a_record_or_a_reject(demo, capsys):
     out, _ = demo
     manifest = json.loads((out / "manifest.json").read_text())

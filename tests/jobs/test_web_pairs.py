@@ -49,7 +49,7 @@ def test_download_then_filter(site, tmp_path, capsys, local_ray):
     assert download == {"in": 81, "out": 80 - corrupt, "seconds": download["seconds"], "dropped": dict(by_reason)}
     assert download["seconds"] > 0
     rejects = {r["record_id"]: r for r in ds.read("rejects").to_pylist()}
-    assert rejects["web:gone"]["reason"].startswith("HTTP Error 404")
+    assert rejects["web:gone"]["reason"] == "http_error" and rejects["web:gone"]["detail"].startswith("HTTP Error 404")
     assert ds.read("records", columns=["record_id"]).column(0).to_pylist()[0].startswith("web:demo-")
 
     assert main(["filter", str(raw), "--out", str(kept), *CLIP, "--min-clip-score", "0.15"]) == 0

@@ -42,8 +42,11 @@ def make_images():
 
 
 @pytest.fixture
-def run_ingest(tmp_path):
-    """ingest(...) in this process (no Ray), returning (manifest, records as dicts, rejects as dicts)."""
+def run_ingest(tmp_path, assert_known_reasons):
+    """ingest(...) in this process (no Ray), returning (manifest, records as dicts, rejects as dicts).
+
+    Every reject reason is checked against curation/reasons.py.
+    """
     from curation.commands.ingest import ingest
     from curation.dataset import Dataset
 
@@ -51,6 +54,6 @@ def run_ingest(tmp_path):
         out = out or tmp_path / "out"
         manifest = ingest({k: [Path(p) for p in v] for k, v in groups.items()}, out, images=str(images) if images else None, use_ray=False, **kw)
         ds = Dataset(out)
-        return manifest, ds.read("records").to_pylist(), ds.read("rejects").to_pylist()
+        return manifest, ds.read("records").to_pylist(), assert_known_reasons(ds.read("rejects").to_pylist())
 
     return run

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from curation.importers.boxes import box_problem, box_to_quad, normalised_to_pixels, quad_problem, scale_boxes, xywh_to_xyxy
+from curation.importers.boxes import MAX_SIDE, box_problem, box_to_quad, normalised_to_pixels, quad_problem, scale_boxes, size_problem, xywh_to_xyxy
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,27 @@ def test_box_to_quad_is_clockwise_from_top_left():
 def test_normalised_to_pixels_and_scale():
     assert normalised_to_pixels([0.25, 0.5, 0.75, 1.0], 640, 480) == [160.0, 240.0, 480.0, 480.0]
     assert scale_boxes([10, 20, 30, 40], 2.0, 0.5) == [20.0, 10.0, 60.0, 20.0]
+
+
+@pytest.mark.parametrize(
+    "width, height, problem",
+    [
+        (640, 480, None),
+        (640.0, 480, None),  # a whole float is a size
+        (None, None, None),  # unknown, not invalid
+        (640, None, None),
+        (1, MAX_SIDE, None),
+        (-640, 480, "width -640 is not positive"),
+        (0, 0, "width 0 is not positive"),
+        (640, 0, "height 0 is not positive"),
+        (2.5, 480, "width 2.5 is not a whole number"),
+        ("640", 480, "width '640' is not a number"),
+        (True, 480, "width True is not a number"),
+        (1e30, 480, "width 1e+30 is larger than 2147483647"),
+        (MAX_SIDE + 1, 480, "width 2147483648 is larger than 2147483647"),
+        (float("nan"), 480, "width nan is not finite"),
+        (640, float("inf"), "height inf is not finite"),
+    ],
+)
+def test_size_problem(width, height, problem):
+    assert size_problem(width, height) == problem

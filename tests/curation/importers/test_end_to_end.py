@@ -33,7 +33,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("kind", list(CASES))
-def test_ingest_build_validate_on_each_excerpt(kind, real, tmp_path, make_images, capsys):
+def test_ingest_build_validate_on_each_excerpt(kind, real, tmp_path, make_images, capsys, assert_known_reasons):
     files, sizes_of, tasks = CASES[kind]
     paths = [real / f for f in files]
     images = make_images(tmp_path / "images", sizes_of(paths[-1]))
@@ -46,9 +46,11 @@ def test_ingest_build_validate_on_each_excerpt(kind, real, tmp_path, make_images
     assert "0 problems" in out
     got = Counter(Dataset(samples).read("samples").column("task").to_pylist())
     assert {t: got[t] for t in tasks} == tasks
+    assert_known_reasons(records)
+    assert_known_reasons(samples)
 
 
-def test_a_merged_coco_record_yields_caption_and_grounding_samples(tmp_path, make_images, local_ray):
+def test_a_merged_coco_record_yields_caption_and_grounding_samples(tmp_path, make_images, local_ray, assert_known_reasons):
     images = [{"id": 42, "file_name": "000000000042.jpg", "width": 640, "height": 480}]
     caps = tmp_path / "captions_x.json"
     caps.write_text(json.dumps({"images": images, "annotations": [{"id": 1, "image_id": 42, "caption": "A dog on a sofa."}]}))
@@ -70,6 +72,7 @@ def test_a_merged_coco_record_yields_caption_and_grounding_samples(tmp_path, mak
     tasks = {r["task"] for r in rows}
     assert {"caption", "ref_grounding"} <= tasks
     assert all(r["record_id"] == "coco:42" for r in rows)
+    assert assert_known_reasons(records) == [] and assert_known_reasons(samples) == []
     ref = next(r for r in rows if r["task"] == "ref_grounding")
     # the spec's worked box: (100, 50, 300, 400) on 640x480 -> (156,104),(469,833)
     assert "<ref>dog</ref>" in ref["prompt"] and "<box>(156,104),(469,833)</box>" in ref["target"]

@@ -38,7 +38,7 @@ def test_rejects_with_reasons(tmp_path, make_images):
         _row("wide.jpg", width=100, height=100, regions=[{"phrase": "p", "boxes": [[1.0, 1.0, 5.0, 5.0]]}]),
     ]
     out = LoadImages([folder])(_table(*rows)).to_pylist()
-    assert [r["reject_reason"] for r in out] == ["image_missing", "image_unreadable", "image_missing", "size_mismatch"]
+    assert [r["reject_reason"] for r in out] == ["image_missing", "not_an_image", "image_missing", "size_mismatch"]
     assert all(r["reject_stage"] == "images" and r["image"] is None for r in out)
     assert "annotation says 100x100, the image is 200x100" in out[3]["reject_detail"]
 
@@ -76,3 +76,43 @@ def test_without_images_boxes_need_a_size(tmp_path):
     row = _row("a.jpg", regions=[{"phrase": "p", "boxes": [[1.0, 1.0, 5.0, 5.0]]}])
     (out,) = LoadImages([])(_table(row)).to_pylist()
     assert out["reject_reason"] == "size_unknown"
+
+
+def _photo_jpeg(w=320, h=240):
+    """A JPEG with real entropy-coded data (noise), so that cutting it loses pixels."""
+    import numpy as np
+
+    arr = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_a_truncated_jpeg_is_rejected_where_it_enters(tmp_path):
+    from PIL import ImageFile
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    good = _photo_jpeg()
+    (folder / "good.jpg").write_bytes(good)
+    (folder / "cut.jpg").write_bytes(good[: len(good) * 6 // 10])  # the header is intact: PIL opens it
+    # both paths of the stage: column-wise (no geometry) and row by row (boxes to check against the image)
+    rows = [_row("good.jpg", captions=["x"]), _row("cut.jpg", captions=["x"]),
+            _row("cut.jpg", regions=[{"phrase": "p", "boxes": [[1.0, 1.0, 5.0, 5.0]]}])]
+    out = LoadImages([folder])(_table(*rows)).to_pylist()
+    assert [r["reject_reason"] for r in out] == [None, "image_truncated", "image_truncated"]
+    assert "cut.jpg" in out[1]["reject_detail"] and "truncated" in out[1]["reject_detail"]
+    assert out[1]["image"] is None
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False  # set for the check and restored
+
+
+def test_a_truncated_png_is_rejected_too(tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="PNG")
+    (folder / "cut.png").write_bytes(buf.getvalue()[: len(buf.getvalue()) * 6 // 10])
+    (out,) = LoadImages([folder])(_table(_row("cut.png", captions=["x"]))).to_pylist()
+    assert out["reject_reason"] == "image_truncated"

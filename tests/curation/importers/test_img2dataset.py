@@ -38,7 +38,7 @@ def test_webdataset_shards(tmp_path, run_ingest, local_ray):
     assert r["record_id"] == "laion:000000000" and r["captions"] == ["a red square"] and (r["width"], r["height"]) == (40, 30)
     assert r["url"] == "https://x/0.jpg" and len(r["sha256"]) == 64
     (rej,) = ds.read("rejects").to_pylist()
-    assert rej["reason"] == "download_failed" and "HTTP Error 404" in rej["detail"]
+    assert rej["reason"] == "http_error" and "sample 000000001: HTTP Error 404" in rej["detail"]
 
 
 def test_parquet_shards(tmp_path, run_ingest):
@@ -46,9 +46,27 @@ def test_parquet_shards(tmp_path, run_ingest):
     out.mkdir()
     pq.write_table(pa.table({
         "key": ["0", "1", "2"], "url": ["u0", "u1", "u2"], "caption": ["one", None, "three"],
-        "status": ["success", "success", "failed_to_resize"], "error_message": [None, None, "bad"],
+        "status": ["success", "success", "failed_to_resize"], "error_message": [None, None, "Image decoding error"],
         "jpg": [_jpeg(8, 8), _jpeg(8, 8), None],
     }), out / "00000.parquet")
     manifest, records, rejects = run_ingest({"img2dataset": [out]})
     assert [r["record_id"] for r in records] == ["img2dataset:0"]
-    assert Counter(r["reason"] for r in rejects) == {"no_annotations": 1, "download_failed": 1}
+    assert Counter(r["reason"] for r in rejects) == {"no_annotations": 1, "not_an_image": 1}
+
+
+def test_a_truncated_image_in_a_shard_is_rejected(tmp_path, run_ingest):
+    """img2dataset's "success" is not trusted: the image stage decodes every image fully."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    whole = buf.getvalue()
+    out = tmp_path / "i2d"
+    out.mkdir()
+    pq.write_table(pa.table({
+        "key": ["0", "1"], "url": ["u0", "u1"], "caption": ["whole", "cut"], "status": ["success", "success"],
+        "jpg": [whole, whole[: len(whole) * 6 // 10]],
+    }), out / "00000.parquet")
+    _, records, rejects = run_ingest({"img2dataset": [out]})
+    assert [r["record_id"] for r in records] == ["img2dataset:0"]
+    assert [(r["record_id"], r["stage"], r["reason"]) for r in rejects] == [("img2dataset:1", "images", "image_truncated")]
