@@ -26,6 +26,7 @@ as a whole (`invalid_size`, the value in the detail). Reasons are those of
 from __future__ import annotations
 
 import abc
+import json
 from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence

@@ -11,13 +11,12 @@ import textwrap
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from curation.dataset import Dataset, DatasetWriter
 from curation.runner import (
-    InputShard, ParquetReader, Pipeline, Sink, fit_cpus, parquet_shards, run_pipeline,
+    ParquetReader, Pipeline, Sink, fit_cpus, parquet_shards, run_pipeline,
 )
 from curation.runtime import Resources, Stage
 from test_runtime import EvenOnly, Upper, make_records
