@@ -89,7 +89,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     }
     if address:
         kwargs["address"] = address
-    else:
+    else:  # a new local Ray, even when a cluster started on this machine is running
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         # keep workers quiet about the spare Ray features
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -428,7 +429,8 @@ def _make_pools(steps: Sequence[Stage | Sink], total_cpus: float, total_gpus: fl
         if gpus > total_gpus:
             raise ValueError(f"stage {step.name!r} asks for {gpus} GPUs per worker; the cluster has {total_gpus:g}")
         cpus = fit_cpus(step.resources.cpus, total_cpus)
-        size = int(total_gpus // gpus) if gpus else max(1, int(max(total_cpus - 1, 1) // max(cpus, 1e-9)))
+        # one actor per GPU share; on CPUs, half of them, the other half for the shard tasks that feed them
+        size = int(total_gpus // gpus) if gpus else max(1, int((total_cpus / 2) // max(cpus, 1e-9)))
         size = max(1, min(size, getattr(step, "max_actors", None) or size))
         cls = type(f"{type(step).__name__}Actor", (_PoolActor,), {"stage": step})
         remote = ray.remote(cls).options(num_cpus=cpus, num_gpus=gpus, max_restarts=-1, max_task_retries=-1)

@@ -49,6 +49,8 @@ class DemoConfig:
     clip_checkpoint: str = str(DEMO_CLIP_DIR / "demo_clip.pt")
     tasks: tuple[str, ...] = ("caption", "vqa", "ref_grounding", "grounded_caption", "ocr")
     pack: int | None = 2048
+    shard_rows: int = 10_000
+    task_cpus: float = 1.0
     ray_address: str | None = None
 
 
@@ -161,6 +163,8 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
         min_clip_score=cfg.min_clip_score,
         tasks=tuple(cfg.tasks),
         pack=cfg.pack,
+        shard_rows=cfg.shard_rows,
+        task_cpus=cfg.task_cpus,
         overwrite=overwrite or _previous_demo(out),
         ray_address=cfg.ray_address,
     )

@@ -93,7 +93,9 @@ def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_ex
 
 
 def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
-    reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels)
+    # batches of the CLIP batch size: scoring starts while the rest of the shard still downloads
+    reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels,
+                               batch_size=cfg.clip_batch_size)
     return Pipeline(reader, [FromImg2dataset(cfg.source, cfg.max_pixels), *after], task_cpus=cfg.task_cpus)
 
 

@@ -14,6 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="corpus seed (default 0)")
     p.add_argument("--min-clip-score", type=float, default=None, help="CLIP threshold for the demo model (default 0.15)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--shard-rows", type=int, default=None, help="URLs per input shard (default 10000: one shard)")
     p.add_argument(
         "--overwrite", action="store_true",
         help="replace a non-empty output that is not an earlier demo's (an earlier demo's is always replaced)",
@@ -32,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     t0 = time.time()
     cfg = demo.default_config(
-        out=args.out, images=args.images, seed=args.seed, min_clip_score=args.min_clip_score, ray_address=args.ray_address
+        out=args.out, images=args.images, seed=args.seed, min_clip_score=args.min_clip_score, ray_address=args.ray_address,
+        shard_rows=args.shard_rows,
     )
     m = demo.run(cfg, overwrite=args.overwrite)
     tables, stages, clip = m["tables"], m["stages"], m["demo"]["clip"]

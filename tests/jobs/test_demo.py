@@ -121,7 +121,7 @@ def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, cap
     other = tmp_path / "mine"
     other.mkdir()
     (other / "notes.txt").write_text("not a demo")
-    assert main(["demo", "--out", str(other), "--images", "12"]) == 2  # someone else's folder: refused
+    assert main(["demo", "--out", str(other), "--images", "16"]) == 2  # someone else's folder: refused
     assert "not empty" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "not a demo"
     assert Dataset(out, verify=True).rows("records") > 0

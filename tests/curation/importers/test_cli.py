@@ -89,9 +89,13 @@ def test_broken_file_structure_is_one_line_naming_the_file(tmp_path, capsys, kin
     assert rc == 2 and err == f"curate ingest: error: {path}: {message}"
 
 
-def test_a_value_that_does_not_fit_the_record_is_one_line_naming_it(tmp_path, capsys):
+def test_a_size_that_is_not_a_number_is_a_reject_naming_the_record(tmp_path, capsys):
+    from curation.dataset import Dataset
+
     path = tmp_path / "textvqa.json"
     path.write_text(json.dumps({"data": [{"image_id": "a", "question_id": 7, "image_width": "wide", "image_height": 4, "question": "q", "answers": ["x"]}]}))
     rc, err = _run([str(path), "--kind", "textvqa", "--out", str(tmp_path / "o"), "--runner", "local"], capsys)
-    assert rc == 2 and len(err.splitlines()) == 1
-    assert err.startswith("curate ingest: error: record textvqa:a (textvqa.json: question 7): a value does not fit the record columns: ")
+    assert rc == 0, err
+    (reject,) = Dataset(tmp_path / "o").read("rejects").to_pylist()
+    assert (reject["record_id"], reject["reason"]) == ("textvqa:a", "invalid_size")
+    assert "wide" in reject["detail"]
