@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from curation.errors import InputError
 from curation.runtime import Resources, Stage, split_rejects
-from curation.schema import IMAGE_REF, SAMPLE_SCHEMA, TURN
+from curation.schema import ANNOTATION_COLUMNS, IMAGE_REF, SAMPLE_SCHEMA, TURN
 from formats.tasks import FORMATS, Options, Rejected, Rendered, get_dialect, parse_tasks, render_counted, sample_id
 
 __all__ = ["STAGE", "BUILD_COLUMNS", "sample_id", "BuildSamples", "build_samples"]
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 STAGE = "build"
 # what a sample needs from a record, besides the image bytes (taken by index)
-_READ = ["record_id", "source", "width", "height", "captions", "qa", "regions", "grounded_captions", "ocr", "text"]
+_READ = ["record_id", "source", "width", "height", *ANNOTATION_COLUMNS, "text"]
 BUILD_COLUMNS = [f.name for f in SAMPLE_SCHEMA] + ["meta", "reject_stage", "reject_reason", "reject_detail"]
 
 

@@ -45,3 +45,23 @@ def test_the_real_annotation_excerpts_are_in_the_repository():
     } <= names
     readme = (real / "README.md").read_text()
     assert "CC BY 4.0" in readme and all(d in readme for d in ("COCO", "Visual Genome", "TextVQA", "TextCaps"))
+
+
+def test_the_preview_copy_of_the_annotation_columns_matches_the_schema():
+    from curation.schema import ANNOTATION_COLUMNS
+    from formats.tasks import _ANNOTATIONS
+
+    assert _ANNOTATIONS == ANNOTATION_COLUMNS
+
+
+def test_only_the_runner_imports_ray():
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    importers = sorted(
+        str(p.relative_to(root))
+        for pkg in ("curation", "filters", "formats", "jobs")
+        for p in (root / pkg).rglob("*.py")
+        if re.search(r"^\s*(import ray|from ray)\b", p.read_text(), re.M)
+    )
+    assert importers == ["curation/runner.py"]

@@ -243,7 +243,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     from curation.importers.base import INGEST_STAGE, Merger, count_items
     from curation.importers.images import IMAGES_STAGE, partial_to_row
     from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
-    from curation.schema import rejects_from_pylist
+    from curation.schema import ANNOTATION_COLUMNS, rejects_from_pylist
 
     work = _WorkWriter(writer.work_dir / "ingest")
     ingest_rejects: Counter = Counter()
@@ -308,7 +308,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
         "images": str(images) if images else None,
         "annotations_read": {imp.kind: imp.items_read for imp in importers},
         "records": writer.stage(IMAGES_STAGE).rows_out,
-        "annotations": {k: summary["annotations"].get(k, 0) for k in ("captions", "qa", "regions", "grounded_captions", "ocr", "text")},
+        "annotations": {k: summary["annotations"].get(k, 0) for k in (*ANNOTATION_COLUMNS, "text")},
         "rejects": dict(sorted(rejects.items())),
     }
     config = {"command": "ingest", "kinds": sorted(groups), "images": images, "source": source, "max_pixels": stage.max_pixels}

@@ -39,7 +39,7 @@ from curation.importers.base import ANNOTATION_LISTS, count_items, validate_reco
 from curation.importers.boxes import scale_boxes
 from curation.reasons import ANNOTATIONS_REJECTED, IMAGE_MISSING, IMAGE_UNREADABLE, SIZE_MISMATCH, SIZE_UNKNOWN
 from curation.runtime import Resources, Stage
-from curation.schema import RECORD_SCHEMA, REJECT_COLUMNS
+from curation.schema import ANNOTATION_COLUMNS, RECORD_SCHEMA, REJECT_COLUMNS
 
 __all__ = [
     "WORK_SCHEMA",
@@ -153,7 +153,7 @@ class LoadImages(Stage):
         col = {c: batch.column(c).to_pylist() for c in ("record_id", "image", "image_files", "width", "height", "reject_stage", "url")}
         geometry = [False] * n
         items = [0] * n
-        for c in ("regions", "grounded_captions", "ocr", "captions", "qa"):
+        for c in ANNOTATION_COLUMNS:
             lengths = pc.fill_null(pc.list_value_length(batch.column(c)), 0).to_pylist()
             items = [a + b for a, b in zip(items, lengths)]
             if c in ("regions", "grounded_captions", "ocr"):

@@ -112,12 +112,15 @@ def test_a_killed_overwrite_rerun_leaves_the_old_dataset(records_dir, tmp_path):
     out = tmp_path / "out"
     assert main(["build", str(records_dir), "--out", str(out)]) == 0
     before = _state(out)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "TMPDIR": str(tmp)}
     proc = subprocess.run(
         [sys.executable, "-c", KILL_AT_CLOSE, "build", str(records_dir), "--out", str(out), "--overwrite", "--format", "qwen2-vl"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not list(tmp.iterdir())  # work files live in the output's staging directory, not in /tmp
     assert "staged" in proc.stderr
     staging = out / ".curate" / "staging"
     assert list((staging / "samples").glob("part-*.parquet")) and (staging / "manifest.json").is_file()

@@ -99,3 +99,102 @@ def test_config_errors_name_the_key(data, message):
 
     with pytest.raises(InputError, match=message):
         config_from_dict(WebPairsConfig, data, "job.toml")
+
+
+def _job_toml(path, urls, out, **extra):
+    lines = [f'urls = "{urls}"', f'out = "{out}"', 'source = "web"', 'url_col = "link"', 'caption_col = "text"',
+             'id_col = "id"', f'clip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"',
+             f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"', "min_clip_score = 0.15", 'tasks = ["caption"]']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _contents(out):
+    ds = Dataset(out, verify=True)
+    records = ds.read("records", columns=["record_id"]).column(0).to_pylist()
+    samples = ds.read("samples", columns=["sample_id"]).column(0).to_pylist()
+    rejects = [(r["record_id"], r["stage"], r["reason"]) for r in ds.read("rejects", columns=["record_id", "stage", "reason"]).to_pylist()]
+    assert len(set(records)) == len(records) and len(set(samples)) == len(samples) and len(set(rejects)) == len(rejects)
+    return set(records), set(samples), set(rejects)
+
+
+def test_a_job_whose_driver_is_killed_resumes_to_the_same_output(site, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root, urls, items = site
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+
+    def curate(*argv):
+        return subprocess.Popen([sys.executable, "-m", "curation.cli", *map(str, argv)], cwd=repo, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+    whole = curate("run", _job_toml(tmp_path / "whole.toml", urls, tmp_path / "whole", shard_rows=9))
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()[-2000:]
+
+    out2 = tmp_path / "killed2"
+    job2 = _job_toml(tmp_path / "job2.toml", urls, out2, shard_rows=9)
+    proc = curate("run", job2)
+    done = out2 / ".curate" / "staging" / "done"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(done.glob("*.json"))) < 2 and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+    finished = len(list(done.glob("*.json")))
+    assert 1 <= finished < 9, finished
+    resumed = curate("run", job2, "--resume")
+    _, err = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, err[-2000:]
+    assert f"resume: {finished} input shard(s) already done" in err
+    manifest = json.loads((out2 / "manifest.json").read_text())
+    assert manifest["run"]["resumed"] is True and manifest["stages"]["download"]["in"] == 81
+    assert _contents(out2) == _contents(tmp_path / "whole")
+    records, _, rejects = _contents(out2)
+    assert records | {r[0] for r in rejects} == {f"web:{it.item_id}" for it in items} | {"web:gone"}  # 0 missing
+
+
+def test_a_killed_clip_actor_is_restarted_and_every_row_accounted(site, tmp_path, local_ray):
+    import os
+    import signal
+    import threading
+    import time
+    from pathlib import Path
+
+    root, urls, items = site
+    killed = []
+
+    def clip_actor_pids():
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::ClipScoreActor"):
+                    yield int(proc.name)
+            except OSError:
+                continue
+
+    def kill_the_clip_actor():
+        deadline = time.time() + 300
+        while time.time() < deadline and not killed:
+            for pid in clip_actor_pids():
+                time.sleep(0.5)
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_clip_actor, daemon=True)
+    killer.start()
+    assert main(["run", str(_job_toml(tmp_path / "job.toml", urls, tmp_path / "out", shard_rows=9))]) == 0
+    killer.join(timeout=5)
+    assert killed, "the CLIP actor was never seen"
+    m = Dataset(tmp_path / "out").manifest
+    assert m["stages"]["download"]["in"] == 81
+    records, _, rejects = _contents(tmp_path / "out")
+    assert len(records) + len(rejects) == 81  # rows in = records + rejects
+    assert m["stages"]["clip"]["in"] == m["stages"]["basic"]["out"]
