@@ -15,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--overwrite", action="store_true", default=None,
         help="replace a non-empty output directory (as the config key overwrite = true)",
     )
+    p.add_argument(
+        "--resume", action="store_true", default=None,
+        help="continue an interrupted run of this config into its output: finished input shards are skipped (as resume = true)",
+    )
 
 
 def check_config(cfg, where: str = "config") -> None:
@@ -36,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs import web_pairs
     from jobs.config import load_config
 
-    cfg = load_config(args.config, web_pairs.WebPairsConfig, {"out": args.out, "ray_address": args.ray_address, "overwrite": args.overwrite})
+    cfg = load_config(args.config, web_pairs.WebPairsConfig, {"out": args.out, "ray_address": args.ray_address, "overwrite": args.overwrite, "resume": args.resume})
     check_config(cfg, args.config)
     m = web_pairs.run(cfg)
     t = m["tables"]
