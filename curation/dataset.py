@@ -55,6 +55,7 @@ __all__ = [
     "ShardError",
     "OutputError",
     "CURATE_DIR",
+    "sha256_file",
 ]
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class ShardInfo:
     sha256: str
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -156,7 +157,7 @@ class ShardWriter:
                 path=f"{self.table}/{name}",
                 rows=table.num_rows,
                 bytes=final.stat().st_size,
-                sha256=_sha256_file(final),
+                sha256=sha256_file(final),
             )
         )
         log.debug("wrote %s (%d rows)", final, table.num_rows)
@@ -535,7 +536,7 @@ class Dataset:
     def verify_shard(self, shard: dict) -> Path:
         """Check one manifest entry's file: present, its row count, its sha256."""
         path = self._check_rows(shard)
-        digest = _sha256_file(path)
+        digest = sha256_file(path)
         if digest != shard["sha256"]:
             raise ShardError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {shard['sha256'][:16]}...")
         return path

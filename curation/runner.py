@@ -46,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.dataset import sha256_file
 from curation.runtime import Stage, split_rejects, stage_seconds, timed_call
 from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
 
@@ -218,14 +219,6 @@ def _local_stage(stage: Stage) -> Stage:
     return _SET_UP[key]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class _PartWriter:
     """One table's shard of one input shard: `.part-K.parquet.tmp`, renamed when complete."""
 
@@ -253,7 +246,7 @@ class _PartWriter:
         self.writer.close()
         os.replace(self.tmp, self.final)
         return {"path": f"{self.table}/{self.name}", "rows": self.rows, "bytes": self.final.stat().st_size,
-                "sha256": _sha256(self.final)}
+                "sha256": sha256_file(self.final)}
 
 
 def _item_rejects(batch: pa.Table) -> pa.Table | None:
