@@ -53,7 +53,7 @@ from curation.reasons import (
     OPTED_OUT,
     TIMEOUT,
 )
-from curation.runtime import Resources, Stage, ensure_reject_columns
+from curation.runtime import Resources, Stage, ensure_reject_columns, scoped_env
 from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
 __all__ = [
@@ -168,7 +168,7 @@ def run_img2dataset(
     # refuses bombs before allocating; albumentations does not phone home.
     # Both are set only while img2dataset runs.
     env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    with _scoped_env(env):
+    with scoped_env(env):
         from img2dataset import download
 
     if urls.num_rows == 0:  # a header-only list: nothing to fetch
@@ -181,7 +181,7 @@ def run_img2dataset(
     if out.exists():
         shutil.rmtree(out)
     with contextlib.ExitStack() as scope:
-        scope.enter_context(_scoped_env(env))
+        scope.enter_context(scoped_env(env))
         sink = sys.stderr if not quiet else scope.enter_context(open(os.devnull, "w"))
         scope.enter_context(contextlib.redirect_stdout(sink))
         download(
@@ -212,21 +212,6 @@ def run_img2dataset(
     if not shards:
         raise RuntimeError(f"img2dataset wrote no shards in {out} for {urls.num_rows} URLs")
     return shards
-
-
-@contextlib.contextmanager
-def _scoped_env(values: dict[str, str]):
-    """Set environment variables for the duration of a block, then restore them."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 class FromImg2dataset(Stage):
@@ -400,7 +385,7 @@ class Img2datasetReader:
         if urls.num_rows == 0:
             return
         env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(self.max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
-        with _scoped_env(env):
+        with scoped_env(env):
             from img2dataset.downloader import Downloader
             from img2dataset.resizer import Resizer
 
@@ -425,7 +410,7 @@ class Img2datasetReader:
 
         def download() -> None:
             try:
-                with _scoped_env(env):
+                with scoped_env(env):
                     downloader.download_shard((shard.shard_id, shard_file))
             except BaseException as exc:  # handed to the reading side, raised there
                 failure.append(exc)
