@@ -4,7 +4,9 @@ The only module of the project that imports Ray. Every command and job hands
 it a `Pipeline`:
 
 - `reader(shard)` yields Arrow batches of one input shard (URL rows that it
-  downloads, record rows of a Parquet slice, ingest work rows);
+  downloads, record rows of a Parquet slice, ingest work rows); a reader that
+  returns a dict adds its figures to the shard's result (the download's
+  `requests_by_host`, merged into the manifest's `download` block);
 - `steps`, in order: stages (plain classes, curation/runtime.py) and sinks.
   At a `Sink`, the rows still alive go to its table and the dropped rows to
   `rejects`; the alive rows flow on to the next steps (records -> build ->
@@ -341,10 +343,18 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
     staging_path = Path(staging)
     run = _Flow(shard, steps, staging_path, pools)
     rows_in = 0
-    for batch in reader(shard):
+    batches = reader(shard)
+    while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
+        try:
+            batch = next(batches)
+        except StopIteration as end:
+            extra = end.value if isinstance(end.value, dict) else {}
+            break
         rows_in += batch.num_rows
         run.flow(batch)
-    return run.finish(rows_in)
+    result = run.finish(rows_in)
+    result.update({k: v for k, v in extra.items() if k not in result})
+    return result
 
 
 class _Flow:
