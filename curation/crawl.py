@@ -139,7 +139,7 @@ class FetchStats:
 # ------------------------------------------------------------- connections
 
 
-def guarded_connection(address, timeout, source_address=None, *, allow_private: bool, on_connect=None):
+def guarded_connection(address, timeout, source_address=None, *, allow_private: bool, on_connect=None, on_blocked=None):
     """`socket.create_connection`, resolving once and refusing a host with any address the policy refuses.
 
     Every address `socket.getaddrinfo` returns is checked before the first
@@ -151,6 +151,8 @@ def guarded_connection(address, timeout, source_address=None, *, allow_private: 
         for *_, sockaddr in infos:
             refusal = address_allowed(sockaddr[0], allow_private)
             if refusal is not None:
+                if on_blocked is not None:
+                    on_blocked(host)
                 raise BlockedAddress(f"{BLOCKED_PREFIX}{host} resolves to {sockaddr[0]}: {refusal}")
     if on_connect is not None:
         on_connect(host)
@@ -287,7 +289,8 @@ class _Fetcher:
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._slots_lock = threading.Lock()
         connect = functools.partial(guarded_connection, allow_private=policy.allow_private_network,
-                                    on_connect=functools.partial(stats.add, stats.requests))
+                                    on_connect=functools.partial(stats.add, stats.requests),
+                                    on_blocked=functools.partial(stats.add, stats.blocked))
         opener = urllib.request.OpenerDirector()
         for handler in (
             urllib.request.UnknownHandler(),

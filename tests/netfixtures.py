@@ -54,6 +54,7 @@ class FaultServer:
         self.log: list[tuple[str, dict]] = []
         self.redirects: dict[str, str] = {}  # /redirect/<name> -> Location
         self.hits: dict[str, int] = {}
+        self.times: dict[str, list[float]] = {}  # path -> when each request arrived (time.monotonic)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.image = jpeg()
@@ -100,6 +101,7 @@ class FaultServer:
         with self._lock:
             self.log.append((handler.path, dict(handler.headers)))
             self.hits[handler.path] = self.hits.get(handler.path, 0) + 1
+            self.times.setdefault(handler.path, []).append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
@@ -241,3 +243,45 @@ class NetGuard:
 
         monkeypatch.setattr(socket.socket, "connect", connect)
         monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+class ProxyRecorder:
+    """A loopback HTTP proxy that forwards nothing: it logs each request line it gets and answers 502.
+
+    Set as http_proxy / https_proxy (with no_proxy covering loopback) for a
+    process under test: anything that process would send off the machine
+    through the standard proxy settings arrives here instead, and is listed.
+    """
+
+    def __init__(self):
+        self.log: list[str] = []
+        recorder = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _any(self):
+                recorder.log.append(f"{self.command} {self.path}")
+                self.send_response(502)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_HEAD = do_CONNECT = do_DELETE = do_PATCH = do_OPTIONS = _any
+
+            def log_message(self, format, *args):  # noqa: A002 - http.server's signature
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def env(self) -> dict[str, str]:
+        loopback = "127.0.0.1,localhost,::1"
+        return {"http_proxy": self.url, "HTTP_PROXY": self.url, "https_proxy": self.url, "HTTPS_PROXY": self.url,
+                "all_proxy": self.url, "ALL_PROXY": self.url, "no_proxy": loopback, "NO_PROXY": loopback}
+
+    def __enter__(self) -> "ProxyRecorder":
+        threading.Thread(target=self.httpd.serve_forever, name="proxy-recorder", daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
