@@ -69,7 +69,6 @@ def checks_computed_but_loopback_allowed():
 
 
 def download(shard_file: Path, n: int, way: str, threads: int) -> tuple[float, float, int]:
-    import pyarrow as pa
     from curation.crawl import FetchPolicy, fetching
     from curation.download import _CollectingWriter
     from img2dataset.downloader import Downloader

@@ -63,6 +63,7 @@ __all__ = [
     "Sink",
     "Pipeline",
     "init_ray",
+    "api_server_offline",
     "fit_cpus",
     "cluster_gpus",
     "run_pipeline",
@@ -83,7 +84,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     """Start Ray in-process (local) or join `address` / $RAY_ADDRESS.
 
     A new local Ray sends nothing off the machine: usage stats are off, and its
-    API server process starts without a way out (`_api_server_offline`).
+    API server process starts without a way out (`api_server_offline`).
     """
     import ray
 
@@ -106,7 +107,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     # keep workers quiet about the spare Ray features
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    with _api_server_offline():
+    with api_server_offline():
         ray.init(**kwargs)
 
 
@@ -127,8 +128,9 @@ def _refusing_loopback_proxy() -> str:
 
 
 @contextlib.contextmanager
-def _api_server_offline():
-    """While Ray starts a head, its API server process gets a proxy that refuses every connection.
+def api_server_offline():
+    """While Ray starts a head (`init_ray`, or `ray.cluster_utils.Cluster` in a test), its API server
+    process gets a proxy that refuses every connection.
 
     Ray 2.x starts an API server with every new head; with `include_dashboard=False`
     it loads only `UsageStatsHead`, whose `run()` calls

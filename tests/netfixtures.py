@@ -18,6 +18,7 @@ the real address. Runs in this process only: tests that use it never start Ray.
 from __future__ import annotations
 
 import email.utils
+import functools
 import http.server
 import io
 import ipaddress
@@ -39,8 +40,9 @@ def jpeg(w: int = 64, h: int = 48, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
 def bomb_png() -> bytes:
-    """A decompression bomb: about 48 KB, 20,000 x 20,000 pixels."""
+    """A decompression bomb: about 48 KB, 20,000 x 20,000 pixels (made once per test session)."""
     buf = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buf, format="PNG", optimize=True)
     return buf.getvalue()
@@ -58,7 +60,6 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.image = jpeg()
-        self.bomb = bomb_png()
         self.in_flight = 0
         self.max_in_flight = 0
         server = self
@@ -176,7 +177,7 @@ class FaultServer:
         if path == "/html.jpg":
             return self._send(h, 200, b"<html><body>an HTML page, status 200</body></html>", ctype="text/html")
         if path == "/bomb.png":
-            return self._send(h, 200, self.bomb, ctype="image/png")
+            return self._send(h, 200, bomb_png(), ctype="image/png")
         if path == "/noai.jpg":
             return self._send(h, 200, self.image, {"X-Robots-Tag": "noai"})
         if path == "/noimageai-for-us.jpg":  # addressed to this crawler's token
