@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -50,7 +51,9 @@ def main() -> None:
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()
-            subprocess.run([py, "-c", RAW, tmp], capture_output=True, text=True, cwd=ROOT, check=True)
+            # albumentations (imported by img2dataset) asks PyPI for its latest version unless told not to
+            env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
+            subprocess.run([py, "-c", RAW, tmp], capture_output=True, text=True, cwd=ROOT, check=True, env=env)
             raw.append(time.time() - t0)
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.time()

@@ -5,12 +5,21 @@ read exactly the shards that the manifest lists, so a half-written shard of a
 crashed run is never seen. A listed shard that is missing, or whose rows or
 size are not the manifest's, is an InputError naming the file, before DuckDB
 reads it.
+
+The connection reaches nothing else: DuckDB's external access is off except
+for the listed shards (`allowed_paths`) and any paths the caller allows
+(`allow`: files or directories, e.g. `curate sql --allow-path`); extensions
+are neither installed nor loaded on demand (no `httpfs` fetched from the
+internet for an `http://` path); and the configuration is locked, so a query
+cannot `SET` its way out. `read_csv('/etc/passwd')` or `COPY ... TO '/tmp/x'`
+is a permission error.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from curation.dataset import Dataset
 from curation.errors import InputError
@@ -55,16 +64,44 @@ def _shard_error(ds: Dataset, exc: Exception) -> InputError | None:
     return InputError(f"{ds.path}: a shard is unreadable ({msg}); compare the shards with the sha256 in manifest.json")
 
 
-def connect(path: Path | str):
-    """A DuckDB connection with one view per table of the dataset at `path`."""
-    return _connect(Dataset(path))
+def connect(path: Path | str, allow: Sequence[Path | str] = ()):
+    """A locked-down DuckDB connection with one view per table of the dataset at `path`.
+
+    It may read the dataset's listed shards and the files or directories in `allow`, nothing else.
+    """
+    return _connect(Dataset(path), allow)
 
 
-def _connect(ds: Dataset):
+def _sql_list(values: Iterable[str]) -> str:
+    return "[" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + "]"
+
+
+def _locked_down(ds: Dataset, allow: Sequence[Path | str]):
+    import duckdb
+
+    shards = [str(p) for table in TABLE_SCHEMAS for p in ds.shard_paths(table)]
+    dirs, files = [], list(shards)
+    for a in allow:
+        p = os.path.abspath(os.path.expanduser(str(a)))
+        if os.path.isdir(p):
+            dirs.append(p.rstrip("/") + "/")
+        else:
+            files.append(p)
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    if files:
+        con.execute(f"set allowed_paths = {_sql_list(files)}")
+    if dirs:
+        con.execute(f"set allowed_directories = {_sql_list(dirs)}")
+    con.execute("set enable_external_access = false")
+    con.execute("set lock_configuration = true")
+    return con
+
+
+def _connect(ds: Dataset, allow: Sequence[Path | str] = ()):
     import duckdb
 
     check_shards(ds, [t for t in TABLE_SCHEMAS if t in ds.tables()])
-    con = duckdb.connect()
+    con = _locked_down(ds, allow)
     for table in TABLE_SCHEMAS:
         paths = ds.shard_paths(table)
         if paths:
@@ -79,16 +116,19 @@ def _connect(ds: Dataset):
     return con
 
 
-def query(path: Path | str, sql: str):
-    """(column names, rows) of `sql` over the dataset at `path`."""
+def query(path: Path | str, sql: str, allow: Sequence[Path | str] = ()):
+    """(column names, rows) of `sql` over the dataset at `path` (reading nothing else but `allow`)."""
     import duckdb
 
     ds = Dataset(path)
-    con = _connect(ds)
+    con = _connect(ds, allow)
     try:
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description] if cur.description else []
         rows = cur.fetchall()
+    except duckdb.PermissionException as exc:
+        raise InputError(f"SQL refused: {str(exc).splitlines()[0]} (curate sql reads only the dataset's shards; "
+                         "--allow-path PATH allows more)") from None
     except duckdb.Error as exc:
         raise (_shard_error(ds, exc) or InputError(f"SQL error: {str(exc).splitlines()[0]}")) from None
     return cols, rows

@@ -399,12 +399,16 @@ class DatasetWriter:
         """Finish the run: manifest, then replace the old dataset with the new one."""
         files: dict[str, list[dict]] = {}
         nodes: Counter = Counter()
+        fetches: dict[str, Counter] = {}  # the download reader's counts per host, by kind
         input_shards = 0
         for r in self.shard_results():  # written by the shard tasks
             input_shards += 1
             nodes[r.get("node") or "driver"] += 1
             for f in r["files"]:
                 files.setdefault(f["path"].split("/", 1)[0], []).append(f)
+            for kind in ("requests_by_host", "retries_by_host", "blocked_by_host"):
+                if kind in r:
+                    fetches.setdefault(kind, Counter()).update(r[kind])
         for name, w in self.writers.items():  # written here, on the driver
             files.setdefault(name, []).extend(s.__dict__ for s in w.close())
         tables = {}
@@ -425,6 +429,11 @@ class DatasetWriter:
         }
         if input_shards:  # where the work ran: input shards per node ("driver" = in this process)
             manifest["run"] = {"input_shards": input_shards, "resumed": self.resumed, "shards_by_node": dict(nodes)}
+        if fetches:  # what the download sent, per host (most requested first)
+            manifest["download"] = {
+                "requests": sum(fetches.get("requests_by_host", Counter()).values()),
+                **{kind: dict(c.most_common()) for kind, c in fetches.items()},
+            }
         if extra:
             manifest.update(extra)
         shutil.rmtree(self.staging / "work", ignore_errors=True)

@@ -1,19 +1,24 @@
 """Download: a URL list becomes records through img2dataset's real engine.
 
-1. `read_url_list` reads parquet, csv, tsv or jsonl, checks the named columns
-   and gives every row a `record_id` (`SOURCE:ID` from an id column, or the
-   row number).
-2. `run_img2dataset` hands that list to img2dataset (Parquet output, images
-   kept as downloaded: no resize, no re-encode of JPEGs) in a child process
-   pool. OpenCV's pixel limit is set first, so decompression bombs fail to
-   decode instead of taking memory.
+1. `read_url_list` reads parquet, csv, tsv or jsonl, checks the named columns,
+   gives every row a `record_id` (`SOURCE:ID` from an id column, or the row
+   number) and marks duplicate URLs: `duplicate_of` names the record of the
+   first row with the same normalised URL (`curation.netpolicy.normalize_url`),
+   across the whole list, so a URL is downloaded once however the list is cut.
+2. `url_shards` cuts the list into input shards; `Img2datasetReader`, inside
+   each shard's task, runs img2dataset's own `Downloader` + `Resizer` over the
+   shard's URLs (no resize, no re-encode of JPEGs), fetching through
+   `curation.crawl.fetching`: the address policy at connection time, the
+   tool's user agent, X-Robots-Tag opt-outs honoured, per-host limits, retries
+   with backoff. Duplicates are not fetched; they come out as rows to reject.
 3. `FromImg2dataset`, a stage, turns img2dataset's rows into records; every
    row img2dataset could not fetch or decode becomes a reject of stage
    `download`. Its reason is img2dataset's error message mapped to a small set
-   (`download_reason`: `http_error`, `timeout`, `connection_error`,
-   `not_an_image`, `image_too_large`, `opted_out`, `download_error`, ...); the
-   message itself is the detail. Every image img2dataset returns is decoded
-   fully once more (`curation.images.decoded_size`): img2dataset keeps a JPEG's
+   (`download_reason`: `blocked_address`, `opted_out`, `http_error`,
+   `timeout`, `connection_error`, `not_an_image`, `image_too_large`, ...); the
+   message itself is the detail. A duplicate is `duplicate_url`, its detail
+   naming the kept record. Every image img2dataset returns is decoded fully
+   once more (`curation.images.decoded_size`): img2dataset keeps a JPEG's
    bytes as downloaded, and OpenCV decodes a truncated one without complaint,
    so `image_truncated` is caught here.
 
@@ -22,15 +27,12 @@ A URL list without rows makes an empty dataset: img2dataset is not started.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -40,12 +42,16 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from curation.crawl import BLOCKED_PREFIX, FetchPolicy, fetching
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
+from curation.netpolicy import duplicate_of, interleave_by_host
 from curation.reasons import (
     ASPECT_RATIO_TOO_LARGE,
+    BLOCKED_ADDRESS,
     CONNECTION_ERROR,
     DOWNLOAD_ERROR,
+    DUPLICATE_URL,
     HTTP_ERROR,
     IMAGE_TOO_LARGE,
     IMAGE_TOO_SMALL,
@@ -53,13 +59,14 @@ from curation.reasons import (
     OPTED_OUT,
     TIMEOUT,
 )
-from curation.runtime import Resources, Stage, ensure_reject_columns
+from curation.runtime import Resources, Stage, ensure_reject_columns, scoped_env
 from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
 __all__ = [
     "URL_LIST_FORMATS",
     "read_url_list",
-    "run_img2dataset",
+    "url_shards",
+    "Img2datasetReader",
     "FromImg2dataset",
     "download_reason",
     "DEFAULT_MAX_PIXELS",
@@ -93,9 +100,11 @@ def read_url_list(
     caption_col: str | None = "caption",
     id_col: str | None = None,
 ) -> pa.Table:
-    """The URL list as a table of `record_id`, `url`, `caption`, `meta` (nullable).
+    """The URL list as a table of `record_id`, `url`, `caption`, `meta` (nullable), `duplicate_of`.
 
     A `meta` column, when the list has one, travels into the records' `meta`.
+    `duplicate_of` is null for the first row of each normalised URL and names
+    that row's record_id on every later row with the same URL.
     """
     path = Path(path)
     if not path.is_file():
@@ -123,7 +132,10 @@ def read_url_list(
         record_ids = pa.array([f"{source}:{i}" for i in range(n)], pa.string())
     captions = text(caption_col) if caption_col else pa.nulls(n, pa.string())
     meta = text("meta") if "meta" in table.column_names else pa.nulls(n, pa.string())
-    out = {"record_id": record_ids, "url": text(url_col), "caption": captions, "meta": meta}
+    urls = text(url_col)
+    dups = duplicate_of(record_ids.to_pylist(), urls.to_pylist())
+    out = {"record_id": record_ids, "url": urls, "caption": captions, "meta": meta,
+           "duplicate_of": pa.array(dups, pa.string())}
     for col in STRUCTURED_ANNOTATIONS:  # a URL list may carry them as JSON or Arrow lists
         if col in table.column_names:
             out[col] = _annotation_json(path, table, col)
@@ -147,94 +159,13 @@ def _annotation_json(path: Path, table: pa.Table, col: str) -> pa.Array:
     return pa.array([json.dumps(v) if v is not None else None for v in values], pa.string())
 
 
-def run_img2dataset(
-    urls: pa.Table,
-    work_dir: Path | str,
-    processes: int = 1,
-    threads: int = 16,
-    timeout: int = 10,
-    retries: int = 0,
-    shard_rows: int = 10_000,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    quiet: bool = False,
-) -> list[Path]:
-    """Run img2dataset over `urls` (record_id, url, caption); return its Parquet shards.
-
-    img2dataset starts its workers with `spawn`: call this from a console
-    script or under an `if __name__ == "__main__":` guard, never at import.
-    A list without rows starts no img2dataset and gives no shards.
-    """
-    # img2dataset's workers (spawned) read these from the environment: OpenCV
-    # refuses bombs before allocating; albumentations does not phone home.
-    # Both are set only while img2dataset runs.
-    env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
-    with _scoped_env(env):
-        from img2dataset import download
-
-    if urls.num_rows == 0:  # a header-only list: nothing to fetch
-        return []
-    work_dir = Path(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    url_file = work_dir / "urls.parquet"
-    pq.write_table(urls, url_file)
-    out = work_dir / "img2dataset"
-    if out.exists():
-        shutil.rmtree(out)
-    with contextlib.ExitStack() as scope:
-        scope.enter_context(_scoped_env(env))
-        sink = sys.stderr if not quiet else scope.enter_context(open(os.devnull, "w"))
-        scope.enter_context(contextlib.redirect_stdout(sink))
-        download(
-            url_list=str(url_file),
-            input_format="parquet",
-            url_col="url",
-            caption_col="caption",
-            save_additional_columns=[c for c in urls.column_names if c not in ("url", "caption")],
-            output_folder=str(out),
-            output_format="parquet",
-            processes_count=max(1, processes),
-            thread_count=max(1, threads),
-            number_sample_per_shard=shard_rows,
-            resize_mode="no",
-            skip_reencode=True,
-            encode_format="jpg",
-            timeout=timeout,
-            retries=retries,
-            max_image_area=float(max_pixels),
-            extract_exif=False,
-            compute_hash="sha256",
-            enable_wandb=False,
-            disallowed_header_directives=[],
-            # a fresh folder each run: img2dataset's "overwrite" mode deletes its own _tmp dir
-            incremental_mode="incremental",
-        )
-    shards = sorted(out.glob("*.parquet"))
-    if not shards:
-        raise RuntimeError(f"img2dataset wrote no shards in {out} for {urls.num_rows} URLs")
-    return shards
-
-
-@contextlib.contextmanager
-def _scoped_env(values: dict[str, str]):
-    """Set environment variables for the duration of a block, then restore them."""
-    before = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 class FromImg2dataset(Stage):
     """img2dataset's Parquet rows → record rows; failures flow on as `download` rejects.
 
     A row img2dataset calls a success is checked once more with a full decode
     under `max_pixels` (`curation.images.decoded_size`): `image_truncated`,
-    `not_an_image` and `image_too_large` rejects come from there.
+    `not_an_image` and `image_too_large` rejects come from there. A row with
+    `duplicate_of` set (never fetched) is a `duplicate_url` reject naming the kept record.
     """
 
     name = "download"
@@ -255,9 +186,13 @@ class FromImg2dataset(Stage):
         images = batch.column("jpg").to_pylist() if "jpg" in cols else [None] * n
         record_ids = batch.column("record_id").to_pylist()
         captions = batch.column("caption").to_pylist() if "caption" in cols else [None] * n
+        dups = batch.column("duplicate_of").to_pylist() if "duplicate_of" in cols else [None] * n
         reasons: list[str | None] = [None] * n
         details: list[str | None] = [None] * n
         for i in range(n):
+            if dups[i] is not None:
+                reasons[i], details[i] = DUPLICATE_URL, f"same URL as {dups[i]}, downloaded once there"
+                continue
             if status[i] != "success" or images[i] is None:
                 reasons[i] = download_reason(errors[i])
                 details[i] = (errors[i] or "").strip() or f"{status[i] or 'no status'}, no image"
@@ -298,13 +233,19 @@ def download_reason(message: str | None) -> str:
     lower = text.lower()
     if not text:
         return DOWNLOAD_ERROR
+    if text.startswith(BLOCKED_PREFIX):  # curation.crawl: the address policy refused the URL or a redirect
+        return BLOCKED_ADDRESS
     if "x-robots-tag" in lower:  # downloader.py: "Use of image disallowed by X-Robots-Tag directive"
         return OPTED_OUT
     if text.startswith("HTTP Error"):  # urllib.error.HTTPError: "HTTP Error 404: Not Found"
         return HTTP_ERROR
     if "timed out" in lower or "timeout" in lower:  # socket.timeout, "<urlopen error timed out>"
         return TIMEOUT
-    if "cv_io_max_image_pixels" in lower or lower == "image area too large":  # OpenCV's limit; max_image_area
+    if (
+        "cv_io_max_image_pixels" in lower  # OpenCV's limit
+        or lower == "image area too large"  # img2dataset's max_image_area
+        or lower.startswith("body larger than")  # curation.crawl's max_bytes
+    ):
         return IMAGE_TOO_LARGE
     if lower == "image decoding error" or text.startswith("OpenCV("):  # cv2.imdecode gave None, or asserted
         return NOT_AN_IMAGE
@@ -376,31 +317,51 @@ class Img2datasetReader:
     """Reader of a URL input shard: img2dataset's own Downloader and Resizer, as a library.
 
     Runs inside the shard's task: the shard's URLs go through img2dataset's
-    download loop (its threads, retries, X-Robots-Tag check, resizer with no
-    resize and no re-encode, sha256, EXIF off) and every row it would have
-    written comes out here instead, in batches, while the next ones download;
-    nothing touches the disk. The rows are img2dataset's: `status`,
-    `error_message`, `jpg`, `width`, `height`, `sha256` and the URL list's columns.
+    download loop (its threads, X-Robots-Tag check, resizer with no resize and
+    no re-encode, sha256, EXIF off), fetching through `curation.crawl.fetching`
+    with `policy` (address policy, user agent, per-host limit, retries with
+    backoff), and every row it would have written comes out here instead, in
+    batches, while the next ones download; nothing touches the disk. The rows
+    are img2dataset's: `status`, `error_message`, `jpg`, `width`, `height`,
+    `sha256` and the URL list's columns. Rows marked `duplicate_of` are not
+    fetched and come out first, as they are.
+
+    The URLs are handed to img2dataset taking turns among hosts
+    (`interleave_by_host`), so the per-host limit does not idle the threads.
+    When the generator ends it returns the shard's fetch counts
+    (`requests_by_host`, ...), which the runner adds to the shard's result.
     """
 
     threads: int = 16
     timeout: int = 10
-    retries: int = 0
+    retries: int = 2
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 256
+    policy: FetchPolicy = field(default_factory=FetchPolicy)
 
     def __call__(self, shard) -> "Iterator[pa.Table]":
+        urls = pq.read_table(shard.path)
+        if urls.num_rows == 0:
+            return {}
+        if "duplicate_of" in urls.column_names:
+            dup = pc.is_valid(urls.column("duplicate_of"))
+            duplicates, urls = urls.filter(dup), urls.filter(pc.invert(dup))
+            if duplicates.num_rows:
+                yield _duplicate_rows(duplicates)
+        if urls.num_rows == 0:
+            return {}
+        urls = urls.take(pa.array(interleave_by_host(urls.column("url").to_pylist()), pa.int64()))
+        return (yield from self._download(shard, urls))
+
+    def _download(self, shard, urls: pa.Table):
         import queue
         import threading
         import uuid
 
         import fsspec
 
-        urls = pq.read_table(shard.path)
-        if urls.num_rows == 0:
-            return
         env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(self.max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
-        with _scoped_env(env):
+        with scoped_env(env):
             from img2dataset.downloader import Downloader
             from img2dataset.resizer import Resizer
 
@@ -419,14 +380,19 @@ class Img2datasetReader:
             thread_count=max(1, self.threads), save_caption=True, extract_exif=False, output_folder=stats_dir,
             column_list=columns, timeout=self.timeout, number_sample_per_shard=max(urls.num_rows, 10),
             oom_shard_count=5, compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
-            retries=self.retries, user_agent_token=None, disallowed_header_directives=[],
+            retries=max(0, self.retries), user_agent_token=self.policy.user_agent_token,
+            disallowed_header_directives=list(self.policy.disallowed_header_directives),
         )
         failure: list[BaseException] = []
+        counts: dict = {}
 
         def download() -> None:
             try:
-                with _scoped_env(env):
-                    downloader.download_shard((shard.shard_id, shard_file))
+                with scoped_env(env), fetching(self.policy) as stats:
+                    try:
+                        downloader.download_shard((shard.shard_id, shard_file))
+                    finally:
+                        counts.update(stats.to_json())
             except BaseException as exc:  # handed to the reading side, raised there
                 failure.append(exc)
                 rows.put(None)
@@ -456,6 +422,21 @@ class Img2datasetReader:
                 mem.rm(f"/{tag}", recursive=True)
         if failure:
             raise failure[0]
+        return counts
+
+
+def _duplicate_rows(duplicates: pa.Table) -> pa.Table:
+    """Rows of duplicate URLs, shaped like img2dataset's failed rows (nothing was fetched)."""
+    n = duplicates.num_rows
+    extra = {
+        "status": pa.array(["skipped"] * n, pa.string()),
+        "error_message": pa.array([f"duplicate of {d}" for d in duplicates.column("duplicate_of").to_pylist()], pa.string()),
+        "width": pa.nulls(n, pa.int32()),
+        "height": pa.nulls(n, pa.int32()),
+    }
+    for name, values in extra.items():
+        duplicates = duplicates.append_column(name, values)
+    return duplicates
 
 
 def _timed_rows(rows: list[dict], stage: str, seconds: float) -> pa.Table:

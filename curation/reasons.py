@@ -24,11 +24,14 @@ def _define(name: str, meaning: str) -> str:
     return name
 
 
-# --- download: img2dataset's error messages, mapped (its message stays in `detail`)
+# --- download: img2dataset's error messages and the crawler's refusals, mapped (the message stays in `detail`)
 HTTP_ERROR = _define("http_error", "the server answered with an HTTP error status (status and message in detail)")
 TIMEOUT = _define("timeout", "the server did not answer within the download timeout")
 CONNECTION_ERROR = _define("connection_error", "no usable connection: refused, reset, unknown host, TLS failure, or closed mid-response")
-OPTED_OUT = _define("opted_out", "the server's X-Robots-Tag header forbids this use of the image")
+OPTED_OUT = _define("opted_out", "the server's X-Robots-Tag header forbids this use of the image (the directive in detail)")
+BLOCKED_ADDRESS = _define("blocked_address", "the URL, a redirect or its host's address is refused by the address policy: not http(s), or loopback, private, link-local, multicast, reserved or unspecified (what and why in detail)")
+DUPLICATE_URL = _define("duplicate_url", "the same URL (normalised) is listed earlier; downloaded once, for the record named in detail")
+UNSAFE_FILE_NAME = _define("unsafe_file_name", "an annotated image file name that is absolute or climbs out with '..': never fetched from the URL prefix")
 DOWNLOAD_ERROR = _define("download_error", "any other download failure (bad URL, hash mismatch, ...); img2dataset's message in detail")
 
 # --- the image itself (download, images; image_decode_error: clip)
@@ -36,7 +39,7 @@ IMAGE_MISSING = _define("image_missing", "no image: no file under the image root
 IMAGE_UNREADABLE = _define("image_unreadable", "the image file exists but cannot be read (permissions, I/O error)")
 NOT_AN_IMAGE = _define("not_an_image", "the bytes do not decode as an image (an HTML page, an empty body, corrupt data)")
 IMAGE_TRUNCATED = _define("image_truncated", "the image data ends before the image does (a cut-off download or file)")
-IMAGE_TOO_LARGE = _define("image_too_large", "more pixels than the pixel limit (decompression-bomb guard)")
+IMAGE_TOO_LARGE = _define("image_too_large", "more pixels than the pixel limit (decompression-bomb guard), or a response body over the byte limit")
 IMAGE_DECODE_ERROR = _define("image_decode_error", "the CLIP stage could not decode the image (no bytes, over its pixel limit, or undecodable; detail says which)")
 
 # --- the image's size

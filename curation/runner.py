@@ -4,7 +4,9 @@ The only module of the project that imports Ray. Every command and job hands
 it a `Pipeline`:
 
 - `reader(shard)` yields Arrow batches of one input shard (URL rows that it
-  downloads, record rows of a Parquet slice, ingest work rows);
+  downloads, record rows of a Parquet slice, ingest work rows); a reader that
+  returns a dict adds its figures to the shard's result (the download's
+  `requests_by_host`, merged into the manifest's `download` block);
 - `steps`, in order: stages (plain classes, curation/runtime.py) and sinks.
   At a `Sink`, the rows still alive go to its table and the dropped rows to
   `rejects`; the alive rows flow on to the next steps (records -> build ->
@@ -32,10 +34,13 @@ never listed twice.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.dataset import sha256_file
-from curation.runtime import Stage, split_rejects, stage_seconds, timed_call
+from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
 from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,6 +64,7 @@ __all__ = [
     "Sink",
     "Pipeline",
     "init_ray",
+    "api_server_offline",
     "fit_cpus",
     "cluster_gpus",
     "run_pipeline",
@@ -76,7 +82,11 @@ ROW_GROUP_ROWS = 1024
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
-    """Start Ray in-process (local) or join `address` / $RAY_ADDRESS."""
+    """Start Ray in-process (local) or join `address` / $RAY_ADDRESS.
+
+    A new local Ray sends nothing off the machine: usage stats are off, and its
+    API server process starts without a way out (`api_server_offline`).
+    """
     import ray
 
     if ray.is_initialized():
@@ -90,13 +100,73 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     }
     if address:
         kwargs["address"] = address
-    else:  # a new local Ray, even when a cluster started on this machine is running
-        kwargs["address"] = "local"
-        kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
-        # keep workers quiet about the spare Ray features
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    ray.init(**kwargs)
+        ray.init(**kwargs)
+        return
+    # a new local Ray, even when a cluster started on this machine is running
+    kwargs["address"] = "local"
+    kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
+    # keep workers quiet about the spare Ray features
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    with api_server_offline():
+        ray.init(**kwargs)
+
+
+# the proxy settings that `requests` (and urllib) read from the environment
+_PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+_NO_PROXY_VARIABLES = ("no_proxy", "NO_PROXY")
+_refusing_port: socket.socket | None = None
+
+
+def _refusing_loopback_proxy() -> str:
+    """http://127.0.0.1:PORT, a port this process holds bound and never listens on: every connection is refused."""
+    global _refusing_port
+    if _refusing_port is None:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.1", 0))
+        _refusing_port = s
+    return f"http://127.0.0.1:{_refusing_port.getsockname()[1]}"
+
+
+@contextlib.contextmanager
+def api_server_offline():
+    """While Ray starts a head (`init_ray`, or `ray.cluster_utils.Cluster` in a test), its API server
+    process gets a proxy that refuses every connection.
+
+    Ray 2.x starts an API server with every new head; with `include_dashboard=False`
+    it loads only `UsageStatsHead`, whose `run()` calls
+    `usage_lib.get_cluster_config_to_report()` before it looks at
+    RAY_USAGE_STATS_ENABLED. Unless ~/ray_bootstrap_config.yaml exists, that
+    probes the cloud metadata services (http://169.254.169.254/...,
+    http://metadata.google.internal/...) with `requests`, and a disabled-usage
+    report can follow. No Ray setting stops it, so the process gets
+    http(s)_proxy = a refusing loopback port (and no no_proxy): each request
+    fails at once, on the machine. Only that process: the environment is set
+    around Ray's `start_api_server` call and restored; the raylet and the
+    workers keep the caller's environment. A Ray without that function is
+    started as it is, with a warning.
+    """
+    import ray._private.services as services
+
+    start = getattr(services, "start_api_server", None)
+    if start is None:
+        log.warning("this Ray (%s) has no services.start_api_server: its usage-stats head may probe the cloud "
+                    "metadata address", getattr(services, "__file__", "?"))
+        yield
+        return
+    proxy = _refusing_loopback_proxy()
+    env: dict[str, str | None] = {**{v: proxy for v in _PROXY_VARIABLES}, **{v: None for v in _NO_PROXY_VARIABLES}}
+
+    @functools.wraps(start)
+    def start_offline(*args, **kwargs):
+        with scoped_env(env):
+            return start(*args, **kwargs)
+
+    services.start_api_server = start_offline
+    try:
+        yield
+    finally:
+        services.start_api_server = start
 
 
 def fit_cpus(requested: float, total: float) -> float:
@@ -268,10 +338,18 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
     staging_path = Path(staging)
     run = _Flow(shard, steps, staging_path, pools)
     rows_in = 0
-    for batch in reader(shard):
+    batches = reader(shard)
+    while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
+        try:
+            batch = next(batches)
+        except StopIteration as end:
+            extra = end.value if isinstance(end.value, dict) else {}
+            break
         rows_in += batch.num_rows
         run.flow(batch)
-    return run.finish(rows_in)
+    result = run.finish(rows_in)
+    result.update({k: v for k, v in extra.items() if k not in result})
+    return result
 
 
 class _Flow:

@@ -15,7 +15,9 @@ stage's time is summed over every batch on every worker.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -34,6 +36,7 @@ __all__ = [
     "run_local",
     "ensure_reject_columns",
     "split_rejects",
+    "scoped_env",
 ]
 
 log = logging.getLogger(__name__)
@@ -142,3 +145,22 @@ def split_rejects(batch: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> tuple[p
     )
     keep_cols = [c for c in kept.column_names if c not in {f.name for f in REJECT_COLUMNS}]
     return conform(kept.select(keep_cols), schema), conform(rejects, REJECT_SCHEMA)
+
+
+@contextlib.contextmanager
+def scoped_env(values: "dict[str, str | None]"):
+    """Set (or, for None, unset) environment variables for the duration of a block, then restore them."""
+    before = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

@@ -158,6 +158,9 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
         id_col="id",
         threads=16,
         timeout=5,
+        # the demo serves its corpus from loopback, one host: allow it, and as many requests as threads
+        allow_private_network=True,
+        max_per_host=16,
         clip_model=str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"),
         clip_checkpoint=cfg.clip_checkpoint,
         min_clip_score=cfg.min_clip_score,

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
 from curation.dataset import Dataset, DatasetWriter
 from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
@@ -26,7 +27,7 @@ from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, i
 from curation.runtime import Stage
 from jobs.build import build_extra, build_steps
 
-__all__ = ["WebPairsConfig", "filter_stages", "open_output", "download", "filter_records", "run"]
+__all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "open_output", "download", "filter_records", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,17 @@ class WebPairsConfig:
     url_col: str = "url"
     caption_col: str | None = "caption"
     id_col: str | None = None
-    # download (img2dataset's engine, inside each shard's task)
+    # download (img2dataset's engine, inside each shard's task; curation/crawl.py)
     threads: int = 16
     timeout: int = 10
-    retries: int = 0
+    retries: int = 2  # on 429, 5xx, timeouts and resets, with exponential backoff
+    retry_backoff: float = 1.0  # seconds before the first retry, doubled each time
+    max_retry_wait: float = 30.0  # longest wait before a retry; a longer Retry-After means no retry
+    max_per_host: int = 4  # requests in flight per host, per shard task
+    user_agent_token: str = DEFAULT_USER_AGENT_TOKEN  # sent as TOKEN/VERSION (+CONTACT); X-Robots-Tag: TOKEN: ... applies
+    crawler_contact: str | None = None  # a page or address for site owners: who crawls, how to opt out
+    disallowed_header_directives: tuple[str, ...] = DEFAULT_DISALLOWED_HEADER_DIRECTIVES  # X-Robots-Tag opt-outs
+    allow_private_network: bool = False  # fetch from loopback/private/link-local addresses too (demo, tests)
     max_pixels: int = DEFAULT_MAX_PIXELS
     # filters, in order (filters.FILTERS); "clip" runs only with a clip_model
     filters: tuple[str, ...] = ("basic", "clip")
@@ -92,10 +100,24 @@ def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_ex
                          config=identity(cfg, **identity_extra))
 
 
+def fetch_policy(cfg: WebPairsConfig) -> FetchPolicy:
+    """How the download fetches (curation/crawl.py); a bad setting is an InputError naming it."""
+    if cfg.retries < 0:
+        raise InputError(f"retries must be >= 0, got {cfg.retries}")
+    try:
+        return FetchPolicy(
+            allow_private_network=cfg.allow_private_network, user_agent_token=cfg.user_agent_token, contact=cfg.crawler_contact,
+            disallowed_header_directives=tuple(cfg.disallowed_header_directives), max_per_host=cfg.max_per_host,
+            backoff=cfg.retry_backoff, max_retry_wait=cfg.max_retry_wait,
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
     # batches of the CLIP batch size: scoring starts while the rest of the shard still downloads
     reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels,
-                               batch_size=cfg.clip_batch_size)
+                               batch_size=cfg.clip_batch_size, policy=fetch_policy(cfg))
     return Pipeline(reader, [FromImg2dataset(cfg.source, cfg.max_pixels), *after], task_cpus=cfg.task_cpus)
 
 
@@ -110,6 +132,7 @@ def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline) ->
 def download(cfg: WebPairsConfig) -> dict:
     """URL list → records + rejects (no filters); returns the manifest."""
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
+    fetch_policy(cfg)
     with open_output(cfg, job="download") as writer:
         init_ray(cfg.ray_address)
         _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]))
@@ -138,6 +161,7 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     finished input shards in its staging directory for `resume`.
     """
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
+    fetch_policy(cfg)
     with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
         t0 = time.time()

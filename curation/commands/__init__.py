@@ -12,7 +12,7 @@ from pathlib import Path
 
 from curation.errors import InputError
 
-__all__ = ["add_output_arguments", "check_out_dir", "check_positive"]
+__all__ = ["add_output_arguments", "add_fetch_arguments", "fetch_settings", "check_out_dir", "check_positive"]
 
 
 def check_out_dir(path: str | os.PathLike, option: str = "--out") -> None:
@@ -45,3 +45,42 @@ def add_output_arguments(p: argparse.ArgumentParser, verify: bool = True) -> Non
     )
     if verify:
         p.add_argument("--verify", action="store_true", help="check every input shard's sha256 against its manifest first")
+
+
+def add_fetch_arguments(p: argparse.ArgumentParser, download: bool = True) -> None:
+    """Options of every command that fetches URLs (curation/crawl.py); `download=False`: the policy options only."""
+    from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN
+
+    p.add_argument(
+        "--allow-private-network", action="store_true",
+        help="also fetch from loopback, private, link-local and other non-public addresses (refused by default)",
+    )
+    p.add_argument(
+        "--user-agent-token", default=DEFAULT_USER_AGENT_TOKEN,
+        help=f"the crawler's name: User-Agent TOKEN/VERSION (+CONTACT), and the TOKEN that 'X-Robots-Tag: TOKEN: noai' addresses (default {DEFAULT_USER_AGENT_TOKEN})",
+    )
+    p.add_argument(
+        "--crawler-contact", default=None, metavar="URL",
+        help="a page or address that tells site owners who crawls and how to opt out, sent in the User-Agent as (+URL)",
+    )
+    p.add_argument(
+        "--disallowed-header-directives", default=",".join(DEFAULT_DISALLOWED_HEADER_DIRECTIVES), metavar="LIST",
+        help=f"comma-separated X-Robots-Tag directives that forbid using an image; '' honours none (default {','.join(DEFAULT_DISALLOWED_HEADER_DIRECTIVES)})",
+    )
+    if download:
+        p.add_argument("--max-per-host", type=int, default=4, help="requests in flight per host in one shard's download")
+        p.add_argument("--retries", type=int, default=2, help="retries on 429, 5xx, timeouts and resets, with exponential backoff honouring Retry-After")
+
+
+def fetch_settings(args: argparse.Namespace) -> dict:
+    """The fetch options given to a command, as WebPairsConfig keys."""
+    settings = {
+        "allow_private_network": args.allow_private_network,
+        "user_agent_token": args.user_agent_token,
+        "crawler_contact": args.crawler_contact,
+        "disallowed_header_directives": tuple(d.strip() for d in args.disallowed_header_directives.split(",") if d.strip()),
+    }
+    for key in ("max_per_host", "retries"):
+        if hasattr(args, key):
+            settings[key] = getattr(args, key)
+    return settings

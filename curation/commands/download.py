@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from curation.commands import add_output_arguments
+from curation.commands import add_fetch_arguments, add_output_arguments
 from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
@@ -19,21 +19,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id-col", default=None, help="column of stable ids (default: row number)")
     p.add_argument("--threads", type=int, default=16, help="download threads per input shard's task")
     p.add_argument("--timeout", type=int, default=10, help="seconds per URL")
+    add_fetch_arguments(p)
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="URLs per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     add_output_arguments(p, verify=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from curation.commands import check_out_dir, check_positive
+    from curation.commands import check_out_dir, check_positive, fetch_settings
     from jobs.web_pairs import WebPairsConfig, download
 
     cfg = WebPairsConfig(
         urls=args.urls, out=args.out, source=args.source, url_col=args.url_col,
         caption_col=args.caption_col or None, id_col=args.id_col, threads=args.threads, timeout=args.timeout,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
+        **fetch_settings(args),
     )
-    for option, value in (("--shard-rows", cfg.shard_rows), ("--threads", cfg.threads), ("--timeout", cfg.timeout)):
+    for option, value in (("--shard-rows", cfg.shard_rows), ("--threads", cfg.threads), ("--timeout", cfg.timeout),
+                          ("--max-per-host", cfg.max_per_host)):
         check_positive(option, value)
     check_out_dir(cfg.out)
     m = download(cfg)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import logging
 import shutil
@@ -31,7 +32,7 @@ from typing import Any, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.commands import add_output_arguments
+from curation.commands import add_fetch_arguments, add_output_arguments
 from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "ingest", "parse_sources"]
@@ -57,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runner", default="ray", choices=("ray", "local"), help="image side as a Ray job (default) or in this process (small inputs)")
     parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS or a local Ray)")
     parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray")
+    add_fetch_arguments(parser, download=False)  # for --images URL-PREFIX
     add_output_arguments(parser, verify=False)
 
 
@@ -147,48 +149,65 @@ class _WorkWriter:
         return InputError(f"records do not fit the record columns: {str(exc).splitlines()[0]}")
 
 
-def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int) -> tuple[dict[str, str], dict[str, str]]:
-    """Fetch each record's image from PREFIX/FILE_NAME through the download path (img2dataset).
+def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int, policy) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """Fetch each record's image from PREFIX/FILE_NAME through the download path.
 
-    Images land under `root` by the file name the annotation gives, so the image
-    stage finds them as in a local folder. Returns ({record_id: url}, {record_id:
-    img2dataset's error}) for the records whose image it tried.
+    The same reader as `curate download` (img2dataset's engine through
+    `curation.crawl`: address policy, user agent, opt-outs, per-host limits,
+    retries), run in this process. A file name that is absolute or has a
+    '..' part is refused before any request. Images land under `root` by the
+    file name the annotation gives, so the image stage finds them as in a local
+    folder. Returns ({record_id: url}, {record_id: error}, {record_id: reason})
+    for the records whose image it tried or refused; `reason` only for refusals
+    of the crawler's rules (`unsafe_file_name`, `blocked_address`, `opted_out`).
     """
     from urllib.parse import quote
 
-    from curation.download import run_img2dataset
+    from curation.download import Img2datasetReader, download_reason
+    from curation.netpolicy import unsafe_file_name
+    from curation.reasons import BLOCKED_ADDRESS, OPTED_OUT, UNSAFE_FILE_NAME
+    from curation.runner import InputShard
 
     ids, urls = [], []
+    errors: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    name_of: dict[str, str] = {}
     for batch in _batches(files, columns=["record_id", "image", "image_files"]):
         for rid, image, names in zip(*(batch.column(c).to_pylist() for c in ("record_id", "image", "image_files"))):
             if image is None and names:
+                problem = unsafe_file_name(names[0])
+                if problem is not None:
+                    errors[rid], reasons[rid] = problem, UNSAFE_FILE_NAME
+                    continue
                 ids.append(rid)
                 urls.append(prefix.rstrip("/") + "/" + quote(names[0]))
-    if not ids:
-        return {}, {}
-    name_of = {}
-    for batch in _batches(files, columns=["record_id", "image_files"]):
-        for rid, names in zip(batch.column("record_id").to_pylist(), batch.column("image_files").to_pylist()):
-            if names:
                 name_of[rid] = names[0]
-    table = pa.table({"record_id": ids, "url": urls, "caption": pa.nulls(len(ids), pa.string())})
-    shards = run_img2dataset(table, root.parent / "download", max_pixels=max_pixels, quiet=True)
-    errors: dict[str, str] = {}
+    if not ids:
+        return {}, errors, reasons
+    work = root.parent / "download"
+    work.mkdir(parents=True, exist_ok=True)
+    url_file = work / "urls.parquet"
+    pq.write_table(pa.table({"record_id": ids, "url": urls, "caption": pa.nulls(len(ids), pa.string())}), url_file)
+    reader = Img2datasetReader(max_pixels=max_pixels, policy=policy)
     root = root.resolve()
-    for shard in shards:
-        for b in pq.ParquetFile(shard).iter_batches(batch_size=256, columns=["record_id", "status", "error_message", "jpg"]):
-            for rid, status, error, data in zip(*(b.column(c).to_pylist() for c in ("record_id", "status", "error_message", "jpg"))):
-                if status != "success" or data is None:
-                    errors[rid] = (error or status or "no image").strip().splitlines()[0]
-                    continue
-                dest = (root / name_of[rid]).resolve()
-                if not dest.is_relative_to(root):
-                    errors[rid] = f"file name {name_of[rid]!r} leaves the image folder"
-                    continue
-                dest.parent.mkdir(parents=True, exist_ok=True)
-                dest.write_bytes(data)
-    shutil.rmtree(root.parent / "download", ignore_errors=True)
-    return dict(zip(ids, urls)), errors
+    for b in reader(InputShard(0, str(url_file), None, len(ids), 0)):
+        cols = b.column_names
+        for rid, status, error, data in zip(*(b.column(c).to_pylist() if c in cols else [None] * b.num_rows
+                                              for c in ("record_id", "status", "error_message", "jpg"))):
+            if status != "success" or data is None:
+                errors[rid] = (error or status or "no image").strip().splitlines()[0]
+                reason = download_reason(errors[rid])
+                if reason in (BLOCKED_ADDRESS, OPTED_OUT):
+                    reasons[rid] = reason
+                continue
+            dest = (root / name_of[rid]).resolve()
+            if not dest.is_relative_to(root):  # unsafe_file_name let it through: a bug, still never written
+                errors[rid], reasons[rid] = f"file name {name_of[rid]!r} leaves the image folder", UNSAFE_FILE_NAME
+                continue
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+    shutil.rmtree(work, ignore_errors=True)
+    return dict(zip(ids, urls)), errors, reasons
 
 
 def _batches(files: list[Path], columns: list[str] | None = None) -> Iterator[pa.Table]:
@@ -209,8 +228,14 @@ def ingest(
     progress: Any = None,
     overwrite: bool = False,
     resume: bool = False,
+    fetch=None,
 ) -> dict:
-    """Run the importers of `groups` into the dataset directory `out`; return the manifest."""
+    """Run the importers of `groups` into the dataset directory `out`; return the manifest.
+
+    `fetch` (a `curation.crawl.FetchPolicy`) is how images are fetched when
+    `images` is a URL prefix; default: the default policy (no private addresses).
+    """
+    from curation.crawl import FetchPolicy
     from curation.dataset import DatasetWriter
     from curation.importers import get_importer
     from curation.images import DEFAULT_MAX_PIXELS
@@ -219,11 +244,14 @@ def ingest(
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
     roots = _image_roots(images, importers)
     stage = LoadImages(roots, max_pixels or DEFAULT_MAX_PIXELS)
+    fetch = fetch or FetchPolicy()
     identity = {"command": "ingest", "sources": {k: [str(Path(p).resolve()) for p in v] for k, v in groups.items()},
                 "images": images, "source": source, "max_pixels": stage.max_pixels}
+    if is_url_prefix(images):
+        identity["fetch"] = dataclasses.asdict(fetch)
     inputs = tuple(p for paths in groups.values() for p in paths)
     with DatasetWriter(out, overwrite=overwrite, inputs=inputs, resume=resume, config=identity) as writer:
-        return _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus)
+        return _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus, fetch)
 
 
 @contextlib.contextmanager
@@ -239,7 +267,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus) -> dict:
+def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus, fetch) -> dict:
     from curation.importers.base import INGEST_STAGE, Merger, count_items
     from curation.importers.images import IMAGES_STAGE, partial_to_row
     from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
@@ -286,7 +314,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     t1 = time.time()
     if work.files and is_url_prefix(images):
         fetched = writer.work_dir / "ingest-images"
-        stage.urls, stage.errors = _fetch(work.files, images, fetched, stage.max_pixels)
+        stage.urls, stage.errors, stage.error_reasons = _fetch(work.files, images, fetched, stage.max_pixels, fetch)
         stage.roots = [fetched.resolve()] + stage.roots
         writer.timings["download"] = time.time() - t1
     # Ray when there are images to read and hash; without any, the stage only checks sizes.
@@ -315,6 +343,17 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     return writer.close(config=config, extra={"ingest": summary})
 
 
+def _fetch_policy(args: argparse.Namespace):
+    from curation.commands import fetch_settings
+    from curation.crawl import FetchPolicy
+
+    settings = fetch_settings(args)
+    try:
+        return FetchPolicy(contact=settings.pop("crawler_contact"), **settings)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
 def run(args: argparse.Namespace) -> int:
     groups = parse_sources(args.sources, args.kind)
     manifest = ingest(
@@ -328,6 +367,7 @@ def run(args: argparse.Namespace) -> int:
         num_cpus=args.num_cpus,
         overwrite=args.overwrite,
         resume=args.resume,
+        fetch=_fetch_policy(args),
     )
     s = manifest["ingest"]
     ann = ", ".join(f"{n} {k}" for k, n in s["annotations"].items() if n)

@@ -15,6 +15,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="dataset directory (with manifest.json)")
     p.add_argument("sql", help="a query over the views records, samples, rejects (and sequences)")
     p.add_argument("--csv", action="store_true", help="print CSV with a header")
+    p.add_argument(
+        "--allow-path", action="append", default=[], metavar="PATH",
+        help="a file or directory the query may also read or write (repeatable); all else but the dataset's shards is refused",
+    )
 
 
 def format_table(cols: list[str], rows: list[tuple]) -> str:
@@ -32,7 +36,7 @@ def _cell(v):
 
 
 def run(args: argparse.Namespace) -> int:
-    cols, rows = query(args.dir, args.sql)
+    cols, rows = query(args.dir, args.sql, allow=args.allow_path)
     rows = [tuple(_cell(v) for v in r) for r in rows]
     if args.csv:
         w = csv.writer(sys.stdout, lineterminator="\n")

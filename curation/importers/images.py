@@ -37,7 +37,7 @@ import pyarrow as pa
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
 from curation.importers.base import ANNOTATION_LISTS, count_items, validate_record
 from curation.importers.boxes import scale_boxes
-from curation.reasons import ANNOTATIONS_REJECTED, IMAGE_MISSING, IMAGE_UNREADABLE, SIZE_MISMATCH, SIZE_UNKNOWN
+from curation.reasons import ANNOTATIONS_REJECTED, IMAGE_MISSING, IMAGE_UNREADABLE, SIZE_MISMATCH, SIZE_UNKNOWN, check_reason
 from curation.runtime import Resources, Stage
 from curation.schema import ANNOTATION_COLUMNS, RECORD_SCHEMA, REJECT_COLUMNS
 
@@ -115,6 +115,8 @@ class LoadImages(Stage):
         # set when the images were fetched from a URL prefix: record_id -> URL, record_id -> download error
         self.urls: dict[str, str] = {}
         self.errors: dict[str, str] = {}
+        # and the reason of a fetch the crawler's rules refused (unsafe_file_name, blocked_address, opted_out)
+        self.error_reasons: dict[str, str] = {}
         if self.max_pixels <= 0:
             raise ValueError(f"max_pixels must be positive, got {max_pixels}")
 
@@ -201,7 +203,7 @@ class LoadImages(Stage):
             path = self._find(names)
             if path is None:
                 if rid in self.errors:
-                    return "drop", IMAGE_MISSING, f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)"
+                    return "drop", self._fetch_reason(rid), f"{self.urls.get(rid) or self.fetch_name(names)}: {self.errors[rid]} ({n} annotations)"
                 return "drop", IMAGE_MISSING, f"none of {names} under {', '.join(str(r) for r in self.roots)} ({n} annotations)"
             try:
                 data = path.read_bytes()
@@ -223,6 +225,13 @@ class LoadImages(Stage):
             return None  # boxes to check against the image frame: row path
         return "image", data, w, h, new_url
 
+    def _fetch_reason(self, rid: str) -> str:
+        return check_reason(self.error_reasons.get(rid, IMAGE_MISSING))
+
+    @staticmethod
+    def fetch_name(names) -> str:
+        return repr(names[0]) if names else "(no file name)"
+
     def _drop(self, row: dict, reason: str, detail: str) -> None:
         row["reject_stage"], row["reject_reason"], row["reject_detail"] = IMAGES_STAGE, reason, detail
         row["image"] = None
@@ -236,7 +245,7 @@ class LoadImages(Stage):
             rid = row["record_id"]
             if path is None:
                 if rid in self.errors:
-                    self._drop(row, IMAGE_MISSING, f"{self.urls.get(rid)}: {self.errors[rid]} ({n} annotations)")
+                    self._drop(row, self._fetch_reason(rid), f"{self.urls.get(rid) or self.fetch_name(names)}: {self.errors[rid]} ({n} annotations)")
                     return
                 where = ", ".join(str(r) for r in self.roots)
                 self._drop(row, IMAGE_MISSING, f"none of {names} under {where} ({n} annotations)")

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from curation.cli import main
+from curation.crawl import FetchPolicy
 from curation.dataset import Dataset, DatasetWriter
 from curation.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
@@ -92,7 +93,10 @@ def url_table(base):
 @pytest.mark.parametrize("shard_rows", [100, 4])
 def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows, assert_known_reasons):
     base, _ = site
-    pipeline = Pipeline(Img2datasetReader(threads=4, timeout=TIMEOUT, max_pixels=10_000_000), [FromImg2dataset("t", max_pixels=10_000_000), Sink("records")])
+    # loopback on purpose (allow_private_network); no retries: tests/curation/test_crawl.py covers them
+    reader = Img2datasetReader(threads=4, timeout=TIMEOUT, retries=0, max_pixels=10_000_000,
+                               policy=FetchPolicy(allow_private_network=True))
+    pipeline = Pipeline(reader, [FromImg2dataset("t", max_pixels=10_000_000), Sink("records")])
     with DatasetWriter(tmp_path / "out") as writer:
         shards = list(url_shards(url_table(base), writer.staging, shard_rows))
         assert [s.rows for s in shards] == ([11] if shard_rows == 100 else [4, 4, 3])

@@ -131,6 +131,14 @@ def test_former_names_are_gone_from_the_source():
         ("image too small", "image_too_small"),
         ("aspect ratio too large", "aspect_ratio_too_large"),
         ("blurrer not defined", "download_error"),
+        # curation.crawl: the crawler's own refusals and limits
+        ("blocked address: http://10.0.0.1/a.jpg: 10.0.0.1 is private", "blocked_address"),
+        ("blocked address: file:///etc/passwd: scheme file: is not http or https", "blocked_address"),
+        ("blocked address: rebind.example resolves to 127.0.0.1: 127.0.0.1 is loopback", "blocked_address"),
+        ("HTTP Error 403: blocked address: a server's reason phrase", "http_error"),
+        ("Use of image disallowed by X-Robots-Tag directive: noai (X-Robots-Tag: noai)", "opted_out"),
+        ("body read timed out after 30 s", "timeout"),
+        ("body larger than 268435456 bytes", "image_too_large"),
     ],
 )
 def test_download_reason_maps_img2dataset_messages(message, reason):

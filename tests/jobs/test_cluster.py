@@ -46,9 +46,13 @@ def _contents(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster():
+    """Two nodes; the head started as init_ray starts one, so its API server sends nothing off the machine."""
     from ray.cluster_utils import Cluster
 
-    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
+    from curation.runner import api_server_offline
+
+    with api_server_offline():
+        c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "include_dashboard": False})
     c.add_node(num_cpus=2)
     c.wait_for_nodes()
     try:

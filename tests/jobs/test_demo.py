@@ -10,15 +10,36 @@ from curation.cli import main
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, local_ray):
-    out = tmp_path_factory.mktemp("demo") / "out"
-    buf = io.StringIO()
-    import contextlib
+def demo_run(tmp_path_factory):
+    """`curate demo` in its own process (it starts its own Ray head), its proxies set to a loopback recorder."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    with contextlib.redirect_stdout(buf):
-        code = main(["demo", "--out", str(out)])
-    assert code == 0
-    return out, buf.getvalue()
+    from netfixtures import ProxyRecorder
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    repo = Path(__file__).resolve().parents[2]
+    with ProxyRecorder() as recorder:
+        env = {**os.environ, **recorder.env(), "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+        env.pop("RAY_ADDRESS", None)
+        proc = subprocess.run([sys.executable, "-m", "curation.cli", "demo", "--out", str(out)], cwd=repo, env=env,
+                              capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout, recorder.log
+
+
+@pytest.fixture(scope="module")
+def demo(demo_run):
+    out, printed, _ = demo_run
+    return out, printed
+
+
+def test_the_demo_sends_nothing_off_the_machine(demo_run):
+    """Issue 9: no Ray usage-stats or cloud-metadata probe, nothing else through the proxy settings either."""
+    _, _, proxied = demo_run
+    assert proxied == []
 
 
 def sql(capsys, out, query):

@@ -34,7 +34,7 @@ def test_download_then_filter(site, tmp_path, capsys, local_ray):
     root, urls, items = site
     raw, kept = tmp_path / "raw", tmp_path / "kept"
     assert main(["download", str(urls), "--out", str(raw), "--source", "web", "--url-col", "link",
-                 "--caption-col", "text", "--id-col", "id"]) == 0
+                 "--caption-col", "text", "--id-col", "id", "--allow-private-network"]) == 0  # served from loopback
     printed = capsys.readouterr().out
     assert "81 URLs" in printed
     ds = Dataset(raw)
@@ -73,7 +73,7 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
         f'urls = "{urls}"\nout = "{tmp_path / "out"}"\nsource = "web"\nurl_col = "link"\ncaption_col = "text"\n'
         f'id_col = "id"\nclip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"\n'
         f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"\nmin_clip_score = 0.15\n'
-        'tasks = ["caption", "ocr"]\npack = 1024\n'
+        'tasks = ["caption", "ocr"]\npack = 1024\nallow_private_network = true\n'
     )
     assert main(["run", str(job)]) == 0
     m = Dataset(tmp_path / "out").manifest
@@ -104,7 +104,8 @@ def test_config_errors_name_the_key(data, message):
 def _job_toml(path, urls, out, **extra):
     lines = [f'urls = "{urls}"', f'out = "{out}"', 'source = "web"', 'url_col = "link"', 'caption_col = "text"',
              'id_col = "id"', f'clip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"',
-             f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"', "min_clip_score = 0.15", 'tasks = ["caption"]']
+             f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"', "min_clip_score = 0.15", 'tasks = ["caption"]',
+             "allow_private_network = true"]  # the site is served from loopback
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     path.write_text("\n".join(lines) + "\n")
     return path
