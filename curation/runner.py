@@ -108,6 +108,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     # keep workers quiet about the spare Ray features
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # keep idle workers (and the torch they imported) for the next shard instead of starting new ones
+    os.environ.setdefault("RAY_num_workers_soft_limit", str(4 * int(kwargs["num_cpus"]) + 4))
     with api_server_offline():
         ray.init(**kwargs)
 
@@ -544,7 +546,9 @@ def run_pipeline(
     pooled_cpus = sum(fit_cpus(pipeline.steps[i].resources.cpus, total_cpus) * len(a) for i, a in pools.items())
     task_cpus = fit_cpus(pipeline.task_cpus, total_cpus)
     slots = max(1, int(max(total_cpus - pooled_cpus, task_cpus) // max(task_cpus, 1e-9)))
-    in_flight = 2 * slots  # one queued behind each running task keeps workers busy
+    # no more than fit: a queued task would be started on a fresh worker (imports and all)
+    # whenever a running one waits on an actor and hands its CPU back
+    in_flight = slots
     # shard tasks spread over the nodes: each downloads, and no node's network card carries the job
     task = ray.remote(_shard_task).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False,
                                            scheduling_strategy="SPREAD")

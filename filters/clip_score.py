@@ -356,11 +356,17 @@ class ClipScore(Filter):
 
     name = "clip"
     batch_size = 64
-    pooled = True  # one model per actor, fed by every shard task
+    # one model per actor, fed by every shard task: on GPUs always; on CPUs only when asked
+    # (there the model runs inside each shard task, which saves a blocking round trip and a CPU)
+    pooled = True
     measures = (pa.field("clip_score", pa.float32()),)
     consumes = ("clip_pixels", "clip_shape", "clip_tokens")
 
-    def __init__(self, spec: ClipModelSpec, min_score: float | None, gpus: float = 0.0, batch_size: int = 64):
+    def __init__(
+        self, spec: ClipModelSpec, min_score: float | None, gpus: float = 0.0, batch_size: int = 64,
+        pooled: bool | None = None,
+    ):
+        self.pooled = gpus > 0 if pooled is None else bool(pooled)
         self.spec = spec
         self.min_score = min_score
         self.resources = Resources(cpus=1, gpus=gpus)
@@ -432,7 +438,8 @@ def from_config(cfg) -> list[Filter]:
     """The stages of the CLIP filter for a job config; none without `clip_model`.
 
     The model is checked here, on the driver, before any actor starts. GPUs
-    per actor: `clip_gpus`, else 1 when the cluster has GPUs.
+    per actor: `clip_gpus`, else 1 when the cluster has GPUs. Actors: with
+    GPUs, or when `clip_actors` asks for them on CPUs.
     """
     if not cfg.clip_model:
         return []
@@ -443,4 +450,5 @@ def from_config(cfg) -> list[Filter]:
     gpus = cfg.clip_gpus if cfg.clip_gpus is not None else (1.0 if cluster_gpus() else 0.0)
     pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels)
     pre.batch_size = cfg.clip_batch_size
-    return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=cfg.clip_batch_size)]
+    pooled = getattr(cfg, "clip_actors", None)
+    return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=cfg.clip_batch_size, pooled=pooled)]

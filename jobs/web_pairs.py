@@ -69,6 +69,7 @@ class WebPairsConfig:
     min_clip_score: float | None = None
     clip_batch_size: int = 64
     clip_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs
+    clip_actors: bool | None = None  # None: an actor pool with GPUs, the model inside each shard task on CPUs
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)

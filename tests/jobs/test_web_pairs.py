@@ -191,7 +191,8 @@ def test_a_killed_clip_actor_is_restarted_and_every_row_accounted(site, tmp_path
 
     killer = threading.Thread(target=kill_the_clip_actor, daemon=True)
     killer.start()
-    assert main(["run", str(_job_toml(tmp_path / "job.toml", urls, tmp_path / "out", shard_rows=27))]) == 0
+    job = _job_toml(tmp_path / "job.toml", urls, tmp_path / "out", shard_rows=27, clip_actors=True)
+    assert main(["run", str(job)]) == 0
     killer.join(timeout=5)
     assert killed, "the CLIP actor was never seen"
     m = Dataset(tmp_path / "out").manifest
