@@ -7,7 +7,8 @@ Three ways to score the same JPEGs (demo corpus) with the same model:
 * bare:   a plain loop a user would write: decode, open_clip preprocess,
           encode_image / encode_text in batches (the baseline);
 * stages: ClipPreprocess + ClipScore called in-process (run_local);
-* ray:    the same stages through the Ray Data adapter on a local Ray.
+* ray:    the same stages through the pipeline runner on a local Ray (shard tasks
+          decode, the model in an actor pool).
 
 Weights are random (throughput does not depend on them; none can be
 downloaded here). Prints images/s medians and each way's ratio to the bare
@@ -49,7 +50,11 @@ def main() -> None:
     from PIL import Image
 
     from curation.democorpus import generate_corpus
-    from curation.runtime import apply_stages, init_ray, run_local
+    import pyarrow.parquet as pq
+
+    from curation.dataset import DatasetWriter
+    from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
+    from curation.runtime import run_local
     from curation.schema import records_from_pylist
     from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore, resolve_model_name
 
@@ -99,14 +104,18 @@ def main() -> None:
         pre.batch_size = args.batch_size
         run_local(table, [pre, ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size)])
 
-    def ray_way() -> None:
-        import ray.data
+    records = tmp / "records.parquet"
+    pq.write_table(table, records, row_group_size=args.batch_size)
 
+    def ray_way() -> None:
+        """The stages through the pipeline runner: shard tasks decode; the model in an actor pool."""
         pre = ClipPreprocess(spec)
         pre.batch_size = args.batch_size
-        ds = apply_stages(ray.data.from_arrow(table), [pre, ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size)])
-        rows = sum(b.num_rows for b in ds.iter_batches(batch_format="pyarrow", batch_size=None))
-        assert rows == n
+        score = ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size, pooled=True)
+        with DatasetWriter(tmp / "out", overwrite=True) as w:
+            run_pipeline(Pipeline(ParquetReader(args.batch_size), [pre, score, Sink("records")]),
+                         parquet_shards([(records, n)], max(args.batch_size, n // 4)), w)
+            assert w.close()["tables"]["records"]["rows"] == n
 
     ways = {"bare": bare, "stages": stages}
     if not args.skip_ray:

@@ -288,6 +288,8 @@ source = "bench"
 shard_rows = {shard_rows}
 threads = {threads}
 timeout = 10
+allow_private_network = true   # the corpus is served from loopback
+max_per_host = {threads}       # one host serves everything: as many requests at once as img2dataset's threads
 filters = ["basic", "clip"]
 clip_model = {str(DEMO_CLIP / 'DemoCLIP-Tiny.json')!r}
 clip_checkpoint = {str(DEMO_CLIP / 'demo_clip.pt')!r}
@@ -315,6 +317,10 @@ def curate(argv: list[str], tmp: Path, log: Path, out: Path, profile: Path | Non
     r["timings"] = {k: round(v, 2) for k, v in m.get("timings", {}).items()}
     r["tables"] = {k: v["rows"] for k, v in m["tables"].items()}
     r["manifest_wall_seconds"] = m.get("wall_seconds")
+    first = next(iter(m["stages"].values()), {})
+    if r["tables"]["records"] != first.get("in"):  # the corpus has no faults and the threshold drops none
+        raise SystemExit(f"{out}: {r['tables']['records']} records of {first.get('in')} URLs; "
+                         f"rejects: {dict((k, v['dropped']) for k, v in m['stages'].items())}")
     return r
 
 
@@ -350,7 +356,8 @@ def one_run(i: int, args, urls: Path, urls4: Path, n: int, work: Path) -> dict:
     shutil.rmtree(tmp / "i2d")
     print(f"run {i}: (b) bare open_clip loop {res['bare_clip']['seconds']:.1f} s ({res['bare_clip']['scored']} scored)", flush=True)
 
-    res["curate_download"] = curate(["download", str(urls), "--out", str(tmp / "dl"), "--shard-rows", sr, "--threads", th],
+    res["curate_download"] = curate(["download", str(urls), "--out", str(tmp / "dl"), "--shard-rows", sr, "--threads", th,
+                                     "--allow-private-network", "--max-per-host", th],
                                     tmp, tmp / "curate_download.log", tmp / "dl")
     shutil.rmtree(tmp / "dl")
     print(f"run {i}: (2) curate download {res['curate_download']['seconds']:.1f} s", flush=True)
