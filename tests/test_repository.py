@@ -7,7 +7,7 @@ from pathlib import Path
 TESTS = Path(__file__).resolve().parent
 
 # Built from pieces so that this file does not itself hold the string it looks for.
-OUTSIDE = "." + "./" + "shared"
+OUTSIDE = "." + "./" + "sha" + "red"
 
 
 def files_naming(folder: Path, needle: str) -> list[str]:
