@@ -67,7 +67,8 @@ class WebPairsConfig:
     clip_pretrained: str | None = None
     clip_checkpoint: str | None = None
     min_clip_score: float | None = None
-    clip_batch_size: int = 64
+    clip_batch_size: int | None = None  # None: 256 per GPU, 64 on CPUs
+    clip_fast_decode: bool = False  # JPEGs decoded at a reduced DCT scale >= the model's input (changes pixels a little)
     clip_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs
     clip_actors: bool | None = None  # None: an actor pool with GPUs, the model inside each shard task on CPUs
     # build
@@ -115,10 +116,17 @@ def fetch_policy(cfg: WebPairsConfig) -> FetchPolicy:
         raise InputError(str(exc)) from None
 
 
+def _batch(cfg: WebPairsConfig) -> int:
+    """Rows per batch the readers hand on: the CLIP batch size when one is set, else the CPU default."""
+    from filters.clip_score import CPU_BATCH_SIZE
+
+    return cfg.clip_batch_size or CPU_BATCH_SIZE
+
+
 def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
     # batches of the CLIP batch size: scoring starts while the rest of the shard still downloads
     reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels,
-                               batch_size=cfg.clip_batch_size, policy=fetch_policy(cfg))
+                               batch_size=_batch(cfg), policy=fetch_policy(cfg))
     return Pipeline(reader, [FromImg2dataset(cfg.source, cfg.max_pixels), *after], task_cpus=cfg.task_cpus)
 
 
@@ -147,7 +155,7 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
-        pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*stages, Sink("records")], task_cpus=cfg.task_cpus)
+        pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*stages, Sink("records")], task_cpus=cfg.task_cpus)
         run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
         config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
         config.pop("urls")

@@ -21,7 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag (e.g. laion2b_s34b_b79k)")
     p.add_argument("--clip-checkpoint", default=None, help="local checkpoint file instead of a tag")
     p.add_argument("--min-clip-score", type=float, default=None, help="drop pairs scoring below this")
-    p.add_argument("--clip-batch-size", type=int, default=64, help="images per CLIP batch")
+    p.add_argument("--clip-batch-size", type=int, default=None, help="images per CLIP batch (default: 256 per GPU, 64 on CPUs)")
+    p.add_argument(
+        "--clip-fast-decode", action="store_true",
+        help="decode JPEGs at a reduced DCT scale still >= the model's input size (faster; changes scores slightly, off by default)",
+    )
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
         min_caption_words=args.min_caption_words, max_caption_chars=args.max_caption_chars,
         clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
+        clip_fast_decode=args.clip_fast_decode,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
     )

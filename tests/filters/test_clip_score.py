@@ -153,3 +153,101 @@ def test_unreadable_checkpoint_is_an_input_error(tmp_path):
     bad.write_bytes(b"this is not a torch checkpoint")
     with pytest.raises(InputError, match="cannot load CLIP weights"):
         load_clip(ClipModelSpec(CONFIG, checkpoint=str(bad)))
+
+
+# --- a CLIP stage that can feed a GPU (issue 8, item 7) ---
+
+
+def test_batch_size_defaults_to_hundreds_on_a_gpu_and_64_on_cpus():
+    from filters.clip_score import default_batch_size
+
+    assert default_batch_size(1.0) == 256
+    assert default_batch_size(0.5) == 256
+    assert default_batch_size(0.0) == 64
+    assert ClipScore(ClipModelSpec(CONFIG), None, gpus=1.0).batch_size == 256
+    assert ClipScore(ClipModelSpec(CONFIG), None).batch_size == 64
+    assert ClipScore(ClipModelSpec(CONFIG), None, gpus=1.0, batch_size=32).batch_size == 32
+
+
+def test_autocast_is_bf16_on_gpus_that_have_it_fp16_otherwise_fp32_on_cpus():
+    from filters.clip_score import autocast_dtype
+
+    assert autocast_dtype("cuda", bf16_supported=True) == "bfloat16"
+    assert autocast_dtype("cuda", bf16_supported=False) == "float16"
+    assert autocast_dtype("cpu", bf16_supported=True) is None
+
+
+@pytest.mark.parametrize("w,h", [(1024, 768), (768, 1024), (4000, 300), (300, 300), (225, 2000), (100, 80)])
+def test_draft_request_keeps_the_decoded_image_at_least_the_model_input(w, h):
+    """PIL's draft picks the largest 1/2, 1/4, 1/8 scale whose result is >= the request on both sides."""
+    from filters.clip_score import draft_request
+
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (120, 30, 200)).save(buf, format="JPEG")
+    with Image.open(io.BytesIO(buf.getvalue())) as im:
+        im.draft("RGB", draft_request(w, h, (224, 224)))
+        im.load()
+        dw, dh = im.size
+    assert min(dw, dh) >= min(224, w, h)
+    if min(w, h) >= 2 * 224 * 2:  # room for at least a 1/2 scale: it is taken
+        assert dw < w and dh < h
+
+
+def _photo_jpegs(n=6):
+    """Smooth photo-like JPEGs (gradients + shapes), larger than the model input, as real photos are."""
+    from PIL import ImageDraw
+
+    rows = []
+    rng = np.random.default_rng(5)
+    for i in range(n):
+        w, h = int(rng.integers(500, 1100)), int(rng.integers(400, 900))
+        x = np.linspace(0, 1, w)[None, :, None]
+        y = np.linspace(0, 1, h)[:, None, None]
+        base = (255 * (0.5 * x + 0.5 * y * rng.random((1, 1, 3)))).astype(np.uint8)
+        im = Image.fromarray(np.broadcast_to(base, (h, w, 3)).copy())
+        d = ImageDraw.Draw(im)
+        for _ in range(5):
+            x0, y0 = int(rng.integers(0, w - 50)), int(rng.integers(0, h - 50))
+            d.ellipse([x0, y0, x0 + int(rng.integers(30, 300)), y0 + int(rng.integers(30, 300))], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+        buf = io.BytesIO()
+        im.save(buf, format="JPEG", quality=90)
+        rows.append({"record_id": f"p:{i}", "source": "t", "image": buf.getvalue(), "width": w, "height": h,
+                     "captions": [f"a picture number {i} with shapes"]})
+    return records_from_pylist(rows)
+
+
+def test_fast_decode_is_off_by_default_and_moves_scores_only_a_little(random_checkpoint):
+    spec = ClipModelSpec(CONFIG, checkpoint=random_checkpoint)
+    table = _photo_jpegs()
+    assert ClipPreprocess(spec).fast_decode is False
+    exact = run_local(table, [ClipPreprocess(spec), ClipScore(spec, None)]).column("clip_score").to_numpy()
+    fast = run_local(table, [ClipPreprocess(spec, fast_decode=True), ClipScore(spec, None)]).column("clip_score").to_numpy()
+    # draft decoding really changed the pixels the model saw ...
+    pre_exact = ClipPreprocess(spec).measure(table)["clip_pixels"].to_pylist()
+    pre_fast = ClipPreprocess(spec, fast_decode=True).measure(table)["clip_pixels"].to_pylist()
+    assert sum(a != b for a, b in zip(pre_exact, pre_fast)) >= len(pre_exact) // 2
+    # ... at the model's input size, and the scores stay close to exact preprocessing
+    assert np.abs(exact - fast).max() < 0.05
+
+
+def test_fast_decode_is_a_config_key_and_an_option(tmp_path):
+    from curation.cli import build_parser
+    from jobs.web_pairs import WebPairsConfig
+    from filters.clip_score import from_config
+
+    cfg = WebPairsConfig(urls="", out=str(tmp_path / "o"), clip_model=CONFIG, clip_checkpoint=str(DEMO_CLIP_DIR / "demo_clip.pt"),
+                         clip_fast_decode=True)
+    pre, score = from_config(cfg)
+    assert pre.fast_decode is True and pre.batch_size == score.batch_size == 64
+    argv = ["filter", "IN", "--out", "O", "--clip-fast-decode"]
+    args = build_parser(argv).parse_args(argv)
+    assert args.clip_fast_decode is True and args.clip_batch_size is None
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA GPU (run on a lent GPU machine)")
+def test_gpu_scores_match_cpu_scores_under_autocast(random_checkpoint):  # pragma: no cover - GPU only
+    spec = ClipModelSpec(CONFIG, checkpoint=random_checkpoint)
+    table = _photo_jpegs(8)
+    cpu = run_local(table, [ClipPreprocess(spec), ClipScore(spec, None)]).column("clip_score").to_numpy()
+    gpu = run_local(table, [ClipPreprocess(spec), ClipScore(spec, None, gpus=1.0)]).column("clip_score").to_numpy()
+    assert np.abs(cpu - gpu).max() < 0.02
