@@ -14,11 +14,23 @@ Weights are random (throughput does not depend on them; none can be
 downloaded here). Prints images/s medians and each way's ratio to the bare
 loop measured in the same run.
 
-On a GPU machine, `--gpus 1` puts the model on the GPU in every way (the
-scoring actor asks Ray for one GPU) and samples `nvidia-smi` utilisation
-while each way runs:
+Images (`--source`): `demo` (the demo corpus's small JPEGs), `photos` (photo-sized
+1024x768 JPEGs of 100-300 KB, bench_pipeline's generator, cached in $TMPDIR), or
+`photos256` (the same, stored at 256 px on the short side). `--fast-decode` runs the
+stages with `ClipPreprocess(fast_decode=True)` (the bare loop stays exact).
 
-    .venv/bin/python bench/bench_clip.py --model ViT-B-32 --images 4096 --batch-size 256 --gpus 1 --threads 4
+On a GPU machine, `--gpus 1` puts the model on the GPU in every way (the
+scoring actor asks Ray for one GPU; bf16 autocast, pinned buffers) and samples
+`nvidia-smi` utilisation while each way runs, e.g. one short call:
+
+    .venv/bin/python bench/bench_clip.py --model ViT-B-32 --source photos --images 2048 --gpus 1 --threads 8 --runs 2
+    .venv/bin/python bench/bench_clip.py --model ViT-B-32 --source photos256 --images 2048 --gpus 1 --threads 8 --runs 2
+
+`--deviation` instead measures what `--fast-decode` changes: the demo CLIP model's
+scores on the demo corpus, exact against draft decoding (mean and max absolute
+difference, decisions flipped at the demo's threshold):
+
+    .venv/bin/python bench/bench_clip.py --deviation --images 2000
 """
 
 from __future__ import annotations
@@ -39,17 +51,22 @@ def main() -> None:
     ap.add_argument("--model", default="ViT-S-32", help="open_clip name or model-config JSON")
     ap.add_argument("--images", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 256 with --gpus, else 64")
+    ap.add_argument("--source", choices=("demo", "photos", "photos256"), default="demo", help="which JPEGs (see above)")
+    ap.add_argument("--fast-decode", action="store_true", help="the stages decode JPEGs with PIL's draft")
+    ap.add_argument("--deviation", action="store_true", help="score deviation of --fast-decode on the demo (see above)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every way")
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--gpus", type=float, default=0.0, help="GPUs for the scoring stage (and the bare loop)")
     args = ap.parse_args()
+    if args.deviation:
+        return deviation(args)
+    args.batch_size = args.batch_size or (256 if args.gpus else 64)
 
     import open_clip
     import torch
     from PIL import Image
 
-    from curation.democorpus import generate_corpus
     import pyarrow.parquet as pq
 
     from curation.dataset import DatasetWriter
@@ -70,15 +87,7 @@ def main() -> None:
     torch.save(model.state_dict(), ckpt)
     spec = ClipModelSpec(args.model, checkpoint=str(ckpt))
 
-    items = generate_corpus(tmp / "www", n=args.images, seed=3)
-    items = [it for it in items if it.planted not in ("corrupt", "tiny")]
-    table = records_from_pylist(
-        [
-            {"record_id": it.item_id, "source": "bench", "image": (tmp / "www" / it.filename).read_bytes(),
-             "width": it.width, "height": it.height, "captions": [it.caption]}
-            for it in items
-        ]
-    )
+    table = corpus_table(args.source, args.images, tmp)
     n = table.num_rows
 
     device = "cuda" if args.gpus and torch.cuda.is_available() else "cpu"
@@ -100,7 +109,7 @@ def main() -> None:
                 (a * b).sum(-1).cpu()
 
     def stages() -> None:
-        pre = ClipPreprocess(spec)
+        pre = ClipPreprocess(spec, fast_decode=args.fast_decode)
         pre.batch_size = args.batch_size
         run_local(table, [pre, ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size)])
 
@@ -109,7 +118,7 @@ def main() -> None:
 
     def ray_way() -> None:
         """The stages through the pipeline runner: shard tasks decode; the model in an actor pool."""
-        pre = ClipPreprocess(spec)
+        pre = ClipPreprocess(spec, fast_decode=args.fast_decode)
         pre.batch_size = args.batch_size
         score = ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size, pooled=True)
         with DatasetWriter(tmp / "out", overwrite=True) as w:
@@ -132,14 +141,75 @@ def main() -> None:
             if sampler:
                 util[k].extend(sampler.stop())
     base = statistics.median(results["bare"])
-    print(f"model {name}, {n} images, batch {args.batch_size}, torch threads {args.threads}, "
-          f"device {device}, {args.runs} runs")
+    print(f"model {name}, {n} {args.source} images ({table.column('image').nbytes / n / 1e3:.0f} KB each), "
+          f"batch {args.batch_size}, torch threads {args.threads}, device {device}, fast decode {args.fast_decode}, "
+          f"{args.runs} runs")
     print("| way | images/s (median) | ratio to bare loop | GPU utilisation % (median, max) |")
     print("| --- | ---: | ---: | ---: |")
     for k, v in results.items():
         med = statistics.median(v)
         u = f"{statistics.median(util[k]):.0f}, {max(util[k]):.0f}" if util[k] else "n/a"
         print(f"| {k} | {med:.1f} | {med / base:.2f} | {u} |")
+
+
+def corpus_table(source: str, n: int, tmp: Path):
+    """Records with image bytes and one caption each, from the demo corpus or photo-sized JPEGs."""
+    import io as _io
+
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    from curation.democorpus import generate_corpus
+    from curation.schema import records_from_pylist
+
+    rows = []
+    if source == "demo":
+        items = generate_corpus(tmp / "www", n=n, seed=3)
+        for it in items:
+            if it.planted not in ("corrupt", "tiny"):
+                rows.append({"record_id": it.item_id, "source": "bench", "image": (tmp / "www" / it.filename).read_bytes(),
+                             "width": it.width, "height": it.height, "captions": [it.caption]})
+        return records_from_pylist(rows)
+    from bench_pipeline import make_corpus
+
+    work = Path(tempfile.gettempdir()) / "qwen-vl-bench-pipeline"
+    folder = make_corpus(work, n)
+    caps = pq.read_table(folder / "captions.parquet").to_pydict()
+    for i, (f, c) in enumerate(zip(caps["file"], caps["caption"])):
+        data = (folder / "www" / f).read_bytes()
+        im = Image.open(_io.BytesIO(data))
+        w, h = im.size
+        if source == "photos256":
+            im = im.resize((round(w * 256 / min(w, h)), round(h * 256 / min(w, h))), Image.BICUBIC)
+            buf = _io.BytesIO()
+            im.save(buf, "JPEG", quality=90)
+            data, (w, h) = buf.getvalue(), im.size
+        rows.append({"record_id": f"bench:{i}", "source": "bench", "image": data, "width": w, "height": h, "captions": [c]})
+    return records_from_pylist(rows)
+
+
+def deviation(args) -> None:
+    """The demo CLIP model's scores on the demo corpus: exact preprocessing against --fast-decode."""
+    import numpy as np
+
+    from curation.runtime import run_local
+    from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore
+    from jobs.demo import DEMO_CLIP_DIR, DemoConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-clip-dev-"))
+    spec = ClipModelSpec(str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"), checkpoint=DemoConfig.clip_checkpoint)
+    table = corpus_table("demo", args.images, tmp)
+    thr = DemoConfig.min_clip_score
+    scores = {}
+    for fast in (False, True):
+        out = run_local(table, [ClipPreprocess(spec, fast_decode=fast), ClipScore(spec, None)])
+        scores[fast] = out.column("clip_score").to_numpy(zero_copy_only=False).astype(float)
+    diff = np.abs(scores[True] - scores[False])
+    ok = ~np.isnan(diff)
+    flips = int(((scores[True][ok] < thr) != (scores[False][ok] < thr)).sum())
+    print(f"score deviation, {int(ok.sum())} demo images: mean {diff[ok].mean():.4f}, median {np.median(diff[ok]):.4f}, "
+          f"max {diff[ok].max():.4f}; correlation {np.corrcoef(scores[True][ok], scores[False][ok])[0, 1]:.5f}; "
+          f"decisions flipped at {thr}: {flips} of {int(ok.sum())}")
 
 
 class GpuSampler:

@@ -17,10 +17,16 @@
    (`download_reason`: `blocked_address`, `opted_out`, `http_error`,
    `timeout`, `connection_error`, `not_an_image`, `image_too_large`, ...); the
    message itself is the detail. A duplicate is `duplicate_url`, its detail
-   naming the kept record. Every image img2dataset returns is decoded fully
-   once more (`curation.images.decoded_size`): img2dataset keeps a JPEG's
-   bytes as downloaded, and OpenCV decodes a truncated one without complaint,
-   so `image_truncated` is caught here.
+   naming the kept record.
+
+Every image is decoded once, completely, under the pixel limit
+(`curation.images.decoded_size`), inside the download loop: a JPEG that
+img2dataset would keep as downloaded is checked by PIL at libjpeg's 1/8 DCT
+scale instead of img2dataset's full OpenCV decode (the same width, height and
+bytes, and a cut-off file is `image_truncated`, which OpenCV may let pass);
+anything else goes through img2dataset's own resizer (which re-encodes it to
+JPEG) and its result is checked. Rows so checked carry `image_checked`;
+`FromImg2dataset` decodes only rows without it.
 
 A URL list without rows makes an empty dataset: img2dataset is not started.
 """
@@ -46,6 +52,7 @@ from curation.crawl import BLOCKED_PREFIX, FetchPolicy, fetching
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
 from curation.netpolicy import duplicate_of, interleave_by_host
+from curation.reasons import is_reason
 from curation.reasons import (
     ASPECT_RATIO_TOO_LARGE,
     BLOCKED_ADDRESS,
@@ -162,9 +169,9 @@ def _annotation_json(path: Path, table: pa.Table, col: str) -> pa.Array:
 class FromImg2dataset(Stage):
     """img2dataset's Parquet rows → record rows; failures flow on as `download` rejects.
 
-    A row img2dataset calls a success is checked once more with a full decode
-    under `max_pixels` (`curation.images.decoded_size`): `image_truncated`,
-    `not_an_image` and `image_too_large` rejects come from there. A row with
+    A success not marked `image_checked` (by `Img2datasetReader`) is decoded
+    completely under `max_pixels` here (`curation.images.decoded_size`):
+    `image_truncated`, `not_an_image` and `image_too_large` rejects come from there. A row with
     `duplicate_of` set (never fetched) is a `duplicate_url` reject naming the kept record.
     """
 
@@ -187,6 +194,7 @@ class FromImg2dataset(Stage):
         record_ids = batch.column("record_id").to_pylist()
         captions = batch.column("caption").to_pylist() if "caption" in cols else [None] * n
         dups = batch.column("duplicate_of").to_pylist() if "duplicate_of" in cols else [None] * n
+        checked = batch.column("image_checked").to_pylist() if "image_checked" in cols else [False] * n
         reasons: list[str | None] = [None] * n
         details: list[str | None] = [None] * n
         for i in range(n):
@@ -196,6 +204,10 @@ class FromImg2dataset(Stage):
             if status[i] != "success" or images[i] is None:
                 reasons[i] = download_reason(errors[i])
                 details[i] = (errors[i] or "").strip() or f"{status[i] or 'no status'}, no image"
+                if details[i].startswith(CHECK_PREFIX):  # "image check: REASON: detail" -> detail
+                    details[i] = details[i][len(CHECK_PREFIX):].split(": ", 1)[-1]
+                continue
+            if checked[i]:  # decoded completely in the download loop, under the same pixel limit
                 continue
             try:
                 decoded_size(images[i], self.max_pixels)
@@ -224,6 +236,46 @@ class FromImg2dataset(Stage):
         return ensure_reject_columns(table)
 
 
+CHECK_PREFIX = "image check: "  # the error message of an image refused by `_CheckedResizer`: "image check: REASON: detail"
+
+
+def _keeps_bytes(head: bytes) -> bool:
+    """Whether img2dataset's resizer (no resize, skip_reencode, JPEG output) keeps these bytes as
+    downloaded: the file type test it uses (Python's imghdr) says JPEG."""
+    return head[6:10] in (b"JFIF", b"Exif") or head[:4] == b"\xff\xd8\xff\xdb"
+
+
+class _CheckedResizer:
+    """img2dataset's resizer interface with one complete decode per image.
+
+    Bytes img2dataset would keep (a JPEG) are checked by `decoded_size` (PIL,
+    1/8 DCT scale for JPEG) and handed on as they are, with their size;
+    anything else goes through img2dataset's own resizer, and what it returns
+    (a fresh JPEG) is checked the same way. A refused image is img2dataset's
+    failed row, its error message `CHECK_PREFIX + reason: detail`.
+    """
+
+    def __init__(self, resizer, max_pixels: int):
+        self.resizer = resizer
+        self.max_pixels = max_pixels
+
+    def __call__(self, img_stream, blurring_bbox_list=None):
+        img_stream.seek(0)
+        data = img_stream.read()
+        if blurring_bbox_list is None and _keeps_bytes(data[:16]):
+            out = (data, None, None, None, None, None)
+        else:
+            img_stream.seek(0)
+            out = self.resizer(img_stream, blurring_bbox_list)
+            if out[-1] is not None or out[0] is None:
+                return out
+        try:
+            w, h = decoded_size(out[0], self.max_pixels)
+        except ImageRejected as exc:
+            return None, None, None, None, None, f"{CHECK_PREFIX}{exc.reason}: {exc.detail}"
+        return out[0], w, h, out[3] or w, out[4] or h, None
+
+
 def download_reason(message: str | None) -> str:
     """img2dataset's error message (urllib's, OpenCV's or its resizer's) as a reason of curation.reasons.
 
@@ -235,6 +287,9 @@ def download_reason(message: str | None) -> str:
         return DOWNLOAD_ERROR
     if text.startswith(BLOCKED_PREFIX):  # curation.crawl: the address policy refused the URL or a redirect
         return BLOCKED_ADDRESS
+    if text.startswith(CHECK_PREFIX):  # _CheckedResizer: the image's own decode check
+        reason = text[len(CHECK_PREFIX):].split(":", 1)[0]
+        return reason if is_reason(reason) else NOT_AN_IMAGE
     if "x-robots-tag" in lower:  # downloader.py: "Use of image disallowed by X-Robots-Tag directive"
         return OPTED_OUT
     if text.startswith("HTTP Error"):  # urllib.error.HTTPError: "HTTP Error 404: Not Found"
@@ -375,8 +430,8 @@ class Img2datasetReader:
         writer = type("Collect", (_CollectingWriter,), {"emit": staticmethod(rows.put)})
         downloader = Downloader(
             sample_writer_class=writer,
-            resizer=Resizer(image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
-                            skip_reencode=True, max_image_area=float(self.max_pixels)),
+            resizer=_CheckedResizer(Resizer(image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
+                                            skip_reencode=True, max_image_area=float(self.max_pixels)), self.max_pixels),
             thread_count=max(1, self.threads), save_caption=True, extract_exif=False, output_folder=stats_dir,
             column_list=columns, timeout=self.timeout, number_sample_per_shard=max(urls.num_rows, 10),
             oom_shard_count=5, compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
@@ -408,7 +463,7 @@ class Img2datasetReader:
                     batch.append(row)
                 if batch and (row is None or len(batch) >= self.batch_size):
                     now = time.perf_counter()
-                    yield _timed_rows(batch, "download", now - t0)
+                    yield _timed_rows(batch, "download", now - t0, image_checked=True)
                     t0, batch = time.perf_counter(), []
                 if row is None:
                     break
@@ -439,8 +494,10 @@ def _duplicate_rows(duplicates: pa.Table) -> pa.Table:
     return duplicates
 
 
-def _timed_rows(rows: list[dict], stage: str, seconds: float) -> pa.Table:
+def _timed_rows(rows: list[dict], stage: str, seconds: float, image_checked: bool = False) -> pa.Table:
     from curation.runtime import SECONDS_PREFIX
 
     table = pa.Table.from_pylist(rows)
+    if image_checked:  # every success went through _CheckedResizer
+        table = table.append_column("image_checked", pa.array([True] * len(rows), pa.bool_()))
     return table.append_column(SECONDS_PREFIX + stage, pa.array([seconds] + [0.0] * (len(rows) - 1), pa.float64()))

@@ -1,8 +1,9 @@
 """The image checks every entry point shares: one pixel limit, one full-decode check.
 
 An image enters the flow in two places, the ingest image stage
-(`curation.importers.images.LoadImages`) and the download stage
-(`curation.download.FromImg2dataset`). Both call `decoded_size`, which
+(`curation.importers.images.LoadImages`) and the download loop
+(`curation.download.Img2datasetReader`, in place of img2dataset's OpenCV
+decode; `FromImg2dataset` for rows it did not check). Both call `decoded_size`, which
 
 - reads the header and refuses more than `max_pixels` pixels before any pixel
   is decoded (decompression bombs),

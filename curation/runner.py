@@ -51,6 +51,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from curation.errors import InputError
 from curation.dataset import sha256_file
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
 from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
@@ -478,9 +479,15 @@ class _PoolActor:
     stage: Stage
 
     def __init__(self):
-        self.stage.setup()
+        self.error = None
+        try:
+            self.stage.setup()
+        except InputError as exc:  # e.g. weights that cannot be loaded: every call says so, in one line
+            self.error = exc
 
     def call(self, batch: pa.Table) -> pa.Table:
+        if self.error is not None:
+            raise self.error
         return timed_call(self.stage, batch)
 
 
@@ -573,7 +580,7 @@ def run_pipeline(
             ready, _ = ray.wait(list(pending), num_returns=1)
             for ref in ready:
                 pending.pop(ref)
-                result = ray.get(ref)
+                result = _get(ref)
                 writer.add_shard(result)
                 progress(result)
     finally:
@@ -583,6 +590,22 @@ def run_pipeline(
             for a in actors:
                 ray.kill(a)
     return writer.shard_summary(pipeline.stage_names())
+
+
+def _get(ref):
+    """ray.get, with a user's error (InputError) raised on the driver as itself, in one line,
+    from however deep in the shard task or the actor it calls it came."""
+    import ray
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = exc
+        while isinstance(cause, ray.exceptions.RayTaskError) and cause.cause is not None:
+            cause = cause.cause
+        if isinstance(cause, InputError):
+            raise InputError(str(cause)) from None
+        raise
 
 
 class _Progress:

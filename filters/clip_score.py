@@ -80,24 +80,89 @@ class ClipModelSpec:
     checkpoint: str | None = None
 
     def check(self) -> None:
-        """Fail early, on the driver, with a one-line reason."""
+        """Fail early, on the driver, with a one-line reason.
+
+        A model name plus checkpoint is checked without importing torch (the
+        name against open_clip's model configs, the file for a container
+        format torch or safetensors reads): the driver of a large job need not
+        carry torch, and the shard tasks that load the model import it anyway.
+        A file that passes here and still cannot be loaded fails where it is
+        loaded, as the same one-line error. A pretrained tag is looked up in
+        open_clip's registry (which imports torch) and its weights on disk.
+        """
         if self.pretrained and self.checkpoint:
             raise InputError("give either --clip-pretrained or --clip-checkpoint, not both")
+        if not self.pretrained:
+            if not model_config_known(self.model):
+                raise InputError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
+            if self.checkpoint:
+                path = Path(self.checkpoint)
+                if not path.is_file():
+                    raise InputError(f"{self.checkpoint}: CLIP checkpoint not found")
+                _check_container(path)
+            return
         name = resolve_model_name(self.model)
         import open_clip
 
         if open_clip.get_model_config(name) is None:
             raise InputError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
-        if self.checkpoint:
-            path = Path(self.checkpoint)
-            if not path.is_file():
-                raise InputError(f"{self.checkpoint}: CLIP checkpoint not found")
-            _check_checkpoint(path)
-        elif self.pretrained:
-            if not open_clip.get_pretrained_cfg(name, self.pretrained):
-                tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == name) or "none"
-                raise InputError(f"no pretrained tag {self.pretrained!r} for {name} (known: {tags})")
-            pretrained_weights(name, self.pretrained)
+        if not open_clip.get_pretrained_cfg(name, self.pretrained):
+            tags = ", ".join(t for m, t in open_clip.list_pretrained() if m == name) or "none"
+            raise InputError(f"no pretrained tag {self.pretrained!r} for {name} (known: {tags})")
+        pretrained_weights(name, self.pretrained)
+
+
+def _model_config_json(model: str) -> dict:
+    """A model-config JSON file, read and checked (open_clip keeps a malformed one in its registry)."""
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(f"{model}: open_clip model config not found")
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{model}: not a JSON open_clip model config: {exc}") from None
+    if not isinstance(cfg, dict) or not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
+        raise InputError(f"{model}: an open_clip model config needs embed_dim, vision_cfg and text_cfg")
+    return cfg
+
+
+def model_config_known(model: str) -> bool:
+    """Whether open_clip knows `model` (a name among its shipped model configs, or a valid config
+    JSON), found without importing open_clip (and so torch). InputError for a bad JSON file."""
+    import importlib.util
+
+    if model.endswith(".json"):
+        _model_config_json(model)
+        return True
+    spec = importlib.util.find_spec("open_clip")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    return any((Path(folder) / "model_configs" / f"{model}.json").is_file() for folder in folders)
+
+
+def _check_container(path: Path) -> None:
+    """The checkpoint is a file torch.load or safetensors can open (zip archive, pickle, safetensors
+    header), checked from its first bytes, without torch; the full load happens where the model runs."""
+    import struct
+    import zipfile
+
+    with open(path, "rb") as f:
+        head = f.read(16)
+        if path.suffix == ".safetensors":
+            size = struct.unpack("<Q", head[:8])[0] if len(head) >= 8 else 0
+            f.seek(8)
+            try:
+                json.loads(f.read(size) if 0 < size < 100 << 20 else b"")
+                return
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise InputError(f"{path}: cannot load CLIP weights: not a safetensors file") from None
+    if zipfile.is_zipfile(path):  # torch.save's format since 1.6
+        with zipfile.ZipFile(path) as z:
+            if any(n.endswith("data.pkl") for n in z.namelist()):
+                return
+        raise InputError(f"{path}: cannot load CLIP weights: a zip archive without torch's data.pkl")
+    if head[:1] == b"\x80" and 2 <= head[1] <= 5:  # a legacy torch.save pickle
+        return
+    raise InputError(f"{path}: cannot load CLIP weights: neither a torch checkpoint nor safetensors (starts {head[:8]!r})")
 
 
 def _hf_hub_cache() -> Path:
@@ -193,37 +258,13 @@ def _hub_offline() -> Iterator[None]:
             os.environ["HF_HUB_OFFLINE"] = before
 
 
-def _check_checkpoint(path: Path) -> None:
-    """Open the checkpoint here, on the driver (memory-mapped), so a bad file fails before any actor starts."""
-    import torch
-
-    try:
-        try:
-            torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-    except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, the file is at fault
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: cannot load CLIP weights: {first}") from exc
-
-
 def resolve_model_name(model: str) -> str:
     """An open_clip model name; a path to a model-config JSON is registered first."""
     import open_clip
 
     if model.endswith(".json"):
         path = Path(model)
-        if not path.is_file():
-            raise InputError(f"{model}: open_clip model config not found")
-        # Read it here first: open_clip would keep a malformed file in its registry and fail on every later scan.
-        try:
-            cfg = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{model}: not a JSON open_clip model config: {exc}") from None
-        if not isinstance(cfg, dict) or not all(k in cfg for k in ("embed_dim", "vision_cfg", "text_cfg")):
-            raise InputError(f"{model}: an open_clip model config needs embed_dim, vision_cfg and text_cfg")
+        _model_config_json(model)  # checked here first: open_clip would keep a malformed file in its registry
         open_clip.add_model_config(path)
         return path.stem
     return model

@@ -60,6 +60,8 @@ class FaultServer:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self.image = jpeg()
+        bomb_png()  # made here, not in the first request's handler: it takes seconds on a loaded machine,
+        # longer than the clients' 1 s timeout, and a retried request would count as a second fetch
         self.in_flight = 0
         self.max_in_flight = 0
         server = self

@@ -58,6 +58,9 @@ def test_sql_sees_empty_samples_view(small_dataset, capsys):
         (["download", "{tmp}/links.csv", "--out", "{tmp}/o"], "no URL column 'url'"),
         (["filter", "{ds}", "--out", "{tmp}/o", "--clip-model", "{cfg}", "--clip-checkpoint", "{tmp}/broken.pt"], "cannot load CLIP weights"),
         (["filter", "{ds}", "--out", "{tmp}/o", "--clip-model", "{cfg}", "--clip-checkpoint", "{tmp}/absent.pt"], "checkpoint not found"),
+        # a real torch checkpoint of the wrong model passes the driver's torch-free check and fails where
+        # the model loads (a shard task): still one line, exit 2
+        (["filter", "{ds}", "--out", "{tmp}/o", "--clip-model", "{cfg}", "--clip-checkpoint", "{tmp}/wrong.pt"], "cannot load CLIP weights"),
         (["filter", "{tmp}/nope", "--out", "{tmp}/o"], "no such dataset directory"),
         (["run", "{tmp}/job.toml"], "unknown key 'urlz'"),
     ],
@@ -65,6 +68,10 @@ def test_sql_sees_empty_samples_view(small_dataset, capsys):
 def test_bad_input_is_one_line_and_exit_2(argv, message, tmp_path, small_dataset, capsys):
     (tmp_path / "links.csv").write_text("link,caption\nhttp://127.0.0.1:1/a.jpg,a cat\n")
     (tmp_path / "broken.pt").write_bytes(b"\x00garbage")
+    if "wrong.pt" in " ".join(argv):
+        import torch
+
+        torch.save({"not_a_clip_weight": torch.zeros(3)}, tmp_path / "wrong.pt")
     (tmp_path / "job.toml").write_text('urlz = "x.parquet"\nout = "o"\n')
     subs = {"tmp": str(tmp_path), "ds": str(small_dataset), "cfg": str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json")}
     code, out, err = run_cli(capsys, *[a.format(**subs) for a in argv])

@@ -223,3 +223,49 @@ def test_url_list_errors_name_the_file_and_column(tmp_path):
     badjson.write_text(json.dumps({"url": "http://x/a", "caption": "a", "qa": "[{oops"}) + "\n")
     with pytest.raises(InputError, match="row 1, column 'qa': invalid JSON"):
         read_url_list(badjson, "web")
+
+
+def test_one_complete_decode_per_image_in_the_download_loop(monkeypatch):
+    """img2dataset would keep a JPEG's bytes: it is checked by PIL (1/8 DCT scale) instead of OpenCV's full
+    decode; other images go through img2dataset's resizer (re-encoded to JPEG) and its result is checked."""
+    import curation.download as dl
+    from img2dataset.resizer import Resizer
+
+    calls = []
+    real = dl.decoded_size
+    monkeypatch.setattr(dl, "decoded_size", lambda data, limit: calls.append(len(data)) or real(data, limit))
+
+    class NoOpenCV:  # img2dataset's resizer, which must not run for a JPEG it would keep
+        def __call__(self, stream, bbox=None):
+            raise AssertionError("OpenCV decode for a JPEG kept as it is")
+
+    photo = photo_jpeg()
+    checked = dl._CheckedResizer(NoOpenCV(), 10_000_000)
+    assert checked(io.BytesIO(photo)) == (photo, 320, 240, 320, 240, None)
+    cut = checked(io.BytesIO(photo[: len(photo) * 6 // 10]))
+    assert cut[0] is None and cut[-1].startswith("image check: image_truncated: JPEG 320x240")
+    assert dl.download_reason(cut[-1]) == "image_truncated"
+    big = dl._CheckedResizer(NoOpenCV(), 320 * 240 - 1)(io.BytesIO(photo))
+    assert dl.download_reason(big[-1]) == "image_too_large"
+    assert len(calls) == 3
+
+    # a PNG: img2dataset's own resizer re-encodes it to JPEG, and that JPEG is what is checked
+    buf = io.BytesIO()
+    Image.new("RGB", (50, 40), (10, 200, 30)).save(buf, format="PNG")
+    resizer = Resizer(image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg", skip_reencode=True)
+    out = dl._CheckedResizer(resizer, 10_000_000)(io.BytesIO(buf.getvalue()))
+    assert out[-1] is None and out[1:3] == (50, 40) and out[0][:3] == b"\xff\xd8\xff"
+    assert calls[-1] == len(out[0])
+
+    # FromImg2dataset trusts rows the download loop checked, and decodes the others
+    rows = {"record_id": ["t:a", "t:b"], "url": ["u", "v"], "caption": ["a", "b"], "status": ["success"] * 2,
+            "error_message": [None, None], "jpg": [photo, photo], "width": [320, 320], "height": [240, 240]}
+    calls.clear()
+    dl.FromImg2dataset("t")(pa.table({**rows, "image_checked": [True, True]}))
+    assert calls == []
+    dl.FromImg2dataset("t")(pa.table(rows))
+    assert len(calls) == 2
+    failed = dl.FromImg2dataset("t")(pa.table({
+        **rows, "status": ["failed_to_resize", "success"], "jpg": [None, photo], "image_checked": [True, True],
+        "error_message": [cut[-1], None]})).to_pylist()
+    assert failed[0]["reject_reason"] == "image_truncated" and failed[0]["reject_detail"].startswith("JPEG 320x240")

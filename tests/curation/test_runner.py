@@ -63,8 +63,9 @@ def test_shard_tasks_and_an_actor_pool_on_a_real_local_ray(local_ray, tmp_path):
     upper, even = manifest["stages"]["upper"], manifest["stages"]["even"]
     assert {k: upper[k] for k in ("in", "out", "dropped")} == {"in": 40, "out": 40, "dropped": {}}
     assert {k: even[k] for k in ("in", "out", "dropped")} == {"in": 40, "out": 20, "dropped": {"odd": 20}}
-    # summed batch wall time across workers: at least the 10 ms a row Upper slept
-    assert 0.4 <= upper["seconds"] < 20 and 0 < even["seconds"] < upper["seconds"]
+    # summed batch wall time across workers: at least the 10 ms a row Upper slept; the actor stage's own
+    # time is measured too (not compared with Upper's: on a loaded machine an actor call can take longer)
+    assert 0.4 <= upper["seconds"] < 20 and 0 < even["seconds"] < 20
     data = Dataset(tmp_path / "out", verify=True)
     assert sorted(data.read("records").column("phash").to_pylist()) == list(range(0, 400, 20))
     assert {r["reason"] for r in data.read("rejects").to_pylist()} == {"odd"}
