@@ -7,8 +7,9 @@ Three ways to score the same JPEGs (demo corpus) with the same model:
 * bare:   a plain loop a user would write: decode, open_clip preprocess,
           encode_image / encode_text in batches (the baseline);
 * stages: ClipPreprocess + ClipScore called in-process (run_local);
-* ray:    the same stages through the pipeline runner on a local Ray (shard tasks
-          decode, the model in an actor pool).
+* ray:    the same stages through the pipeline runner on a local Ray, as a job runs
+          them (shard tasks decode; the model in each shard task on CPUs, in an
+          actor pool on GPUs or with --actors).
 
 Weights are random (throughput does not depend on them; none can be
 downloaded here). Prints images/s medians and each way's ratio to the bare
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--deviation", action="store_true", help="score deviation of --fast-decode on the demo (see above)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every way")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--actors", action="store_true", help="the runner way scores in an actor pool even on CPUs")
     ap.add_argument("--gpus", type=float, default=0.0, help="GPUs for the scoring stage (and the bare loop)")
     args = ap.parse_args()
     if args.deviation:
@@ -77,7 +79,8 @@ def main() -> None:
 
     import os
 
-    os.environ["CURATE_TORCH_THREADS"] = str(args.threads)
+    # the runner's shard tasks use as many torch threads as CPUs they hold (1 each here), as in a real job;
+    # the bare loop and the in-process stages use --threads
     torch.set_num_threads(args.threads)
     name = resolve_model_name(args.model)
     tmp = Path(tempfile.mkdtemp(prefix="bench-clip-"))
@@ -111,7 +114,11 @@ def main() -> None:
     def stages() -> None:
         pre = ClipPreprocess(spec, fast_decode=args.fast_decode)
         pre.batch_size = args.batch_size
-        run_local(table, [pre, ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size)])
+        os.environ["CURATE_TORCH_THREADS"] = str(args.threads)
+        try:
+            run_local(table, [pre, ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size)])
+        finally:
+            del os.environ["CURATE_TORCH_THREADS"]
 
     records = tmp / "records.parquet"
     pq.write_table(table, records, row_group_size=args.batch_size)
@@ -120,7 +127,8 @@ def main() -> None:
         """The stages through the pipeline runner: shard tasks decode; the model in an actor pool."""
         pre = ClipPreprocess(spec, fast_decode=args.fast_decode)
         pre.batch_size = args.batch_size
-        score = ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size, pooled=True)
+        # as a job runs it: an actor pool with GPUs, the model inside each shard task on CPUs (--actors: a pool anyway)
+        score = ClipScore(spec, None, gpus=args.gpus, batch_size=args.batch_size, pooled=True if args.actors else None)
         with DatasetWriter(tmp / "out", overwrite=True) as w:
             run_pipeline(Pipeline(ParquetReader(args.batch_size), [pre, score, Sink("records")]),
                          parquet_shards([(records, n)], max(args.batch_size, n // 4)), w)
