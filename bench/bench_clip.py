@@ -58,6 +58,7 @@ def main() -> None:
     ap.add_argument("--deviation", action="store_true", help="score deviation of --fast-decode on the demo (see above)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads in every way")
     ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--skip-stages", action="store_true", help="skip the in-process way")
     ap.add_argument("--actors", action="store_true", help="the runner way scores in an actor pool even on CPUs")
     ap.add_argument("--gpus", type=float, default=0.0, help="GPUs for the scoring stage (and the bare loop)")
     args = ap.parse_args()
@@ -134,7 +135,7 @@ def main() -> None:
                          parquet_shards([(records, n)], max(args.batch_size, n // 4)), w)
             assert w.close()["tables"]["records"]["rows"] == n
 
-    ways = {"bare": bare, "stages": stages}
+    ways = {"bare": bare} if args.skip_stages else {"bare": bare, "stages": stages}
     if not args.skip_ray:
         init_ray(num_cpus=os.cpu_count())
         ways["ray"] = ray_way

@@ -37,6 +37,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -236,6 +237,34 @@ class FromImg2dataset(Stage):
         return ensure_reject_columns(table)
 
 
+def _img2dataset(module: str):
+    """img2dataset's `module` (downloader, resizer), imported without its package's `__init__`.
+
+    The package's `__init__` imports its CLI (`img2dataset.main`), and with it
+    torch, webdataset and wandb's writers: about 6 CPU seconds in every worker
+    process that downloads, for code the download loop never runs. The module
+    is loaded from the installed package as it is; a later `import img2dataset`
+    still gets the whole package.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = f"img2dataset.{module}"
+    if name in sys.modules or "img2dataset" in sys.modules:
+        return importlib.import_module(name)
+    spec = importlib.util.find_spec("img2dataset")
+    package = types.ModuleType("img2dataset")
+    package.__path__ = list(spec.submodule_search_locations or [])
+    package.__spec__ = spec
+    sys.modules["img2dataset"] = package
+    try:
+        return importlib.import_module(name)
+    finally:
+        del sys.modules["img2dataset"]  # the real package, __init__ and all, for whoever imports it next
+
+
 CHECK_PREFIX = "image check: "  # the error message of an image refused by `_CheckedResizer`: "image check: REASON: detail"
 
 
@@ -256,8 +285,18 @@ class _CheckedResizer:
     """
 
     def __init__(self, resizer, max_pixels: int):
-        self.resizer = resizer
+        """`resizer`: img2dataset's Resizer, or a function that makes it when first needed."""
+        self._resizer = resizer
         self.max_pixels = max_pixels
+        self._lock = threading.Lock()
+
+    @property
+    def resizer(self):
+        if not hasattr(self._resizer, "resize_mode"):  # a factory: made once, by whichever thread asks first
+            with self._lock:
+                if not hasattr(self._resizer, "resize_mode"):
+                    self._resizer = self._resizer()
+        return self._resizer
 
     def __call__(self, img_stream, blurring_bbox_list=None):
         img_stream.seek(0)
@@ -417,8 +456,13 @@ class Img2datasetReader:
 
         env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(self.max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
         with scoped_env(env):
-            from img2dataset.downloader import Downloader
-            from img2dataset.resizer import Resizer
+            Downloader = _img2dataset("downloader").Downloader
+
+        def resizer():  # img2dataset's own, made on the first image that needs it (not a JPEG kept as it is)
+            with scoped_env(env):
+                return _img2dataset("resizer").Resizer(
+                    image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
+                    skip_reencode=True, max_image_area=float(self.max_pixels))
 
         mem = fsspec.filesystem("memory")
         tag = f"curate-{os.getpid()}-{shard.shard_id}-{uuid.uuid4().hex[:8]}"
@@ -430,8 +474,7 @@ class Img2datasetReader:
         writer = type("Collect", (_CollectingWriter,), {"emit": staticmethod(rows.put)})
         downloader = Downloader(
             sample_writer_class=writer,
-            resizer=_CheckedResizer(Resizer(image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
-                                            skip_reencode=True, max_image_area=float(self.max_pixels)), self.max_pixels),
+            resizer=_CheckedResizer(resizer, self.max_pixels),
             thread_count=max(1, self.threads), save_caption=True, extract_exif=False, output_folder=stats_dir,
             column_list=columns, timeout=self.timeout, number_sample_per_shard=max(urls.num_rows, 10),
             oom_shard_count=5, compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
