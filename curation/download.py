@@ -412,13 +412,16 @@ class Img2datasetReader:
 
     Runs inside the shard's task: the shard's URLs go through img2dataset's
     download loop (its threads, X-Robots-Tag check, resizer with no resize and
-    no re-encode, sha256, EXIF off), fetching through `curation.crawl.fetching`
+    no re-encode, EXIF off), fetching through `curation.crawl.fetching`
     with `policy` (address policy, user agent, per-host limit, retries with
     backoff), and every row it would have written comes out here instead, in
     batches, while the next ones download; nothing touches the disk. The rows
     are img2dataset's: `status`, `error_message`, `jpg`, `width`, `height`,
     `sha256` and the URL list's columns. Rows marked `duplicate_of` are not
     fetched and come out first, as they are.
+
+    img2dataset's own sha256 is off: `FromImg2dataset` hashes the bytes that are
+    stored (for a JPEG kept as it is, the same bytes), once.
 
     The URLs are handed to img2dataset taking turns among hosts
     (`interleave_by_host`), so the per-host limit does not idle the threads.
@@ -477,7 +480,7 @@ class Img2datasetReader:
             resizer=_CheckedResizer(resizer, self.max_pixels),
             thread_count=max(1, self.threads), save_caption=True, extract_exif=False, output_folder=stats_dir,
             column_list=columns, timeout=self.timeout, number_sample_per_shard=max(urls.num_rows, 10),
-            oom_shard_count=5, compute_hash="sha256", verify_hash_type=None, encode_format="jpg",
+            oom_shard_count=5, compute_hash=None, verify_hash_type=None, encode_format="jpg",
             retries=max(0, self.retries), user_agent_token=self.policy.user_agent_token,
             disallowed_header_directives=list(self.policy.disallowed_header_directives),
         )

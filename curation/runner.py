@@ -52,7 +52,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.dataset import sha256_file
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
 from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
 
@@ -303,13 +302,15 @@ class _PartWriter:
         self.final.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.final.with_name(f".{self.name}.tmp")
         self.writer: pq.ParquetWriter | None = None
+        self.file: _HashingFile | None = None
         self.rows = 0
 
     def write(self, batch: pa.Table) -> None:
         if batch.num_rows == 0:
             return
         if self.writer is None:
-            self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+            self.file = _HashingFile(self.tmp)
+            self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
         self.writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
         self.rows += batch.num_rows
 
@@ -317,9 +318,47 @@ class _PartWriter:
         if self.writer is None:
             return None
         self.writer.close()
+        self.file.close()
         os.replace(self.tmp, self.final)
-        return {"path": f"{self.table}/{self.name}", "rows": self.rows, "bytes": self.final.stat().st_size,
-                "sha256": sha256_file(self.final)}
+        return {"path": f"{self.table}/{self.name}", "rows": self.rows, "bytes": self.file.size,
+                "sha256": self.file.sha256.hexdigest()}
+
+
+class _HashingFile:
+    """A file written front to back (as Parquet is) that hashes its bytes on the way: the shard's
+    sha256 without reading it back."""
+
+    def __init__(self, path: Path):
+        self._f = open(path, "wb")
+        self.sha256 = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        self.sha256.update(data)
+        self.size += len(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    @property
+    def closed(self) -> bool:
+        return self._f.closed
+
+    def close(self) -> None:
+        self._f.close()
 
 
 def _item_rejects(batch: pa.Table) -> pa.Table | None:
