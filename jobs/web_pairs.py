@@ -62,6 +62,12 @@ class WebPairsConfig:
     max_aspect_ratio: float = 4.0
     min_caption_words: int = 2
     max_caption_chars: int = 1000
+    # text cleaning (filters/text.py), when "text" is in filters
+    text_scripts: tuple[str, ...] = ("Latin", "Han", "Hiragana", "Katakana", "Hangul")
+    text_min_words: int = 2
+    text_max_tokens: int = 128  # of the format's Qwen tokenizer
+    text_max_repeat: int = 5  # a character (not a digit) or word this many times in a row
+    text_boilerplate: tuple[str, ...] | None = None  # None: filters.text.DEFAULT_BOILERPLATE
     # CLIP filter; no model = no CLIP stage
     clip_model: str | None = None
     clip_pretrained: str | None = None

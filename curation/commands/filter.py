@@ -25,7 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
-    p.add_argument("--filters", default="basic,clip", help="filters to run, in order (default basic,clip; clip needs --clip-model)")
+    p.add_argument("--filters", default="basic,clip", help="filters to run, in order (default basic,clip; clip needs --clip-model; "
+                   "text: the Qwen-VL caption cleaning, filters/text.py)")
+    p.add_argument("--text-scripts", default=None, help="text filter: comma-separated Unicode scripts allowed in captions "
+                   "(default Latin,Han,Hiragana,Katakana,Hangul)")
+    p.add_argument("--text-min-words", type=int, default=2, help="text filter: drop captions with fewer words")
+    p.add_argument("--text-max-tokens", type=int, default=128, help="text filter: drop captions with more Qwen tokenizer tokens")
     add_output_arguments(p)
 
 
@@ -48,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
+        text_min_words=args.text_min_words, text_max_tokens=args.text_max_tokens,
+        **({"text_scripts": tuple(s.strip() for s in args.text_scripts.split(",") if s.strip())} if args.text_scripts else {}),
     )
     m = filter_records(cfg, args.input, verify=args.verify)
     rows_in = next(iter(m["stages"].values()), {}).get("in", 0)
