@@ -96,6 +96,9 @@ CAPTION_SCRIPT_NOT_ALLOWED = _define("caption_script_not_allowed", "the caption 
 CAPTION_REPETITION = _define("caption_repetition", "the caption repeats a character or a word too many times in a row, such as '!!!!!' or 'sooooo' (the run in detail)")
 CAPTION_TOO_MANY_TOKENS = _define("caption_too_many_tokens", "the caption has more tokens of the format's Qwen tokenizer than the maximum")
 
+# --- CLIP top fraction (filters/clip_fraction.py, the second pass)
+CLIP_SCORE_BELOW_FRACTION = _define("clip_score_below_fraction", "the record's CLIP score is not in the top fraction of the dataset, or of its source (the cutoff score and record id in detail)")
+
 def is_reason(name: object) -> bool:
     return isinstance(name, str) and name in REASONS
 

@@ -5,6 +5,10 @@ The recipe, per input shard of the URL list (one Ray task each):
     img2dataset download → FromImg2dataset → filters (basic, clip)
         → records + rejects → BuildSamples (→ pack) → samples + rejects
 
+With `clip_keep_fraction` (DataComp's top fraction by CLIP score) the records
+are scored first, into a scratch dataset; the exact cutoff over every score
+comes next; a second pass keeps the top fraction and builds the samples.
+
 `curate run JOB.toml` runs it from a config file; `curate demo` runs it on a
 generated corpus served from loopback; `curate download` and `curate filter`
 run its first half.
@@ -18,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
 from curation.dataset import Dataset, DatasetWriter
@@ -76,6 +81,10 @@ class WebPairsConfig:
     clip_batch_size: int = 64
     clip_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs
     clip_actors: bool | None = None  # None: an actor pool with GPUs, the model inside each shard task on CPUs
+    # CLIP top fraction (filters/clip_fraction.py): keep the best-scoring fraction over the whole dataset, in a
+    # second pass once every record is scored; by_source = {source: fraction} cuts those sources on their own
+    clip_keep_fraction: float | None = None
+    clip_keep_fraction_by_source: dict[str, float] | None = None
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
@@ -146,18 +155,75 @@ def download(cfg: WebPairsConfig) -> dict:
         return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
 
 
+def _keeps_fraction(cfg: WebPairsConfig) -> bool:
+    from filters.clip_fraction import check_fractions
+
+    try:
+        check_fractions(cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
+    except InputError as exc:
+        raise InputError(f"{exc} (key {'clip_keep_fraction' if 'by_source' not in str(exc) else 'clip_keep_fraction_by_source'})") from None
+    return cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source)
+
+
+def _score_then_keep_top(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
+                         after: list) -> tuple[dict, dict]:
+    """The CLIP top fraction in two passes; returns (pass-2 summary, manifest extras).
+
+    Pass 1 (`score_pass`) runs the filters into a scratch dataset in the output's work folder (resumed
+    when complete); the driver reads its `record_id`, `source` and `clip_score` columns (no image) and
+    computes the exact cutoffs; pass 2 reads the scored records, keeps the top fraction and runs `after`.
+    Pass 1's rejects and stage counts go into the output as if it were one pass.
+    """
+    import pyarrow.parquet as pq
+
+    from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
+
+    scored_dir = writer.work_dir / "scored"
+    t0 = time.time()
+    if not (writer.resumed and (scored_dir / "manifest.json").is_file()):
+        with DatasetWriter(scored_dir, overwrite=True) as scratch:
+            score_pass(scratch)
+            scratch.close(config={"pass": "score"})
+    scored = Dataset(scored_dir)
+    writer.timings["score_pass"] = time.time() - t0
+    columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in scored.shard_paths("records"))
+    cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
+    log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
+    for path in scored.shard_paths("rejects"):
+        writer.write("rejects", pq.read_table(path))
+    for name, c in scored.manifest["stages"].items():
+        writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
+    files = [(p, s["rows"]) for p, s in zip(scored.shard_paths("records"), scored.shards("records"))]
+    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [ClipTopFraction(cutoffs), *after], task_cpus=cfg.task_cpus)
+    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+    extra: dict = {"clip_keep_fraction": cutoffs_json(cutoffs)}
+    if "download" in scored.manifest:
+        extra["download"] = scored.manifest["download"]
+    return summary, extra
+
+
 def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) -> dict:
-    """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest."""
+    """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest.
+
+    With a CLIP keep fraction, in two passes (`_score_then_keep_top`)."""
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
+    two_pass = _keeps_fraction(cfg)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
-        pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*stages, Sink("records")], task_cpus=cfg.task_cpus)
-        run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+        reader = ParquetReader(batch_size=cfg.clip_batch_size)
+        shards = parquet_shards(files, cfg.shard_rows)
+        extra = None
+        if two_pass:
+            _, extra = _score_then_keep_top(
+                cfg, writer, lambda w: run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, w),
+                [Sink("records")])
+        else:
+            run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, writer)
         config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
         config.pop("urls")
-        return writer.close(config=config)
+        return writer.close(config=config, extra=extra)
 
 
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
@@ -173,8 +239,13 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         init_ray(cfg.ray_address)
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack)
-        pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
-        summary = _run_urls(cfg, writer, pipeline)
+        extra: dict = {}
+        if _keeps_fraction(cfg):  # score everything first, then keep the top fraction and build
+            first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
+            summary, extra = _score_then_keep_top(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
+        else:
+            pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
+            summary = _run_urls(cfg, writer, pipeline)
         writer.timings["pipeline"] = time.time() - t0
         config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-        return writer.close(config=config, extra=build_extra(writer, summary, build, "ray"))
+        return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, "ray")})

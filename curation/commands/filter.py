@@ -21,6 +21,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag (e.g. laion2b_s34b_b79k)")
     p.add_argument("--clip-checkpoint", default=None, help="local checkpoint file instead of a tag")
     p.add_argument("--min-clip-score", type=float, default=None, help="drop pairs scoring below this")
+    p.add_argument("--clip-keep-fraction", type=float, default=None, metavar="F",
+                   help="keep the top F (0 < F <= 1) of the records by CLIP score over the whole dataset, ties by record id "
+                   "(DataComp keeps 0.3); scored first, then cut in a second pass; the cutoff is in the manifest")
+    p.add_argument("--clip-keep-fraction-by-source", default=None, metavar="SRC=F,...",
+                   help="a fraction of its own for these sources, cut over their own records (e.g. laion=0.3,cc3m=0.5)")
     p.add_argument("--clip-batch-size", type=int, default=64, help="images per CLIP batch")
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     if args.clip_gpus is not None and args.clip_gpus < 0:
         raise InputError(f"--clip-gpus must not be negative, got {args.clip_gpus}")
     check_out_dir(args.out)
+    by_source = _fractions_by_source(args.clip_keep_fraction_by_source) if args.clip_keep_fraction_by_source else None
     cfg = WebPairsConfig(
         urls="", out=args.out, min_side=args.min_side, max_aspect_ratio=args.max_aspect_ratio,
         min_caption_words=args.min_caption_words, max_caption_chars=args.max_caption_chars,
@@ -53,13 +59,33 @@ def run(args: argparse.Namespace) -> int:
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
+        clip_keep_fraction=args.clip_keep_fraction, clip_keep_fraction_by_source=by_source,
         text_min_words=args.text_min_words, text_max_tokens=args.text_max_tokens,
         **({"text_scripts": tuple(s.strip() for s in args.text_scripts.split(",") if s.strip())} if args.text_scripts else {}),
     )
     m = filter_records(cfg, args.input, verify=args.verify)
     rows_in = next(iter(m["stages"].values()), {}).get("in", 0)
     print(f"filter: {rows_in} records -> {m['tables']['records']['rows']} kept -> {args.out}")
+    for group, c in (m.get("clip_keep_fraction") or {}).items():
+        where = "all sources" if group == "*" else f"source {group}"
+        print(f"  clip top {c['fraction']:g} of {where}: {c['kept']} of {c['scored']} scored, cutoff {c['threshold']}")
     for name, s in m["stages"].items():
         for reason, n in sorted(s["dropped"].items(), key=lambda kv: -kv[1]):
             print(f"  {name:<8} {n:>6}  {reason}")
     return 0
+
+
+def _fractions_by_source(text: str) -> dict[str, float]:
+    """`laion=0.3,cc3m=0.5` -> {"laion": 0.3, "cc3m": 0.5}; InputError naming the bad item."""
+    from curation.errors import InputError
+
+    out: dict[str, float] = {}
+    for item in (t.strip() for t in text.split(",")):
+        name, eq, value = item.partition("=")
+        try:
+            if not (eq and name.strip()):
+                raise ValueError
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--clip-keep-fraction-by-source: expected SOURCE=FRACTION, got {item!r}") from None
+    return out
