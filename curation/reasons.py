@@ -99,6 +99,9 @@ CAPTION_TOO_MANY_TOKENS = _define("caption_too_many_tokens", "the caption has mo
 # --- CLIP top fraction (filters/clip_fraction.py, the second pass)
 CLIP_SCORE_BELOW_FRACTION = _define("clip_score_below_fraction", "the record's CLIP score is not in the top fraction of the dataset, or of its source (the cutoff score and record id in detail)")
 
+# --- semantic dedup (filters/semdedup.py, the second pass)
+SEMANTIC_DUPLICATE = _define("semantic_duplicate", "the image's CLIP embedding is closer than the threshold to a kept record's in its k-means cluster (the kept record and the cosine similarity in detail)")
+
 def is_reason(name: object) -> bool:
     return isinstance(name, str) and name in REASONS
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -89,9 +89,11 @@ def top_fraction_cutoff(scores: Sequence[float] | np.ndarray, ids: Sequence[str]
 
 
 def fraction_cutoffs(
-    columns: Iterable[pa.Table], fraction: float | None, by_source: Mapping[str, float] | None = None
+    columns: Iterable[pa.Table], fraction: float | None, by_source: Mapping[str, float] | None = None,
+    exclude: Container[str] = (),
 ) -> dict[str, Cutoff]:
-    """{source or ALL_SOURCES: Cutoff} over tables of `record_id`, `source`, `clip_score` (one per shard)."""
+    """{source or ALL_SOURCES: Cutoff} over tables of `record_id`, `source`, `clip_score` (one per shard);
+    records in `exclude` (dropped by an earlier decision of the same pass, semantic duplicates) are not ranked."""
     check_fractions(fraction, by_source)
     by_source = dict(by_source or {})
     ids: dict[str, list[str]] = {}
@@ -108,6 +110,8 @@ def fraction_cutoffs(
             if key == ALL_SOURCES and fraction is None:
                 continue
             mask = valid & np.fromiter((s == group for s in src), bool, len(src))
+            if exclude:
+                mask &= np.fromiter((r not in exclude for r in rid), bool, len(rid))
             ids.setdefault(key, []).extend(r for r, m in zip(rid, mask) if m)
             scores.setdefault(key, []).append(score[mask])
     groups = {s: f for s, f in by_source.items()}

@@ -85,6 +85,12 @@ class WebPairsConfig:
     # second pass once every record is scored; by_source = {source: fraction} cuts those sources on their own
     clip_keep_fraction: float | None = None
     clip_keep_fraction_by_source: dict[str, float] | None = None
+    # CLIP image embeddings: kept as the `clip_embedding` column; semantic dedup (filters/semdedup.py) in the
+    # second pass: k-means over the embeddings, within a cluster drop cosine similarity above the threshold
+    keep_embeddings: bool = False
+    semdedup: bool = False
+    semdedup_threshold: float = 0.95  # cosine similarity (SemDeDup's eps = 1 - threshold)
+    semdedup_clusters: int | None = None  # None: one per 1000 embedded records
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
@@ -155,28 +161,37 @@ def download(cfg: WebPairsConfig) -> dict:
         return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
 
 
-def _keeps_fraction(cfg: WebPairsConfig) -> bool:
+def _two_passes(cfg: WebPairsConfig) -> bool:
+    """Whether the filters need every score first: a CLIP keep fraction, or semantic dedup."""
     from filters.clip_fraction import check_fractions
+    from filters.semdedup import check_settings
 
-    try:
-        check_fractions(cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
-    except InputError as exc:
-        raise InputError(f"{exc} (key {'clip_keep_fraction' if 'by_source' not in str(exc) else 'clip_keep_fraction_by_source'})") from None
-    return cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source)
+    check_fractions(cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
+    if cfg.semdedup:
+        check_settings(cfg.semdedup_threshold, cfg.semdedup_clusters)
+        if not cfg.clip_model or "clip" not in cfg.filters:
+            raise InputError("semantic dedup needs the CLIP image embeddings: a clip_model (--clip-model) and the clip filter")
+    if cfg.keep_embeddings and not cfg.clip_model:
+        raise InputError("keep_embeddings (--keep-embeddings) needs a clip_model (--clip-model)")
+    return cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
 
 
-def _score_then_keep_top(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
-                         after: list) -> tuple[dict, dict]:
-    """The CLIP top fraction in two passes; returns (pass-2 summary, manifest extras).
+def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
+                       after: list) -> tuple[dict, dict]:
+    """Semantic dedup and the CLIP top fraction, in two passes; returns (pass-2 summary, manifest extras).
 
-    Pass 1 (`score_pass`) runs the filters into a scratch dataset in the output's work folder (resumed
-    when complete); the driver reads its `record_id`, `source` and `clip_score` columns (no image) and
-    computes the exact cutoffs; pass 2 reads the scored records, keeps the top fraction and runs `after`.
-    Pass 1's rejects and stage counts go into the output as if it were one pass.
+    Pass 1 (`score_pass`) runs the filters into a scratch dataset in the output's work folder (reused
+    on resume when complete). Between the passes: semantic dedup reads the embeddings in one Ray task
+    and returns the duplicates' ids; the driver reads the `record_id`, `source` and `clip_score` columns
+    (no image) and computes the exact cutoffs over the records that are not duplicates. Pass 2 reads the
+    scored records, drops the duplicates, keeps the top fraction and runs `after`. Pass 1's rejects and
+    stage counts go into the output as if it were one pass.
     """
     import pyarrow.parquet as pq
 
+    from curation.runner import run_remote
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
+    from filters.semdedup import SemanticDedup, find_semantic_duplicates
 
     scored_dir = writer.work_dir / "scored"
     t0 = time.time()
@@ -186,17 +201,31 @@ def _score_then_keep_top(cfg: WebPairsConfig, writer: DatasetWriter, score_pass:
             scratch.close(config={"pass": "score"})
     scored = Dataset(scored_dir)
     writer.timings["score_pass"] = time.time() - t0
-    columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in scored.shard_paths("records"))
-    cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
-    log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
+    paths = [str(p) for p in scored.shard_paths("records")]
+    extra: dict = {}
+    steps: list = []
+    duplicates: dict = {}
+    if cfg.semdedup:
+        t0 = time.time()
+        found = run_remote(find_semantic_duplicates, paths, cfg.semdedup_threshold, cfg.semdedup_clusters, gpus=1.0)
+        duplicates = found["duplicates"]
+        writer.timings["semdedup"] = time.time() - t0
+        extra["semdedup"] = {"threshold": cfg.semdedup_threshold, "embedded": found["embedded"],
+                             "clusters": found["clusters"], "duplicates": len(duplicates), "device": found["device"]}
+        steps.append(SemanticDedup(duplicates, keep_embeddings=cfg.keep_embeddings))
+    if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
+        columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in paths)
+        cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
+        log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
+        extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
+        steps.append(ClipTopFraction(cutoffs))
     for path in scored.shard_paths("rejects"):
         writer.write("rejects", pq.read_table(path))
     for name, c in scored.manifest["stages"].items():
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
     files = [(p, s["rows"]) for p, s in zip(scored.shard_paths("records"), scored.shards("records"))]
-    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [ClipTopFraction(cutoffs), *after], task_cpus=cfg.task_cpus)
+    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*steps, *after], task_cpus=cfg.task_cpus)
     summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
-    extra: dict = {"clip_keep_fraction": cutoffs_json(cutoffs)}
     if "download" in scored.manifest:
         extra["download"] = scored.manifest["download"]
     return summary, extra
@@ -205,18 +234,18 @@ def _score_then_keep_top(cfg: WebPairsConfig, writer: DatasetWriter, score_pass:
 def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) -> dict:
     """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest.
 
-    With a CLIP keep fraction, in two passes (`_score_then_keep_top`)."""
+    With a CLIP keep fraction or semantic dedup, in two passes (`_score_then_decide`)."""
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
-    two_pass = _keeps_fraction(cfg)
+    two_pass = _two_passes(cfg)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
         reader = ParquetReader(batch_size=cfg.clip_batch_size)
         shards = parquet_shards(files, cfg.shard_rows)
         extra = None
         if two_pass:
-            _, extra = _score_then_keep_top(
+            _, extra = _score_then_decide(
                 cfg, writer, lambda w: run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, w),
                 [Sink("records")])
         else:
@@ -240,9 +269,9 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack)
         extra: dict = {}
-        if _keeps_fraction(cfg):  # score everything first, then keep the top fraction and build
+        if _two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
             first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
-            summary, extra = _score_then_keep_top(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
+            summary, extra = _score_then_decide(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
         else:
             pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
             summary = _run_urls(cfg, writer, pipeline)

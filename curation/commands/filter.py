@@ -26,6 +26,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "(DataComp keeps 0.3); scored first, then cut in a second pass; the cutoff is in the manifest")
     p.add_argument("--clip-keep-fraction-by-source", default=None, metavar="SRC=F,...",
                    help="a fraction of its own for these sources, cut over their own records (e.g. laion=0.3,cc3m=0.5)")
+    p.add_argument("--keep-embeddings", action="store_true", help="keep the CLIP image embedding of each record (column clip_embedding)")
+    p.add_argument("--semdedup", action="store_true", help="semantic dedup (SemDeDup): k-means over the CLIP image embeddings, "
+                   "drop records whose cosine similarity to a kept one in their cluster is above --semdedup-threshold")
+    p.add_argument("--semdedup-threshold", type=float, default=0.95, help="cosine similarity above which two images are duplicates")
+    p.add_argument("--semdedup-clusters", type=int, default=None, help="k-means clusters (default: one per 1000 records)")
     p.add_argument("--clip-batch-size", type=int, default=64, help="images per CLIP batch")
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
@@ -60,12 +65,18 @@ def run(args: argparse.Namespace) -> int:
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
         clip_keep_fraction=args.clip_keep_fraction, clip_keep_fraction_by_source=by_source,
+        keep_embeddings=args.keep_embeddings, semdedup=args.semdedup, semdedup_threshold=args.semdedup_threshold,
+        semdedup_clusters=args.semdedup_clusters,
         text_min_words=args.text_min_words, text_max_tokens=args.text_max_tokens,
         **({"text_scripts": tuple(s.strip() for s in args.text_scripts.split(",") if s.strip())} if args.text_scripts else {}),
     )
     m = filter_records(cfg, args.input, verify=args.verify)
     rows_in = next(iter(m["stages"].values()), {}).get("in", 0)
     print(f"filter: {rows_in} records -> {m['tables']['records']['rows']} kept -> {args.out}")
+    if "semdedup" in m:
+        d = m["semdedup"]
+        print(f"  semdedup: {d['duplicates']} semantic duplicates among {d['embedded']} images ({d['clusters']} clusters, "
+              f"cosine > {d['threshold']:g})")
     for group, c in (m.get("clip_keep_fraction") or {}).items():
         where = "all sources" if group == "*" else f"source {group}"
         print(f"  clip top {c['fraction']:g} of {where}: {c['kept']} of {c['scored']} scored, cutoff {c['threshold']}")
