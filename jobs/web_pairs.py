@@ -32,7 +32,7 @@ from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, i
 from curation.runtime import Stage
 from jobs.build import build_extra, build_steps
 
-__all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "open_output", "download", "filter_records", "run"]
+__all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "needs_two_passes", "open_output", "download", "filter_records", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ def download(cfg: WebPairsConfig) -> dict:
         return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
 
 
-def _two_passes(cfg: WebPairsConfig) -> bool:
+def needs_two_passes(cfg: WebPairsConfig) -> bool:
     """Whether the filters need every score first: a CLIP keep fraction, or semantic dedup."""
     from filters.clip_fraction import check_fractions
     from filters.semdedup import check_settings
@@ -196,7 +196,8 @@ def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: C
     scored_dir = writer.work_dir / "scored"
     t0 = time.time()
     if not (writer.resumed and (scored_dir / "manifest.json").is_file()):
-        with DatasetWriter(scored_dir, overwrite=True) as scratch:
+        # a resumed run continues an interrupted first pass too (its finished shards are kept)
+        with DatasetWriter(scored_dir, overwrite=True, resume=writer.resumed, config={"pass": "score"}) as scratch:
             score_pass(scratch)
             scratch.close(config={"pass": "score"})
     scored = Dataset(scored_dir)
@@ -238,7 +239,7 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
-    two_pass = _two_passes(cfg)
+    two_pass = needs_two_passes(cfg)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
         reader = ParquetReader(batch_size=cfg.clip_batch_size)
@@ -269,7 +270,7 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack)
         extra: dict = {}
-        if _two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
+        if needs_two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
             first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
             summary, extra = _score_then_decide(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
         else:

@@ -146,3 +146,11 @@ def test_the_filter_command_cuts_per_source_and_prints_the_cutoffs(local_ray, tm
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert set(m["clip_keep_fraction"]) == {"cc", ALL_SOURCES}
     assert main(["filter", str(tmp_path / "in"), "--out", str(tmp_path / "o2"), "--clip-keep-fraction-by-source", "cc"]) == 2
+
+
+def test_curate_run_refuses_a_bad_fraction_before_any_work(tmp_path, capsys):
+    job = tmp_path / "job.toml"
+    job.write_text(f'urls = "{tmp_path / "absent.csv"}"\nout = "{tmp_path / "out"}"\nclip_keep_fraction = 1.5\n')
+    assert main(["run", str(job)]) == 2
+    assert "clip_keep_fraction must be a fraction in (0, 1], got 1.5" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
