@@ -38,7 +38,7 @@ from curation.reasons import SEMANTIC_DUPLICATE
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
-__all__ = ["kmeans", "semantic_duplicates", "find_semantic_duplicates", "default_clusters", "SemanticDedup", "check_settings"]
+__all__ = ["kmeans", "semantic_duplicates", "find_semantic_duplicates", "write_duplicates", "default_clusters", "SemanticDedup", "check_settings"]
 
 ROWS_PER_CLUSTER = 1000
 
@@ -148,6 +148,17 @@ def find_semantic_duplicates(paths: Sequence[str], threshold: float, clusters: i
             "device": device}
 
 
+def write_duplicates(duplicates: Mapping[str, Sequence], path) -> str:
+    """{dropped id: (kept id, similarity)} as a Parquet file for `SemanticDedup`; returns its path."""
+    import pyarrow.parquet as pq
+
+    items = sorted(duplicates.items())
+    pq.write_table(pa.table({"record_id": pa.array([k for k, _ in items], pa.string()),
+                             "kept": pa.array([str(v[0]) for _, v in items], pa.string()),
+                             "similarity": pa.array([float(v[1]) for _, v in items], pa.float32())}), path)
+    return str(path)
+
+
 class SemanticDedup(Filter):
     """Second pass: drop the records found as semantic duplicates; `clip_embedding` only stays when asked."""
 
@@ -156,9 +167,20 @@ class SemanticDedup(Filter):
     batch_size = 4096
     measures = (pa.field("clip_embedding", pa.list_(pa.float32())),)
 
-    def __init__(self, duplicates: Mapping[str, Sequence], keep_embeddings: bool = False):
-        self.duplicates = {k: (str(v[0]), float(v[1])) for k, v in duplicates.items()}
+    def __init__(self, duplicates: Mapping[str, Sequence] | str, keep_embeddings: bool = False):
+        """`duplicates`: {dropped id: (kept id, similarity)}, or the path of a Parquet file of them
+        (`write_duplicates`), read once per worker in `setup()` rather than shipped with every shard task."""
+        self.path = duplicates if isinstance(duplicates, str) else None
+        self.duplicates = None if self.path else {k: (str(v[0]), float(v[1])) for k, v in duplicates.items()}
         self.keep_embeddings = keep_embeddings
+
+    def setup(self) -> None:
+        if self.duplicates is None:
+            import pyarrow.parquet as pq
+
+            t = pq.read_table(self.path)
+            self.duplicates = dict(zip(t.column("record_id").to_pylist(),
+                                       zip(t.column("kept").to_pylist(), t.column("similarity").to_pylist())))
 
     def measure(self, batch: pa.Table) -> dict[str, pa.Array]:
         if self.keep_embeddings or "clip_embedding" not in batch.column_names:
@@ -166,6 +188,8 @@ class SemanticDedup(Filter):
         return {"clip_embedding": pa.nulls(batch.num_rows, pa.list_(pa.float32()))}
 
     def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
+        if self.duplicates is None:
+            self.setup()
         out: list[Drop | None] = []
         for rid in batch.column("record_id").to_pylist():
             hit = self.duplicates.get(rid)

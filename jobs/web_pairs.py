@@ -191,7 +191,7 @@ def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: C
 
     from curation.runner import run_remote
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
-    from filters.semdedup import SemanticDedup, find_semantic_duplicates
+    from filters.semdedup import SemanticDedup, find_semantic_duplicates, write_duplicates
 
     scored_dir = writer.work_dir / "scored"
     t0 = time.time()
@@ -213,7 +213,9 @@ def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: C
         writer.timings["semdedup"] = time.time() - t0
         extra["semdedup"] = {"threshold": cfg.semdedup_threshold, "embedded": found["embedded"],
                              "clusters": found["clusters"], "duplicates": len(duplicates), "device": found["device"]}
-        steps.append(SemanticDedup(duplicates, keep_embeddings=cfg.keep_embeddings))
+        # the ids go to the workers as a file in the output's work folder, read once per worker
+        steps.append(SemanticDedup(write_duplicates(duplicates, writer.work_dir / "semantic_duplicates.parquet"),
+                                   keep_embeddings=cfg.keep_embeddings))
     if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
         columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in paths)
         cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
@@ -225,7 +227,7 @@ def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: C
     for name, c in scored.manifest["stages"].items():
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
     files = [(p, s["rows"]) for p, s in zip(scored.shard_paths("records"), scored.shards("records"))]
-    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*steps, *after], task_cpus=cfg.task_cpus)
+    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size or 64), [*steps, *after], task_cpus=cfg.task_cpus)
     summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
     if "download" in scored.manifest:
         extra["download"] = scored.manifest["download"]
@@ -242,7 +244,7 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
     two_pass = needs_two_passes(cfg)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
-        reader = ParquetReader(batch_size=cfg.clip_batch_size)
+        reader = ParquetReader(batch_size=cfg.clip_batch_size or 64)
         shards = parquet_shards(files, cfg.shard_rows)
         extra = None
         if two_pass:

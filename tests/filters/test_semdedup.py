@@ -173,3 +173,14 @@ def test_bad_settings_fail_before_the_output_is_touched(tmp_path, demo_records, 
     with pytest.raises(InputError, match=message):
         filter_records(cfg, str(src))
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_the_stage_reads_the_duplicates_from_a_file(tmp_path):
+    from filters.semdedup import write_duplicates
+
+    path = write_duplicates({"t:2": ("t:0", 0.999), "t:1": ("t:0", 0.98)}, tmp_path / "dups.parquet")
+    stage = SemanticDedup(path)
+    t = records_from_pylist([{"record_id": f"t:{i}", "source": "t"} for i in range(3)])
+    kept, rejects = split_rejects(run_local(t, [stage]))
+    assert kept.column("record_id").to_pylist() == ["t:0"]
+    assert sorted(rejects.column("detail").to_pylist()) == ["of t:0: cosine 0.9800", "of t:0: cosine 0.9990"]
