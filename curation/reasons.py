@@ -76,7 +76,7 @@ INVALID_SPAN = _define("invalid_span", "a grounded caption's span is missing, em
 # --- filters
 IMAGE_TOO_SMALL = _define("image_too_small", "the image's shorter side is below the minimum")
 ASPECT_RATIO_TOO_LARGE = _define("aspect_ratio_too_large", "the image is more elongated than the maximum aspect ratio (the filter's, or the token format's)")
-CAPTION_TOO_SHORT = _define("caption_too_short", "the first caption has fewer words than the minimum")
+CAPTION_TOO_SHORT = _define("caption_too_short", "a caption has fewer words than the minimum (basic: the first caption; text: each caption, a CJK ideograph or kana counting as a word)")
 CAPTION_TOO_LONG = _define("caption_too_long", "the first caption has more characters than the maximum")
 CLIP_SCORE_BELOW_THRESHOLD = _define("clip_score_below_threshold", "the image and its caption are too dissimilar (CLIP score under the threshold)")
 
@@ -86,6 +86,21 @@ KEY_TOO_LONG = _define("key_too_long", "the image key (record_id) is longer than
 NO_SAMPLES = _define("no_samples", "the record has no annotation for the tasks being built")
 TOO_LONG = _define("too_long", "the sample has more tokens than the limit (never truncated)")
 
+
+# --- text cleaning (filters/text.py: each caption, after HTML is removed; `caption_too_short` and `empty_text` too)
+CAPTION_URL = _define("caption_url", "the caption holds a URL: a scheme, a www address, an e-mail address or a domain with a path (the match in detail)")
+CAPTION_FILE_NAME = _define("caption_file_name", "the caption holds a file name such as IMG_0042.jpg or DSC01234 (the match in detail)")
+CAPTION_BOILERPLATE = _define("caption_boilerplate", "the caption holds a boilerplate phrase such as 'stock photo' or 'royalty free' (the phrase in detail)")
+CAPTION_EMOJI = _define("caption_emoji", "the caption holds an emoji (its code point in detail)")
+CAPTION_SCRIPT_NOT_ALLOWED = _define("caption_script_not_allowed", "the caption has a letter or digit of a script outside the allow-list, Latin + CJK by default (the character in detail)")
+CAPTION_REPETITION = _define("caption_repetition", "the caption repeats a character or a word too many times in a row, such as '!!!!!' or 'sooooo' (the run in detail)")
+CAPTION_TOO_MANY_TOKENS = _define("caption_too_many_tokens", "the caption has more tokens of the format's Qwen tokenizer than the maximum")
+
+# --- CLIP top fraction (filters/clip_fraction.py, the second pass)
+CLIP_SCORE_BELOW_FRACTION = _define("clip_score_below_fraction", "the record's CLIP score is not in the top fraction of the dataset, or of its source (the cutoff score and record id in detail)")
+
+# --- semantic dedup (filters/semdedup.py, the second pass)
+SEMANTIC_DUPLICATE = _define("semantic_duplicate", "the image's CLIP embedding is closer than the threshold to a kept record's in its k-means cluster (the kept record and the cosine similarity in detail)")
 
 def is_reason(name: object) -> bool:
     return isinstance(name, str) and name in REASONS

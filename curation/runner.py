@@ -70,6 +70,7 @@ __all__ = [
     "run_pipeline",
     "parquet_shards",
     "ParquetReader",
+    "run_remote",
 ]
 
 log = logging.getLogger(__name__)
@@ -666,3 +667,15 @@ class _Progress:
             of = f"/{self.total}" if self.total else ""
             rate = self.rows / max(now - self.t0, 1e-9)
             log.info("shards %d%s done, %d rows (%.0f rows/s)", self.done, of, self.rows, rate)
+
+
+def run_remote(fn: Callable[..., Any], *args, cpus: float = 1.0, gpus: float = 0.0) -> Any:
+    """`fn(*args)` as one Ray task (a global step between two pipeline passes, e.g. k-means over the
+    embeddings that the first pass wrote); returns its result. A GPU is asked for only when the cluster has one."""
+    import ray
+
+    init_ray()
+    resources = ray.cluster_resources()
+    gpus = gpus if float(resources.get("GPU", 0.0)) >= gpus else 0.0
+    task = ray.remote(fn).options(num_cpus=fit_cpus(cpus, float(resources.get("CPU", 1.0))), num_gpus=gpus, max_retries=1)
+    return ray.get(task.remote(*args))

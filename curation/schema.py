@@ -63,6 +63,8 @@ STRUCTURED_ANNOTATIONS: tuple[str, ...] = ANNOTATION_COLUMNS[1:]
 MEASURE_FIELDS: list[pa.Field] = [
     pa.field("clip_score", pa.float32()),
     pa.field("phash", pa.int64()),
+    # the L2-normalised CLIP image embedding, when asked (keep_embeddings); its length is the model's embed_dim
+    pa.field("clip_embedding", pa.list_(pa.float32())),
 ]
 
 RECORD_SCHEMA = pa.schema(

@@ -5,17 +5,19 @@ makes them from a job config), one line in FILTERS, one test file. Jobs and
 `curate filter` run the filters named by their `filters` setting, in order.
 """
 
-from filters import basic, clip_score
+from filters import basic, clip_score, text
 from filters.base import Drop, Filter
 from filters.basic import BasicFilter
 from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore
+from filters.text import TextFilter
 
-__all__ = ["Drop", "Filter", "BasicFilter", "ClipModelSpec", "ClipPreprocess", "ClipScore", "FILTERS", "filter_stages"]
+__all__ = ["Drop", "Filter", "BasicFilter", "ClipModelSpec", "ClipPreprocess", "ClipScore", "TextFilter", "FILTERS", "filter_stages"]
 
 # name -> from_config(cfg) -> the filter's stages, in pipeline order
 FILTERS = {
     "basic": basic.from_config,
     "clip": clip_score.from_config,
+    "text": text.from_config,
 }
 
 

@@ -446,9 +446,13 @@ class ClipScore(Filter):
 
     def __init__(
         self, spec: ClipModelSpec, min_score: float | None, gpus: float = 0.0, batch_size: int | None = None,
-        pooled: bool | None = None,
+        pooled: bool | None = None, keep_embeddings: bool = False,
     ):
         self.pooled = gpus > 0 if pooled is None else bool(pooled)
+        # also measure `clip_embedding`: the L2-normalised image embedding (semantic dedup, filters/semdedup.py)
+        self.keep_embeddings = keep_embeddings
+        if keep_embeddings:
+            self.measures = (*type(self).measures, pa.field("clip_embedding", pa.list_(pa.float32())))
         self.spec = spec
         self.min_score = min_score
         self.resources = Resources(cpus=1, gpus=gpus)
@@ -496,6 +500,11 @@ class ClipScore(Filter):
         for i, s in zip(rows, sims):
             scores[i] = float(s)
         self._scores = scores
+        if self.keep_embeddings:
+            embeddings: list = [None] * batch.num_rows
+            for i, e in zip(rows, self._image_embeddings if rows else []):
+                embeddings[i] = e
+            return {"clip_score": pa.array(scores, pa.float32()), "clip_embedding": pa.array(embeddings, pa.list_(pa.float32()))}
         return {"clip_score": pa.array(scores, pa.float32())}
 
     def _pixels(self, pixels, shapes, rows):
@@ -527,6 +536,8 @@ class ClipScore(Filter):
         with torch.inference_mode(), autocast:
             img_emb = self.model.encode_image(x, normalize=True)
             txt_emb = self.model.encode_text(text, normalize=True)
+            if self.keep_embeddings:
+                self._image_embeddings = img_emb.float().cpu().numpy()
             return (img_emb.float() * txt_emb.float()).sum(dim=-1).cpu().numpy()
 
     def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
@@ -557,4 +568,5 @@ def from_config(cfg) -> list[Filter]:
     pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels, fast_decode=getattr(cfg, "clip_fast_decode", False))
     pre.batch_size = batch
     pooled = getattr(cfg, "clip_actors", None)
-    return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=batch, pooled=pooled)]
+    keep = bool(getattr(cfg, "keep_embeddings", False) or getattr(cfg, "semdedup", False))
+    return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=batch, pooled=pooled, keep_embeddings=keep)]

@@ -32,6 +32,9 @@ def _accepts(tp: Any, value: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin in (list, tuple):
         return isinstance(value, (list, tuple))
+    if origin is dict:  # a TOML table: every key and value of the declared types
+        key_t, value_t = typing.get_args(tp) or (Any, Any)
+        return isinstance(value, dict) and all(_accepts(key_t, k) and _accepts(value_t, v) for k, v in value.items())
     if tp is Any:
         return True
     return isinstance(value, tp)

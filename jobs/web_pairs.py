@@ -5,6 +5,10 @@ The recipe, per input shard of the URL list (one Ray task each):
     img2dataset download → FromImg2dataset → filters (basic, clip)
         → records + rejects → BuildSamples (→ pack) → samples + rejects
 
+With `clip_keep_fraction` (DataComp's top fraction by CLIP score) the records
+are scored first, into a scratch dataset; the exact cutoff over every score
+comes next; a second pass keeps the top fraction and builds the samples.
+
 `curate run JOB.toml` runs it from a config file; `curate demo` runs it on a
 generated corpus served from loopback; `curate download` and `curate filter`
 run its first half.
@@ -18,6 +22,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
 from curation.dataset import Dataset, DatasetWriter
@@ -27,7 +32,7 @@ from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, i
 from curation.runtime import Stage
 from jobs.build import build_extra, build_steps
 
-__all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "open_output", "download", "filter_records", "run"]
+__all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "needs_two_passes", "open_output", "download", "filter_records", "run"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +67,12 @@ class WebPairsConfig:
     max_aspect_ratio: float = 4.0
     min_caption_words: int = 2
     max_caption_chars: int = 1000
+    # text cleaning (filters/text.py), when "text" is in filters
+    text_scripts: tuple[str, ...] = ("Latin", "Han", "Hiragana", "Katakana", "Hangul")
+    text_min_words: int = 2
+    text_max_tokens: int = 128  # of the format's Qwen tokenizer
+    text_max_repeat: int = 5  # a character (not a digit) or word this many times in a row
+    text_boilerplate: tuple[str, ...] | None = None  # None: filters.text.DEFAULT_BOILERPLATE
     # CLIP filter; no model = no CLIP stage
     clip_model: str | None = None
     clip_pretrained: str | None = None
@@ -71,6 +82,16 @@ class WebPairsConfig:
     clip_fast_decode: bool = False  # JPEGs decoded at a reduced DCT scale >= the model's input (changes pixels a little)
     clip_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs
     clip_actors: bool | None = None  # None: an actor pool with GPUs, the model inside each shard task on CPUs
+    # CLIP top fraction (filters/clip_fraction.py): keep the best-scoring fraction over the whole dataset, in a
+    # second pass once every record is scored; by_source = {source: fraction} cuts those sources on their own
+    clip_keep_fraction: float | None = None
+    clip_keep_fraction_by_source: dict[str, float] | None = None
+    # CLIP image embeddings: kept as the `clip_embedding` column; semantic dedup (filters/semdedup.py) in the
+    # second pass: k-means over the embeddings, within a cluster drop cosine similarity above the threshold
+    keep_embeddings: bool = False
+    semdedup: bool = False
+    semdedup_threshold: float = 0.95  # cosine similarity (SemDeDup's eps = 1 - threshold)
+    semdedup_clusters: int | None = None  # None: one per 1000 embedded records
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
@@ -148,18 +169,101 @@ def download(cfg: WebPairsConfig) -> dict:
         return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
 
 
+def needs_two_passes(cfg: WebPairsConfig) -> bool:
+    """Whether the filters need every score first: a CLIP keep fraction, or semantic dedup."""
+    from filters.clip_fraction import check_fractions
+    from filters.semdedup import check_settings
+
+    check_fractions(cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source)
+    if cfg.semdedup:
+        check_settings(cfg.semdedup_threshold, cfg.semdedup_clusters)
+        if not cfg.clip_model or "clip" not in cfg.filters:
+            raise InputError("semantic dedup needs the CLIP image embeddings: a clip_model (--clip-model) and the clip filter")
+    if cfg.keep_embeddings and not cfg.clip_model:
+        raise InputError("keep_embeddings (--keep-embeddings) needs a clip_model (--clip-model)")
+    return cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
+
+
+def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
+                       after: list) -> tuple[dict, dict]:
+    """Semantic dedup and the CLIP top fraction, in two passes; returns (pass-2 summary, manifest extras).
+
+    Pass 1 (`score_pass`) runs the filters into a scratch dataset in the output's work folder (reused
+    on resume when complete). Between the passes: semantic dedup reads the embeddings in one Ray task
+    and returns the duplicates' ids; the driver reads the `record_id`, `source` and `clip_score` columns
+    (no image) and computes the exact cutoffs over the records that are not duplicates. Pass 2 reads the
+    scored records, drops the duplicates, keeps the top fraction and runs `after`. Pass 1's rejects and
+    stage counts go into the output as if it were one pass.
+    """
+    import pyarrow.parquet as pq
+
+    from curation.runner import run_remote
+    from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
+    from filters.semdedup import SemanticDedup, find_semantic_duplicates, write_duplicates
+
+    scored_dir = writer.work_dir / "scored"
+    t0 = time.time()
+    if not (writer.resumed and (scored_dir / "manifest.json").is_file()):
+        # a resumed run continues an interrupted first pass too (its finished shards are kept)
+        with DatasetWriter(scored_dir, overwrite=True, resume=writer.resumed, config={"pass": "score"}) as scratch:
+            score_pass(scratch)
+            scratch.close(config={"pass": "score"})
+    scored = Dataset(scored_dir)
+    writer.timings["score_pass"] = time.time() - t0
+    paths = [str(p) for p in scored.shard_paths("records")]
+    extra: dict = {}
+    steps: list = []
+    duplicates: dict = {}
+    if cfg.semdedup:
+        t0 = time.time()
+        found = run_remote(find_semantic_duplicates, paths, cfg.semdedup_threshold, cfg.semdedup_clusters, gpus=1.0)
+        duplicates = found["duplicates"]
+        writer.timings["semdedup"] = time.time() - t0
+        extra["semdedup"] = {"threshold": cfg.semdedup_threshold, "embedded": found["embedded"],
+                             "clusters": found["clusters"], "duplicates": len(duplicates), "device": found["device"]}
+        # the ids go to the workers as a file in the output's work folder, read once per worker
+        steps.append(SemanticDedup(write_duplicates(duplicates, writer.work_dir / "semantic_duplicates.parquet"),
+                                   keep_embeddings=cfg.keep_embeddings))
+    if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
+        columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in paths)
+        cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
+        log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
+        extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
+        steps.append(ClipTopFraction(cutoffs))
+    for path in scored.shard_paths("rejects"):
+        writer.write("rejects", pq.read_table(path))
+    for name, c in scored.manifest["stages"].items():
+        writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
+    files = [(p, s["rows"]) for p, s in zip(scored.shard_paths("records"), scored.shards("records"))]
+    pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, *after], task_cpus=cfg.task_cpus)
+    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+    if "download" in scored.manifest:
+        extra["download"] = scored.manifest["download"]
+    return summary, extra
+
+
 def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) -> dict:
-    """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest."""
+    """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest.
+
+    With a CLIP keep fraction or semantic dedup, in two passes (`_score_then_decide`)."""
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
+    two_pass = needs_two_passes(cfg)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
         init_ray(cfg.ray_address)
-        pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*stages, Sink("records")], task_cpus=cfg.task_cpus)
-        run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+        reader = ParquetReader(batch_size=_batch(cfg))
+        shards = parquet_shards(files, cfg.shard_rows)
+        extra = None
+        if two_pass:
+            _, extra = _score_then_decide(
+                cfg, writer, lambda w: run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, w),
+                [Sink("records")])
+        else:
+            run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, writer)
         config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
         config.pop("urls")
-        return writer.close(config=config)
+        return writer.close(config=config, extra=extra)
 
 
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
@@ -175,8 +279,13 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         init_ray(cfg.ray_address)
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack)
-        pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
-        summary = _run_urls(cfg, writer, pipeline)
+        extra: dict = {}
+        if needs_two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
+            first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
+            summary, extra = _score_then_decide(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
+        else:
+            pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
+            summary = _run_urls(cfg, writer, pipeline)
         writer.timings["pipeline"] = time.time() - t0
         config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-        return writer.close(config=config, extra=build_extra(writer, summary, build, "ray"))
+        return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, "ray")})

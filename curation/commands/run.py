@@ -31,6 +31,9 @@ def check_config(cfg, where: str = "config") -> None:
         for key in ("shard_rows", "task_cpus", "threads", "timeout", "clip_batch_size", "max_pixels"):
             check_positive(f"key {key!r}", getattr(cfg, key))
         BuildSamples(format=cfg.format, tasks=cfg.tasks, max_tokens=cfg.pack)  # format, task names, pack size
+        from jobs.web_pairs import needs_two_passes
+
+        needs_two_passes(cfg)  # keep fractions, semantic dedup settings
         check_out_dir(cfg.out, "key 'out'")
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc

@@ -86,6 +86,32 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
     assert "run:" in capsys.readouterr().out
 
 
+def test_run_keeps_the_clip_top_fraction_in_a_second_pass(site, tmp_path, local_ray):
+    """Score every pair (download, basic, text, clip), cut at the exact top 30%, then build: one output."""
+    import math
+
+    root, urls, _ = site
+    job = _job_toml(tmp_path / "job.toml", urls, tmp_path / "out", shard_rows=27, clip_keep_fraction=0.3,
+                    filters=["basic", "text", "clip"])
+    job.write_text(job.read_text().replace("min_clip_score = 0.15\n", ""))
+    assert main(["run", str(job)]) == 0
+    ds = Dataset(tmp_path / "out", verify=True)
+    m = ds.manifest
+    assert list(m["stages"]) == ["download", "basic", "text", "clip", "clip_fraction", "build"]
+    scored = m["stages"]["clip"]["out"]
+    cut = m["clip_keep_fraction"]["*"]
+    assert cut["scored"] == scored and cut["kept"] == math.ceil(0.3 * scored) == m["tables"]["records"]["rows"]
+    assert m["stages"]["build"]["in"] == cut["kept"] == m["build"]["samples_by_task"]["caption"]
+    kept = ds.read("records", columns=["record_id", "clip_score"]).to_pylist()
+    assert min(r["clip_score"] for r in kept) == pytest.approx(cut["threshold"])
+    dropped = [r for r in ds.read("rejects").to_pylist() if r["stage"] == "clip_fraction"]
+    assert len(dropped) == scored - cut["kept"]
+    assert all(float(r["detail"].split()[0]) <= cut["threshold"] + 1e-4 for r in dropped)
+    # the first pass's rejects are in the output too, once each
+    assert {r["stage"] for r in ds.read("rejects").to_pylist()} >= {"download", "clip_fraction"}
+    assert m["tables"]["rejects"]["rows"] == sum(sum(s["dropped"].values()) for s in m["stages"].values())
+
+
 @pytest.mark.parametrize(
     "data,message",
     [

@@ -1,0 +1,186 @@
+"""Semantic dedup (filters/semdedup.py), CLIP embeddings (filters/clip_score.py keep_embeddings)."""
+
+import io
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from curation.dataset import Dataset, DatasetWriter
+from curation.democorpus import generate_corpus
+from curation.errors import InputError
+from curation.runtime import run_local, split_rejects
+from curation.schema import records_from_pylist
+from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore
+from filters.semdedup import SemanticDedup, kmeans, semantic_duplicates
+from jobs.demo import DEMO_CLIP_DIR
+from jobs.web_pairs import WebPairsConfig, filter_records
+
+CLIP_CONFIG = str(DEMO_CLIP_DIR / "DemoCLIP-Tiny.json")
+CLIP_WEIGHTS = str(DEMO_CLIP_DIR / "demo_clip.pt")
+
+
+def unit(rows):
+    import torch
+
+    return torch.nn.functional.normalize(torch.tensor(np.asarray(rows, dtype=np.float32)), dim=1)
+
+
+def test_kmeans_separates_clear_groups_and_is_deterministic():
+    rng = np.random.default_rng(0)
+    centers = np.eye(8, dtype=np.float32)[:3]
+    points = np.concatenate([c + 0.05 * rng.standard_normal((30, 8)) for c in centers])
+    x = unit(points)
+    _, labels = kmeans(x, 3, seed=1)
+    groups = [set(labels[i * 30:(i + 1) * 30].tolist()) for i in range(3)]
+    assert all(len(g) == 1 for g in groups) and len(set.union(*groups)) == 3
+    assert kmeans(x, 3, seed=1)[1].tolist() == labels.tolist()
+    assert kmeans(x[:2], 5)[1].shape == (2,)  # more clusters than points: as many as points
+
+
+def brute_force(ids, x, threshold):
+    """Greedy over every pair, ids in order: what one cluster holding everything gives."""
+    order = sorted(range(len(ids)), key=lambda i: ids[i])
+    kept, out = [], {}
+    for j in order:
+        sims = [(float(x[j] @ x[i]), i) for i in kept]
+        best = max(sims, default=(-2.0, None))
+        if best[0] > threshold:
+            out[ids[j]] = ids[best[1]]
+        else:
+            kept.append(j)
+    return out
+
+
+def test_duplicates_name_the_smallest_kept_id_and_the_similarity():
+    rng = np.random.default_rng(3)
+    base = rng.standard_normal((20, 16))
+    near = base[[2, 2, 7, 11]] + 0.01 * rng.standard_normal((4, 16))  # near copies of 2 (twice), 7, 11
+    ids = [f"r:{i:02d}" for i in range(20)] + ["r:a", "r:b", "r:c", "r:00x"]
+    x = unit(np.concatenate([base, near]))
+    import torch
+
+    dups = semantic_duplicates(ids, x, torch.zeros(len(ids), dtype=torch.long), 0.95)
+    assert {d: k for d, (k, _) in dups.items()} == {"r:a": "r:02", "r:b": "r:02", "r:c": "r:07", "r:11": "r:00x"}
+    assert all(0.95 < s <= 1.0001 for _, s in dups.values())
+    assert {d: k for d, (k, _) in dups.items()} == brute_force(ids, x, 0.95)
+    # with clusters: the same answer when duplicates share a cluster
+    _, labels = kmeans(x, 4, seed=0)
+    assert {d: k for d, (k, _) in semantic_duplicates(ids, x, labels, 0.95).items()} == brute_force(ids, x, 0.95)
+
+
+def test_the_stage_drops_the_duplicates_and_the_embeddings_unless_kept():
+    rows = [{"record_id": f"t:{i}", "source": "t", "clip_embedding": [1.0, 0.0]} for i in range(3)]
+    t = records_from_pylist(rows)
+    kept, rejects = split_rejects(run_local(t, [SemanticDedup({"t:1": ("t:0", 0.99712)})]))
+    assert kept.column("record_id").to_pylist() == ["t:0", "t:2"]
+    assert rejects.to_pylist()[0] | {"meta": None} == {"record_id": "t:1", "source": "t", "stage": "semdedup",
+                                                      "reason": "semantic_duplicate", "detail": "of t:0: cosine 0.9971",
+                                                      "meta": None}
+    assert kept.column("clip_embedding").null_count == 2
+    kept, _ = split_rejects(run_local(t, [SemanticDedup({}, keep_embeddings=True)]))
+    assert kept.column("clip_embedding").to_pylist() == [[1.0, 0.0]] * 3
+
+
+def test_clip_score_keeps_the_normalised_image_embedding_when_asked():
+    spec = ClipModelSpec(CLIP_CONFIG, checkpoint=CLIP_WEIGHTS)
+    img = jpeg_of(np.full((48, 64, 3), 120, np.uint8))
+    t = records_from_pylist([{"record_id": f"t:{i}", "source": "t", "image": img, "width": 64, "height": 48,
+                              "captions": caps} for i, caps in enumerate([["a grey square"], ["a grey square"], []])])
+    out = run_local(t, [ClipPreprocess(spec), ClipScore(spec, None, keep_embeddings=True)])
+    emb = out.column("clip_embedding").to_pylist()
+    assert emb[0] == emb[1] and len(emb[0]) == 128 and math.isclose(np.linalg.norm(emb[0]), 1.0, rel_tol=1e-5)
+    assert emb[2] is None  # no caption, no score: nothing measured
+    plain = run_local(t, [ClipPreprocess(spec), ClipScore(spec, None)])
+    assert plain.column("clip_embedding").null_count == 3  # not asked: the schema column stays null
+    assert plain.column("clip_score").to_pylist() == out.column("clip_score").to_pylist()
+
+
+def jpeg_of(arr, quality=90):
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def demo_records(tmp_path_factory):
+    """40 demo images (one planted exact duplicate) + 5 re-encoded, 10% smaller copies, in several shards."""
+    root = tmp_path_factory.mktemp("semdedup")
+    items = generate_corpus(root / "img", n=40, seed=3)
+    rows, copies = [], {}
+    for it in items:
+        rows.append({"record_id": f"d:{it.item_id}", "source": "d", "image": (root / "img" / it.filename).read_bytes(),
+                     "width": 64, "height": 64, "captions": [it.caption]})
+    for it in items[:5]:
+        im = Image.open(root / "img" / it.filename).convert("RGB")
+        im = im.resize((int(im.width * 0.9), int(im.height * 0.9)))
+        rows.append({"record_id": f"d:{it.item_id}-copy", "source": "d", "image": jpeg_of(np.asarray(im), 60),
+                     "width": im.width, "height": im.height, "captions": [it.caption]})
+        copies[f"d:{it.item_id}-copy"] = f"d:{it.item_id}"
+    w = DatasetWriter(root / "in", target_shard_bytes=20_000)
+    for k in range(0, len(rows), 9):
+        w.write("records", records_from_pylist(rows[k:k + 9]))
+    w.close()
+    planted = [it for it in items if it.planted == "duplicate"]
+    return root / "in", copies, planted, items
+
+
+def test_semantic_dedup_on_a_local_ray_finds_the_planted_copies_only(local_ray, tmp_path, demo_records):
+    src, copies, planted, items = demo_records
+    assert len(Dataset(src).shards("records")) >= 3
+    cfg = WebPairsConfig(urls="", out=str(tmp_path / "out"), filters=("clip",), clip_model=CLIP_CONFIG,
+                         clip_checkpoint=CLIP_WEIGHTS, clip_gpus=0.0, semdedup=True, semdedup_threshold=0.995,
+                         semdedup_clusters=3, shard_rows=10, clip_keep_fraction=0.5)
+    m = filter_records(cfg, str(src))
+    out = Dataset(tmp_path / "out")
+    rejects = out.read("rejects").to_pylist()
+    found = {r["record_id"]: r["detail"] for r in rejects if r["reason"] == "semantic_duplicate"}
+    # every re-encoded copy names its original; the planted exact duplicate is the only other one
+    for copy, original in copies.items():
+        kept, sim = found[copy].split(": cosine ")
+        assert kept == f"of {original}" and 0.995 < float(sim) <= 1.0
+    assert len(planted) == 1 and len(found) == len(copies) + 1
+    embedded = m["semdedup"]["embedded"]
+    assert m["semdedup"] == {"threshold": 0.995, "embedded": embedded, "clusters": 3, "duplicates": len(found), "device": "cpu"}
+    # the top fraction is taken over the records that are not duplicates: ceil(0.5 x (N - duplicates))
+    cut = m["clip_keep_fraction"]["*"]
+    assert cut["scored"] == embedded - len(found) and cut["kept"] == math.ceil(0.5 * cut["scored"])
+    records = out.read("records", columns=["record_id", "clip_embedding"])
+    assert records.num_rows == cut["kept"] and records.column("clip_embedding").null_count == records.num_rows
+    assert m["stages"]["semdedup"]["dropped"] == {"semantic_duplicate": len(found)}
+
+
+def test_keep_embeddings_keeps_the_column(local_ray, tmp_path, demo_records):
+    src, *_ = demo_records
+    cfg = WebPairsConfig(urls="", out=str(tmp_path / "out"), filters=("clip",), clip_model=CLIP_CONFIG,
+                         clip_checkpoint=CLIP_WEIGHTS, clip_gpus=0.0, keep_embeddings=True, shard_rows=20)
+    filter_records(cfg, str(src))
+    emb = Dataset(tmp_path / "out").read("records", columns=["clip_embedding"]).column(0).to_pylist()
+    assert emb and all(e is not None and len(e) == 128 for e in emb)
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [({"semdedup": True}, "needs the CLIP image embeddings"),
+     ({"semdedup": True, "clip_model": CLIP_CONFIG, "clip_checkpoint": CLIP_WEIGHTS, "semdedup_threshold": 1.5}, "semdedup_threshold"),
+     ({"semdedup": True, "clip_model": CLIP_CONFIG, "clip_checkpoint": CLIP_WEIGHTS, "semdedup_clusters": 0}, "semdedup_clusters"),
+     ({"keep_embeddings": True}, "needs a clip_model")],
+)
+def test_bad_settings_fail_before_the_output_is_touched(tmp_path, demo_records, settings, message):
+    src, *_ = demo_records
+    cfg = WebPairsConfig(urls="", out=str(tmp_path / "out"), clip_gpus=0.0, **settings)
+    with pytest.raises(InputError, match=message):
+        filter_records(cfg, str(src))
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_the_stage_reads_the_duplicates_from_a_file(tmp_path):
+    from filters.semdedup import write_duplicates
+
+    path = write_duplicates({"t:2": ("t:0", 0.999), "t:1": ("t:0", 0.98)}, tmp_path / "dups.parquet")
+    stage = SemanticDedup(path)
+    t = records_from_pylist([{"record_id": f"t:{i}", "source": "t"} for i in range(3)])
+    kept, rejects = split_rejects(run_local(t, [stage]))
+    assert kept.column("record_id").to_pylist() == ["t:0"]
+    assert sorted(rejects.column("detail").to_pylist()) == ["of t:0: cosine 0.9800", "of t:0: cosine 0.9990"]
