@@ -7,6 +7,11 @@ import time
 
 __all__ = ["add_arguments", "run"]
 
+EXAMPLES = """examples:
+  curate demo                          240 generated images into demo-out, then a report: demo-out/report.html
+  curate demo --out /tmp/d --images 1000 --seed 3
+  curate demo --ray-address HEAD:6379  the same on a cluster (the output on storage every node sees)"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="output dataset directory (default demo-out)")

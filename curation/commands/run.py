@@ -6,6 +6,11 @@ import argparse
 
 __all__ = ["add_arguments", "run", "check_config"]
 
+EXAMPLES = """examples:
+  curate run jobs/configs/web_pairs.example.toml
+  curate run job.toml --out /data/run2 --resume
+  RAY_ADDRESS=HEAD:6379 curate run job.toml"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="JOB.toml", help="job config (keys of jobs.web_pairs.WebPairsConfig)")
