@@ -31,7 +31,7 @@ COMMANDS: dict[str, str] = {
     "preview": "canonical records as JSON lines on stdin -> samples as JSON lines on stdout",
     "validate": "reparse samples: tag grammar, box ranges, image keys, token counts, packed sequences",
     "export": "samples -> qwen-vl-json, llama-factory or ms-swift JSON with the images beside it",
-    # "report": "one self-contained HTML page: funnel, plots, galleries with boxes drawn, rejects, config",
+    "report": "one self-contained HTML page: funnel, plots, galleries with boxes drawn, rejects, config",
 }
 
 EPILOG = """examples:
