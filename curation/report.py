@@ -351,6 +351,11 @@ def _galleries(page: _Page, con, per_task: int) -> None:
 def _clip_pairs(page: _Page, con, manifest: Mapping[str, Any], tables: set[str], n: int = 6) -> None:
     if "records" not in tables or not _has_column(con, "records", "clip_score"):
         return
+    measured = con.execute(
+        "select (select count(clip_score) from records) + (select count(*) from rejects where stage = 'clip')"
+    ).fetchone()[0]
+    if not measured:
+        return
     threshold = _threshold(manifest)
     page.section("clip", "CLIP pairs around the threshold" + (f" ({threshold:g})" if threshold is not None else ""))
     ids = [r[0] for r in con.execute(
@@ -477,7 +482,7 @@ body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
 header { background: #1f2937; color: #f9fafb; padding: 18px 28px; }
 header h1 { margin: 0 0 4px; font-size: 22px; }
 header p { margin: 0; color: #cbd5e1; }
-nav { padding: 8px 28px; background: #e5e7eb; position: sticky; top: 0; z-index: 2; }
+nav { padding: 8px 28px; background: #e5e7eb; }
 nav a { margin-right: 16px; color: #1f2937; text-decoration: none; font-weight: 600; }
 main { padding: 8px 28px 40px; max-width: 1400px; }
 section { background: white; border-radius: 8px; padding: 14px 20px 18px; margin: 18px 0; box-shadow: 0 1px 2px rgba(0,0,0,.08); }

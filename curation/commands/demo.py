@@ -67,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"records {tables['records']['rows']}, samples {tables['samples']['rows']}, rejects {tables['rejects']['rows']}"
     )
+    from curation.report import write_report
+
+    report, _ = write_report(cfg.out)
     print(f"wall time {time.time() - t0:.1f}s")
     print(f"output: {cfg.out}   try: curate sql {cfg.out} \"select stage, reason, count(*) from rejects group by all\"")
+    print(f"report: {report}   (open it in a browser: plots, samples with their boxes drawn, rejects)")
     return 0
