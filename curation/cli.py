@@ -11,11 +11,15 @@ the exit status is 1. With `-v` every error also prints its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 
 __all__ = ["COMMANDS", "HelpFormatter", "build_parser", "main", "version"]
 
@@ -61,6 +65,40 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         ):
             return text
         return f"{text} (default %(default)s)"
+
+
+# commands that run pipelines (Ray, img2dataset): their third-party output goes to OUT/.curate/logs/ unless -v
+QUIET_COMMANDS = ("demo", "run", "download", "ingest", "filter", "build")
+
+
+@contextlib.contextmanager
+def _third_party_output(args: argparse.Namespace):
+    """Unless -v: fds 1 and 2 to a log while the command runs, kept as OUT/.curate/logs/third-party.log."""
+    if args.verbose or args.command not in QUIET_COMMANDS:
+        yield
+        return
+    from curation.console import LOG_NAME, third_party_to_log
+
+    fd, tmp = tempfile.mkstemp(prefix="curate-third-party-", suffix=".log")
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        with third_party_to_log(tmp):
+            logging.getLogger("curation").info(
+                "third-party output (img2dataset, Ray) goes to %s; -v shows it here",
+                Path(getattr(args, "out", None) or "OUT") / ".curate" / "logs" / LOG_NAME,
+            )
+            yield
+    finally:
+        out = getattr(args, "out", None)
+        own = Path(out) / ".curate" if out else None
+        if own is not None and own.is_dir():
+            (own / "logs").mkdir(exist_ok=True)
+            shutil.move(str(tmp), own / "logs" / LOG_NAME)
+        elif tmp.stat().st_size == 0:
+            tmp.unlink()
+        else:
+            logging.getLogger("curation").info("third-party output of this run: %s", tmp)
 
 
 def _module(name: str):
@@ -118,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     from curation.errors import InputError
 
     try:
-        return int(_module(args.command).run(args) or 0)
+        with _third_party_output(args):
+            return int(_module(args.command).run(args) or 0)
     except InputError as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)

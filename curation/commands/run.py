@@ -47,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, web_pairs.WebPairsConfig, {"out": args.out, "ray_address": args.ray_address, "overwrite": args.overwrite, "resume": args.resume})
     check_config(cfg, args.config)
+    args.out = cfg.out  # where the CLI keeps this run's third-party log
     m = web_pairs.run(cfg)
     t = m["tables"]
     print(f"run: {t['records']['rows']} records, {t['samples']['rows']} samples, {t['rejects']['rows']} rejects -> {cfg.out}")

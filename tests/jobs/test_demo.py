@@ -47,6 +47,21 @@ def sql(capsys, out, query):
     return list(csv.reader(io.StringIO(capsys.readouterr().out)))
 
 
+# what img2dataset and Ray print when nobody stops them (issue 12): none of it on the user's screen
+BANNERS = ("bwm-ng", "check your bandwidth", "Starting the downloading", "Sharding file number", "File sharded in",
+           "failed to download", "core_worker.cc", "object store", "(raylet)", "(pid=", "Started a local Ray instance",
+           "WARNING", "Warning:", "Traceback")
+
+
+def test_the_demo_shows_no_third_party_banner_and_ends_with_its_summary(demo_run):
+    out, printed, _ = demo_run
+    for banner in BANNERS:
+        assert banner not in printed, f"{banner!r} on the demo's stdout"
+    lines = [line for line in printed.splitlines() if line.strip()]
+    assert lines[-1].startswith("report: ") and lines[-2].startswith("output: ")
+    assert (out / ".curate" / "logs" / "third-party.log").is_file()
+
+
 def test_demo_prints_the_summary(demo):
     out, printed = demo
     assert "CLIP filter (threshold" in printed
@@ -132,7 +147,7 @@ def test_every_stage_reports_the_time_it_took(demo):
 def test_work_files_live_and_die_in_the_output_staging(demo):
     out, _ = demo
     assert not (out / ".curate" / "staging").exists()  # removed once the run completed
-    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "samples", "sequences"]
+    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "report.html", "samples", "sequences"]
 
 
 def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, capsys):
