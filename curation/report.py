@@ -426,6 +426,7 @@ def _duplicates(page: _Page, con, groups: int = 6, members: int = 6) -> None:
         ),
         linked as (
             select n.* from named n join (select record_id from records) k on k.record_id = n.kept_id
+            where n.kept_id is distinct from n.record_id
         ),
         top as (
             select kept_id, count(*) as n from linked group by kept_id order by n desc, kept_id limit {groups}
@@ -440,13 +441,15 @@ def _duplicates(page: _Page, con, groups: int = 6, members: int = 6) -> None:
         page.end()
         return
     total = con.execute(
-        f"select count(*) from (select unnest(regexp_extract_all(detail, '{_RECORD_ID_IN_TEXT}')) as kept_id from rejects "
-        "where detail is not null) n join (select record_id from records) k on k.record_id = n.kept_id"
+        f"select count(*) from (select record_id, unnest(regexp_extract_all(detail, '{_RECORD_ID_IN_TEXT}')) as kept_id "
+        "from rejects where detail is not null) n join (select record_id from records) k on k.record_id = n.kept_id "
+        "where n.kept_id is distinct from n.record_id"
     ).fetchone()[0]
-    page.add(f"<p>{total:,} reject(s) name a kept record; the {groups} largest groups:</p>")
     grouped: dict[str, list[tuple]] = {}
     for kept_id, n, record_id, stage, reason, detail in found:
         grouped.setdefault(kept_id, []).append((record_id, stage, reason, detail))
+    page.add(f"<p>{total:,} reject(s) name a kept record; {'the largest ' if len(grouped) == groups else ''}"
+             f"{len(grouped)} group(s), each kept record beside the rows dropped as its copies:</p>")
     images = {r[0]: r[1:] for r in con.execute(
         "select record_id, image, width, height from records where record_id in (select unnest(?::varchar[]))", [list(grouped)]
     ).fetchall()}
@@ -456,7 +459,7 @@ def _duplicates(page: _Page, con, groups: int = 6, members: int = 6) -> None:
         page.add("<div class='dup-group'><div class='card kept'>" + _figure({"image": image, "width": w, "height": h}, [])
                  + f"<div class='meta'>kept: <b>{escape(kept_id)}</b></div></div>")
         for record_id, stage, reason, detail in rows[:members]:
-            page.add(f"<div class='card dropped'><div class='thumb missing'>dropped<br><code>{escape(reason)}</code></div>"
+            page.add(f"<div class='card dropped'><div class='thumb missing'><span>dropped, no image kept</span><code>{escape(reason)}</code></div>"
                      f"<div class='meta'>{escape(record_id)} · {escape(stage)}</div><p class='caption'>{escape(detail or '')}</p></div>")
         if len(rows) > members:
             page.add(f"<div class='card more'>and {len(rows) - members} more</div>")
@@ -501,14 +504,15 @@ figure.plot img { display: block; max-width: 100%; }
 .thumb { position: relative; width: 260px; background: #ddd; margin: 0 auto; }
 .thumb img { display: block; width: 100%; height: 100%; }
 .thumb svg { position: absolute; left: 0; top: 0; width: 100%; height: 100%; overflow: visible; }
-.thumb.missing { height: 120px; display: flex; align-items: center; justify-content: center; text-align: center; color: #6b7280; font-size: 12px; }
+.thumb.missing { height: 120px; display: flex; flex-direction: column; gap: 4px; align-items: center; justify-content: center; text-align: center; color: #6b7280; font-size: 12px; }
+.card.dropped .thumb.missing { height: 64px; }
 .meta { font-size: 12px; color: #4b5563; margin: 6px 0 4px; word-break: break-all; }
 pre.sample-text { white-space: pre-wrap; word-break: break-word; font: 12px/1.4 ui-monospace, SFMono-Regular, Menlo, monospace; background: white; border: 1px solid #e5e7eb; padding: 6px; margin: 0; max-height: 180px; overflow: auto; }
 .shape { border-bottom: 3px solid; background: #f3f4f6; }
 p.caption { font-size: 13px; margin: 4px 0 0; }
 .muted { color: #6b7280; font-size: 13px; }
 .rejects td.examples div { font-size: 12px; color: #374151; }
-.dup-group { display: flex; flex-wrap: wrap; gap: 10px; padding: 10px 0; border-bottom: 1px solid #e5e7eb; }
+.dup-group { display: flex; flex-wrap: wrap; gap: 10px; padding: 10px 0; border-bottom: 1px solid #e5e7eb; align-items: flex-start; }
 .card.kept { border-color: #009E73; }
 .card.dropped .thumb { background: #fde2e1; }
 pre.json { font-size: 12px; background: #f9fafb; padding: 8px; max-height: 360px; overflow: auto; }

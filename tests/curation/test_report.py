@@ -51,6 +51,7 @@ def _dataset(path, fmt="qwen-vl"):
         make_reject("t:7", "dedup", "duplicate_url", "same URL as t:1, downloaded once there", "t"),
         make_reject("t:6", "dedup", "duplicate_url", "same URL as t:1, downloaded once there", "t"),
         make_reject("t:5", "basic", "image_too_small", "8x8 < 32", "t"),
+        make_reject("t:2", "build", "box_empty", "region 0 of t:2: x2 <= x1", "t"),  # names its own record: no group
     ]))
     packed = pack_sequences(zip(samples.column("task").to_pylist(), samples.column("sample_id").to_pylist(),
                                 samples.column("num_tokens").to_pylist()), 2048)
@@ -147,6 +148,7 @@ def test_report_is_self_contained_and_draws_each_box_where_the_text_says(tmp_pat
     group = re.search(r"<div class='dup-group'>.*?</div></div>(.*?)(?=<div class='dup-group'>|</section>)", page, re.S)
     assert group and "kept: <b>t:1</b>" in group.group(0)
     assert group.group(0).count("duplicate_url") == 2
+    assert page.count("<div class='dup-group'>") == 1 and "kept: <b>t:2</b>" not in page
     # config and versions
     assert "pyarrow" in page and "&quot;job&quot;: &quot;test&quot;" in page
 
