@@ -15,7 +15,6 @@ import contextlib
 import importlib
 import logging
 import os
-import shutil
 import sys
 import tempfile
 import traceback
@@ -79,26 +78,23 @@ def _third_party_output(args: argparse.Namespace):
         return
     from curation.console import LOG_NAME, third_party_to_log
 
+    # an anonymous file (unlinked at once, so a killed run leaves nothing in the temporary folder), copied into
+    # OUT/.curate/logs/ at the end: OUT is not written before the command has checked it
     fd, tmp = tempfile.mkstemp(prefix="curate-third-party-", suffix=".log")
-    os.close(fd)
-    tmp = Path(tmp)
+    os.unlink(tmp)
     try:
-        with third_party_to_log(tmp):
-            logging.getLogger("curation").info(
-                "third-party output (img2dataset, Ray) goes to %s; -v shows it here",
-                Path(getattr(args, "out", None) or "OUT") / ".curate" / "logs" / LOG_NAME,
-            )
+        with third_party_to_log(fd):
             yield
     finally:
         out = getattr(args, "out", None)
         own = Path(out) / ".curate" if out else None
         if own is not None and own.is_dir():
             (own / "logs").mkdir(exist_ok=True)
-            shutil.move(str(tmp), own / "logs" / LOG_NAME)
-        elif tmp.stat().st_size == 0:
-            tmp.unlink()
-        else:
-            logging.getLogger("curation").info("third-party output of this run: %s", tmp)
+            with open(own / "logs" / LOG_NAME, "wb") as dest:
+                os.lseek(fd, 0, os.SEEK_SET)
+                while chunk := os.read(fd, 1 << 20):
+                    dest.write(chunk)
+        os.close(fd)
 
 
 def _module(name: str):

@@ -41,18 +41,21 @@ def terminal_stream() -> IO[str]:
 
 
 @contextlib.contextmanager
-def third_party_to_log(log_path: Path | str) -> Iterator[Path]:
-    """Send fds 1 and 2 to `log_path` (appended) for the block; this project's loggers keep the real stderr."""
+def third_party_to_log(log: Path | str | int) -> Iterator[None]:
+    """Send fds 1 and 2 to `log` (a file, appended, or an open file descriptor) for the block;
+    this project's loggers and the command's prints keep the real stdout and stderr."""
     global _terminal
-    log_path = Path(log_path)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(log, int):
+        fd = os.dup(log)
+    else:
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     saved_out, saved_err = os.dup(1), os.dup(2)
     terminal = os.fdopen(os.dup(saved_err), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
                          errors="backslashreplace")
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     # the command's own prints (its summary) still reach the user: sys.stdout moves to a copy of the real fd 1
     # (unless something else already replaced sys.stdout, as pytest's capture does)
     real_stdout = sys.stdout
@@ -75,7 +78,7 @@ def third_party_to_log(log_path: Path | str) -> Iterator[Path]:
         _terminal = terminal
         if swap_stdout:
             sys.stdout = user_stdout
-        yield log_path
+        yield
     finally:
         _terminal = None
         if swap_stdout:
@@ -219,5 +222,3 @@ class ShardProgress:
                 bar = self.bars.get(name)
                 if bar is not None:
                     bar.close()
-        else:
-            log.info("progress: %s", self.line(self._rows()))
