@@ -123,6 +123,13 @@ def _threshold(manifest: Mapping[str, Any]) -> float | None:
     return None
 
 
+def _in_list(ids: Iterable[str]) -> str:
+    """A literal SQL list: DuckDB pushes `col in ('a', 'b')` into the Parquet scan, so only the row groups
+    holding those ids are read whole (a join with a subquery would read every row's image bytes)."""
+    quoted = ["'" + str(i).replace("'", "''") + "'" for i in ids]
+    return "(" + (", ".join(quoted) if quoted else "NULL") + ")"
+
+
 def _has_column(con, view: str, column: str) -> bool:
     return any(r[0] == column for r in con.execute(f"describe {view}").fetchall())
 
@@ -319,8 +326,7 @@ def _galleries(page: _Page, con, per_task: int) -> None:
         ).fetchall()]
         rows = con.execute(
             "select sample_id, record_id, format, prompt, target, images, clip_score, num_tokens from samples "
-            "where sample_id in (select unnest(?::varchar[])) order by hash(sample_id), sample_id",
-            [ids],
+            f"where sample_id in {_in_list(ids)} order by hash(sample_id), sample_id"
         ).fetchall()
         total = con.execute("select count(*) from samples where task = ?", [task]).fetchone()[0]
         page.add(f"<h3 id='task-{escape(task)}'>{escape(task)} <span class='muted'>({len(rows)} of {total:,})</span></h3>"
@@ -363,8 +369,7 @@ def _clip_pairs(page: _Page, con, manifest: Mapping[str, Any], tables: set[str],
     ).fetchall()]
     rows = con.execute(
         "select record_id, captions[1], clip_score, image, width, height from records "
-        "where record_id in (select unnest(?::varchar[])) order by clip_score, record_id",
-        [ids],
+        f"where record_id in {_in_list(ids)} order by clip_score, record_id"
     ).fetchall()
     page.add("<h3>Lowest-scoring kept pairs</h3><div class='gallery'>")
     for record_id, caption, score, image, w, h in rows:
@@ -451,7 +456,7 @@ def _duplicates(page: _Page, con, groups: int = 6, members: int = 6) -> None:
     page.add(f"<p>{total:,} reject(s) name a kept record; {'the largest ' if len(grouped) == groups else ''}"
              f"{len(grouped)} group(s), each kept record beside the rows dropped as its copies:</p>")
     images = {r[0]: r[1:] for r in con.execute(
-        "select record_id, image, width, height from records where record_id in (select unnest(?::varchar[]))", [list(grouped)]
+        f"select record_id, image, width, height from records where record_id in {_in_list(grouped)}"
     ).fetchall()}
     for kept_id, rows in grouped.items():
         image, w, h = images.get(kept_id, (None, None, None))
