@@ -11,13 +11,16 @@ the exit status is 1. With `-v` every error also prints its traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
 import sys
+import tempfile
 import traceback
+from pathlib import Path
 
-__all__ = ["COMMANDS", "main"]
+__all__ = ["COMMANDS", "HelpFormatter", "build_parser", "main", "version"]
 
 # name -> one-line help; module = curation.commands.<name with - as _>
 COMMANDS: dict[str, str] = {
@@ -31,23 +34,106 @@ COMMANDS: dict[str, str] = {
     "preview": "canonical records as JSON lines on stdin -> samples as JSON lines on stdout",
     "validate": "reparse samples: tag grammar, box ranges, image keys, token counts, packed sequences",
     "export": "samples -> qwen-vl-json, llama-factory or ms-swift JSON with the images beside it",
+    "report": "one self-contained HTML page: funnel, plots, galleries with boxes drawn, rejects, config",
 }
+
+EPILOG = """examples:
+  curate demo                                   the whole flow offline, then: curate report demo-out
+  curate download urls.parquet --out raw
+  curate filter raw --out filtered --clip-model ViT-B-32 --clip-pretrained laion2b_s34b_b79k
+  curate build filtered --out samples --format qwen-vl --pack 2048
+  curate sql samples "select task, count(*) from samples group by task"
+  curate report samples --out report.html
+
+`curate COMMAND --help` shows each command's options and examples."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Examples keep their lines; an option's help ends with its default unless the text already names it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if (
+            not action.option_strings
+            or "default" in text.lower()
+            or default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or default == []
+        ):
+            return text
+        return f"{text} (default %(default)s)"
+
+
+# commands that run pipelines (Ray, img2dataset): their third-party output goes to OUT/.curate/logs/ unless -v
+QUIET_COMMANDS = ("demo", "run", "download", "ingest", "filter", "build")
+
+
+@contextlib.contextmanager
+def _third_party_output(args: argparse.Namespace):
+    """Unless -v: fds 1 and 2 to a log while the command runs, kept as OUT/.curate/logs/third-party.log."""
+    if args.verbose or args.command not in QUIET_COMMANDS:
+        yield
+        return
+    from curation.console import LOG_NAME, third_party_to_log
+
+    # an anonymous file (unlinked at once, so a killed run leaves nothing in the temporary folder), copied into
+    # OUT/.curate/logs/ at the end: OUT is not written before the command has checked it
+    fd, tmp = tempfile.mkstemp(prefix="curate-third-party-", suffix=".log")
+    os.unlink(tmp)
+    try:
+        with third_party_to_log(fd):
+            yield
+    finally:
+        out = getattr(args, "out", None)
+        own = Path(out) / ".curate" if out else None
+        if own is not None and own.is_dir():
+            (own / "logs").mkdir(exist_ok=True)
+            with open(own / "logs" / LOG_NAME, "wb") as dest:
+                os.lseek(fd, 0, os.SEEK_SET)
+                while chunk := os.read(fd, 1 << 20):
+                    dest.write(chunk)
+        os.close(fd)
 
 
 def _module(name: str):
     return importlib.import_module(f"curation.commands.{name.replace('-', '_')}")
 
 
-def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="curate", description="Build Qwen-VL training data.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("qwen-vl-curation")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout that is not installed
+        return "unknown"
+
+
+def build_parser(argv: list[str], every_command: bool = False) -> argparse.ArgumentParser:
+    """The parser; only the chosen command's module is imported (its options are needed to parse),
+    or every command's with `every_command` (the help test walks them all)."""
+    parser = argparse.ArgumentParser(
+        prog="curate", description="Build Qwen-VL training data, and audit every step of it.",
+        epilog=EPILOG, formatter_class=HelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="debug logging and tracebacks; third-party output (img2dataset, Ray) on the terminal instead of OUT/.curate/logs/",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}", help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    # Only the chosen command's module is imported (its options are needed to parse).
     chosen = next((a for a in argv if a in COMMANDS), None)
     for name, help_text in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == chosen:
-            _module(name).add_arguments(p)
+        if every_command or name == chosen:
+            module = _module(name)
+            p = sub.add_parser(
+                name, help=help_text, description=help_text, formatter_class=HelpFormatter,
+                epilog=getattr(module, "EXAMPLES", None),
+            )
+            module.add_arguments(p)
+        else:
+            sub.add_parser(name, help=help_text, description=help_text)
     return parser
 
 
@@ -66,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     from curation.errors import InputError
 
     try:
-        return int(_module(args.command).run(args) or 0)
+        with _third_party_output(args):
+            return int(_module(args.command).run(args) or 0)
     except InputError as exc:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)

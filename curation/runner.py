@@ -378,8 +378,11 @@ def _alive(batch: pa.Table) -> int:
 
 def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, list]) -> dict:
     """Everything of one input shard, inside its task; returns what the driver records."""
+    from curation.console import ProgressNote
+
     staging_path = Path(staging)
     run = _Flow(shard, steps, staging_path, pools)
+    note = ProgressNote(staging_path, shard.shard_id)  # rows per stage so far, for the driver's progress bars
     rows_in = 0
     batches = reader(shard)
     while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
@@ -390,6 +393,7 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
             break
         rows_in += batch.num_rows
         run.flow(batch)
+        note(rows_in, run.counts)
     result = run.finish(rows_in)
     result.update({k: v for k, v in extra.items() if k not in result})
     return result
@@ -565,6 +569,7 @@ def run_pipeline(
     writer: "DatasetWriter",
     total_shards: int | None = None,
     executor: str = "ray",
+    total_rows: int | None = None,
 ) -> dict:
     """Run every input shard not yet done in `writer`'s staging; returns the merged results.
 
@@ -572,7 +577,14 @@ def run_pipeline(
     pools); "local": the same shard runs one after another in this process
     (small inputs, tests). Finished shards are recorded in the writer (its
     done markers) as they come, so a killed driver loses only the shards in flight.
+    `total_rows` (the input's rows, when `shards` is
+    a generator) sizes the progress bars (`curation.console.ShardProgress`).
     """
+    from curation.console import ShardProgress
+
+    if total_rows is None and isinstance(shards, Sequence):
+        total_rows = sum(s.rows for s in shards)  # for the progress bars' totals and ETA
+    rows_progress = ShardProgress(writer.staging, total_rows, pipeline.stage_names())
     if executor == "local":
         done_before = writer.done_shards()
         progress = _Progress(total_shards, len(done_before))
@@ -581,6 +593,8 @@ def run_pipeline(
                 result = _run_shard(shard, pipeline.reader, pipeline.steps, str(writer.staging), {})
                 writer.add_shard(result)
                 progress(result)
+                rows_progress.finished(result)
+        rows_progress.close()
         return writer.shard_summary(pipeline.stage_names())
     if executor != "ray":
         raise ValueError(f"unknown executor {executor!r}: ray or local")
@@ -617,13 +631,16 @@ def run_pipeline(
                 pending[task.remote(shard, pipeline.reader, pipeline.steps, staging, pools)] = shard
             if not pending:
                 break
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            rows_progress.poll()
             for ref in ready:
                 pending.pop(ref)
                 result = _get(ref)
                 writer.add_shard(result)
                 progress(result)
+                rows_progress.finished(result)
     finally:
+        rows_progress.close()
         for ref in pending:
             ray.cancel(ref, force=True)
         for actors in pools.values():

@@ -59,6 +59,8 @@ __all__ = [
     "image_pad_count",
     "resized_box",
     "resized_value",
+    "grid_to_pixel",
+    "resized_to_pixel",
 ]
 
 ROUNDINGS = ("half_up", "floor")
@@ -270,3 +272,20 @@ def resized_box(
     if q[2] <= q[0] or q[3] <= q[1]:
         raise InvalidAnnotation(BOX_COLLAPSED, f"box {_fmt(list(box))} collapses to {q} on the {rw}x{rh} resized image")
     return q
+
+
+# --- back from the text to pixels (what `curate report` draws) --------------------
+
+
+def grid_to_pixel(q: int, size: int) -> float:
+    """A 0-999 grid value back in pixels of a side of `size`: q * size / 1000 (within one grid cell of the input)."""
+    if size <= 0:
+        raise ValueError(f"image size must be positive, got {size}")
+    return q * size / GRID
+
+
+def resized_to_pixel(q: int, size: int, resized: int) -> float:
+    """A Qwen2.5-VL value in pixels of the resized side back in pixels of the stored side: q * size / resized."""
+    if size <= 0 or resized <= 0:
+        raise ValueError(f"image sizes must be positive, got {size} and {resized}")
+    return q * size / resized

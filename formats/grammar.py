@@ -19,15 +19,16 @@ sound), each a one-line message; the caller prefixes the sample id. Checks:
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
 from typing import Any, Mapping, Sequence
 
-from formats.coords import image_pad_count, smart_resize
+from formats.coords import box_to_quad, grid_to_pixel, image_pad_count, resized_to_pixel, smart_resize
 from formats.tasks import EOS, FORMATS, render_chatml
 from formats.tokenizer import MAX_KEY_BYTES, QWEN2_VL_SPECIALS, QWEN_VL_SPECIALS, get_tokenizer
 
-__all__ = ["check_text", "check_sample", "parse_box", "parse_quad"]
+__all__ = ["check_text", "check_sample", "parse_box", "parse_quad", "find_shapes", "shapes_in_pixels"]
 
 _NUM = r"(0|[1-9]\d{0,2})"
 _POINT = rf"\({_NUM},{_NUM}\)"
@@ -204,3 +205,90 @@ def check_sample(row: Mapping[str, Any], fmt: str | None = None) -> list[str]:
         if not problems:
             problems.append(f"cannot count tokens: {exc}")
     return problems
+
+
+def _json_objects(text: str):
+    """Every JSON object in `text` (Qwen2.5-VL answers), outermost first, in order."""
+    decoder = json.JSONDecoder()
+    i = text.find("{")
+    while i != -1:
+        try:
+            value, end = decoder.raw_decode(text, i)
+        except ValueError:
+            i = text.find("{", i + 1)
+            continue
+        if isinstance(value, dict):
+            yield value
+        i = text.find("{", end)
+
+
+def find_shapes(text: str, fmt: str) -> list[dict[str, Any]]:
+    """Every box and quad that a sample's text (`prompt + target`) encodes, in order.
+
+    Each is `{"kind": "box" | "quad", "label": PHRASE or None, "values": ints}`:
+    grid values (0-999) for Qwen-VL and Qwen2-VL, pixels of the resized image
+    for Qwen2.5-VL (its `bbox_2d` answers; a `text_content` answer is the box
+    around an OCR quad). The label is the `<ref>` phrase the shape follows
+    (or the JSON `label` / `text_content`). Malformed shapes are skipped
+    (`check_text` reports them).
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}")
+    shapes: list[dict[str, Any]] = []
+    if fmt == "qwen2.5-vl":
+        for obj in _json_objects(text):
+            values = obj.get("bbox_2d")
+            if not (isinstance(values, list) and len(values) == 4 and all(isinstance(v, int) for v in values)):
+                continue
+            label = obj.get("label", obj.get("text_content"))
+            shapes.append({"kind": "box", "label": label if isinstance(label, str) else None, "values": tuple(values)})
+        return shapes
+    pairs = _PAIRS[fmt]
+    open_tag: str | None = None
+    content: list[str] = []
+    label: str | None = None
+    for i, piece in enumerate(_SPLIT[fmt].split(text)):
+        if not i % 2:
+            if open_tag is not None:
+                content.append(piece)
+            elif piece.strip():
+                label = None  # plain text ends what a <ref> names
+            continue
+        if piece in pairs:
+            open_tag, content = piece, []
+        elif open_tag is not None and piece == pairs[open_tag]:
+            kind, body = _KIND[open_tag], "".join(content)
+            open_tag = None
+            if kind == "ref":
+                label = body
+            elif kind in ("box", "quad"):
+                try:
+                    values = parse_box(body) if kind == "box" else parse_quad(body)
+                except ValueError:
+                    continue
+                shapes.append({"kind": kind, "label": label, "values": values})
+    return shapes
+
+
+def shapes_in_pixels(text: str, fmt: str, width: int, height: int) -> list[dict[str, Any]]:
+    """`find_shapes` with each shape's corners back in pixels of the stored `width` x `height` image.
+
+    Adds `"points"`: [x1, y1, x2, y2, ...] clockwise from top-left (a box as
+    its four corners), decoded the way the format encodes them: grid values
+    times size / 1000, or Qwen2.5-VL pixels times size / resized size.
+    """
+    if fmt == "qwen2.5-vl":
+        rh, rw = smart_resize(height, width)
+
+        def px(v: int, axis: int) -> float:
+            return resized_to_pixel(v, width, rw) if axis == 0 else resized_to_pixel(v, height, rh)
+    else:
+
+        def px(v: int, axis: int) -> float:
+            return grid_to_pixel(v, width if axis == 0 else height)
+
+    out = []
+    for shape in find_shapes(text, fmt):
+        corners = box_to_quad(shape["values"]) if shape["kind"] == "box" else list(shape["values"])
+        out.append({**shape, "points": [px(v, i % 2) for i, v in enumerate(corners)]})
+    return out

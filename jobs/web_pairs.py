@@ -156,7 +156,7 @@ def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline) ->
     log.info("%d URLs in %d input shard(s) of <= %d; stages: %s", urls.num_rows, math.ceil(urls.num_rows / cfg.shard_rows),
              cfg.shard_rows, " -> ".join(pipeline.stage_names()))
     shards = url_shards(urls, writer.staging, cfg.shard_rows, skip=writer.done_shards())
-    return run_pipeline(pipeline, shards, writer, total_shards=math.ceil(urls.num_rows / cfg.shard_rows))
+    return run_pipeline(pipeline, shards, writer, total_shards=math.ceil(urls.num_rows / cfg.shard_rows), total_rows=urls.num_rows)
 
 
 def download(cfg: WebPairsConfig) -> dict:

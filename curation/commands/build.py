@@ -22,6 +22,11 @@ from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run", "build_dataset"]
 
+EXAMPLES = """examples:
+  curate build filtered --out samples                                     every pretraining task, Qwen-VL
+  curate build filtered --out samples --format qwen2.5-vl --tasks caption,ref_grounding
+  curate build filtered --out samples --pack 2048                         also packed sequences"""
+
 log = logging.getLogger(__name__)
 
 
@@ -29,16 +34,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from formats.packing import DEFAULT_PACK
     from formats.tasks import FORMATS, TASKS
 
-    p.add_argument("input", metavar="IN", help="dataset directory with records")
-    p.add_argument("--out", required=True, help="output dataset directory")
-    p.add_argument("--format", default="qwen-vl", choices=FORMATS)
+    p.add_argument("input", metavar="IN", help="dataset directory with records (from download, ingest, filter or run)")
+    p.add_argument("--out", required=True, help="output dataset directory for samples (and sequences with --pack)")
+    p.add_argument("--format", default="qwen-vl", choices=FORMATS, help="token format: Qwen-VL tags on the 0-999 grid, Qwen2-VL tags on the same grid, or Qwen2.5-VL absolute pixels")
     p.add_argument("--tasks", default=None, help=f"comma-separated, from {','.join(TASKS)} (default: every pretraining task)")
     p.add_argument(
         "--pack", type=int, nargs="?", const=DEFAULT_PACK, default=None, metavar="N",
         help=f"pack samples of one task into sequences of at most N tokens (default N {DEFAULT_PACK})",
     )
-    p.add_argument("--rounding", default="half_up", choices=("half_up", "floor"), help="0-999 grid rounding")
-    p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="in-process or Ray Data")
+    p.add_argument("--rounding", default="half_up", choices=("half_up", "floor"), help="0-999 grid rounding of pixel coordinates")
+    p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: Ray for inputs of more than one input shard, else in this process; local: this process; ray: a Ray job")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")

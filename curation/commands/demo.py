@@ -7,6 +7,11 @@ import time
 
 __all__ = ["add_arguments", "run"]
 
+EXAMPLES = """examples:
+  curate demo                          240 generated images into demo-out, then a report: demo-out/report.html
+  curate demo --out /tmp/d --images 1000 --seed 3
+  curate demo --ray-address HEAD:6379  the same on a cluster (the output on storage every node sees)"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="demo-out", help="output dataset directory (default demo-out)")
@@ -62,6 +67,10 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"records {tables['records']['rows']}, samples {tables['samples']['rows']}, rejects {tables['rejects']['rows']}"
     )
+    from curation.report import write_report
+
+    report, _ = write_report(cfg.out)
     print(f"wall time {time.time() - t0:.1f}s")
     print(f"output: {cfg.out}   try: curate sql {cfg.out} \"select stage, reason, count(*) from rejects group by all\"")
+    print(f"report: {report}   (open it in a browser: plots, samples with their boxes drawn, rejects)")
     return 0

@@ -9,13 +9,18 @@ from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
 
+EXAMPLES = """examples:
+  curate download urls.parquet --out raw
+  curate download links.csv --out raw --url-col link --caption-col alt --id-col key
+  curate download urls.parquet --out raw --shard-rows 5000 --resume      continue a run that was killed"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("urls", help="URL list: .parquet, .csv, .tsv or .jsonl")
     p.add_argument("--out", required=True, help="output dataset directory")
     p.add_argument("--source", default="web", help="dataset name; record ids are SOURCE:ID")
     p.add_argument("--url-col", default="url", help="column of the image URLs")
-    p.add_argument("--caption-col", default="caption", help="'' for none")
+    p.add_argument("--caption-col", default="caption", help="column of the captions; '' for none")
     p.add_argument("--id-col", default=None, help="column of stable ids (default: row number)")
     p.add_argument("--threads", type=int, default=16, help="download threads per input shard's task")
     p.add_argument("--timeout", type=int, default=10, help="seconds per URL")

@@ -17,14 +17,18 @@ from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "export_dataset"]
 
+EXAMPLES = """examples:
+  curate export samples --to qwen-vl-json --out train.json
+  curate export samples --to llama-factory --out lf/data.json --tasks caption,vqa"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="dataset directory with samples")
     from formats.export import EXPORTS
 
-    p.add_argument("--to", required=True, choices=EXPORTS, help="layout")
+    p.add_argument("--to", required=True, choices=EXPORTS, help="layout: Qwen-VL finetune JSON, LLaMA-Factory sharegpt or ms-swift messages")
     p.add_argument("--out", required=True, help="the JSON file to write")
-    p.add_argument("--tasks", default=None, help="only these tasks (comma-separated)")
+    p.add_argument("--tasks", default=None, help="only these tasks, comma-separated (default: every task)")
     p.add_argument("--verify", action="store_true", help="check every shard's sha256 against the manifest first")
 
 

@@ -9,6 +9,11 @@ from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
 
+EXAMPLES = """examples:
+  curate filter raw --out filtered --filters basic                        basic checks only
+  curate filter raw --out filtered --clip-model ViT-B-32 --clip-pretrained laion2b_s34b_b79k --min-clip-score 0.28
+  curate filter raw --out filtered --clip-model ViT-L-14 --clip-checkpoint /models/ViT-L-14.pt --min-clip-score 0.3"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", metavar="IN", help="dataset directory with records")
@@ -18,9 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-caption-words", type=int, default=2, help="drop pairs whose caption has fewer words")
     p.add_argument("--max-caption-chars", type=int, default=1000, help="drop pairs whose caption has more characters")
     p.add_argument("--clip-model", default=None, help="open_clip model name (e.g. ViT-B-32) or model-config JSON; none: no CLIP stage")
-    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag (e.g. laion2b_s34b_b79k)")
-    p.add_argument("--clip-checkpoint", default=None, help="local checkpoint file instead of a tag")
-    p.add_argument("--min-clip-score", type=float, default=None, help="drop pairs scoring below this")
+    p.add_argument("--clip-pretrained", default=None, help="open_clip pretrained tag (e.g. laion2b_s34b_b79k), its weights already in the Hugging Face cache; nothing is downloaded")
+    p.add_argument("--clip-checkpoint", default=None, help="local checkpoint file instead of --clip-pretrained")
+    p.add_argument("--min-clip-score", type=float, default=None, help="drop pairs whose CLIP score is below this (default: measure only, drop none)")
     p.add_argument("--clip-batch-size", type=int, default=None, help="images per CLIP batch (default: 256 per GPU, 64 on CPUs)")
     p.add_argument(
         "--clip-fast-decode", action="store_true",

@@ -37,6 +37,11 @@ from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "ingest", "parse_sources"]
 
+EXAMPLES = """examples:
+  curate ingest coco-captions=captions_val2017.json coco-instances=instances_val2017.json --images val2017/ --out coco
+  curate ingest refs.p instances.json --kind refcoco --images train2014/ --out refcoco
+  curate ingest region_descriptions.json image_data.json --kind vg-regions --out vg    annotations only"""
+
 log = logging.getLogger(__name__)
 
 WORK_FILE_ROWS = 20_000
@@ -50,14 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from curation.images import DEFAULT_MAX_PIXELS
 
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="annotation files, folders or shards; KIND=PATH gives one its own kind")
-    parser.add_argument("--kind", help=f"kind of the sources without KIND= ({', '.join(kinds())})")
+    parser.add_argument("--kind", help=f"kind of the sources without KIND= ({', '.join(kinds())}); required unless every source has KIND=")
     parser.add_argument("--out", required=True, help="output dataset directory")
-    parser.add_argument("--images", help="folder of the images (or a URL prefix), found by the file names the annotations give")
+    parser.add_argument("--images", help="folder of the images (or a URL prefix), found by the file names the annotations give (default: annotations only, no image bytes)")
     parser.add_argument("--source", dest="source_name", help="dataset name in record ids SOURCE:ID (default per kind: coco, vg, textvqa, ...)")
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, help="largest image accepted, in pixels (decompression bombs)")
     parser.add_argument("--runner", default="ray", choices=("ray", "local"), help="image side as a Ray job (default) or in this process (small inputs)")
     parser.add_argument("--ray-address", help="join a Ray cluster (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray")
+    parser.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: every CPU of this machine)")
     add_fetch_arguments(parser, download=False)  # for --images URL-PREFIX
     add_output_arguments(parser, verify=False)
 

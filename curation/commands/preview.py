@@ -22,12 +22,16 @@ from curation.errors import InputError, not_utf8
 
 __all__ = ["add_arguments", "run", "preview_lines"]
 
+EXAMPLES = """examples:
+  echo '{"record_id": "x:1", "width": 640, "height": 480, "captions": ["a dog"]}' | curate preview
+  curate preview --format qwen2.5-vl --tasks ref_grounding < records.jsonl"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", default="qwen-vl", choices=("qwen-vl", "qwen2-vl", "qwen2.5-vl"))
+    p.add_argument("--format", default="qwen-vl", choices=("qwen-vl", "qwen2-vl", "qwen2.5-vl"), help="token format of the samples")
     p.add_argument("--tasks", default=None, help="comma-separated task names (default: every pretraining task)")
-    p.add_argument("--rounding", default="half_up", choices=("half_up", "floor"), help="0-999 grid rounding")
-    p.add_argument("--max-tokens", type=int, default=None, help="reject samples longer than this (as --pack does)")
+    p.add_argument("--rounding", default="half_up", choices=("half_up", "floor"), help="0-999 grid rounding of pixel coordinates")
+    p.add_argument("--max-tokens", type=int, default=None, help="reject samples longer than this many tokens, as --pack does (default: no limit)")
 
 
 def _record(line: str, lineno: int) -> dict[str, Any]:

@@ -6,6 +6,11 @@ import argparse
 
 __all__ = ["add_arguments", "run", "check_config"]
 
+EXAMPLES = """examples:
+  curate run jobs/configs/web_pairs.example.toml
+  curate run job.toml --out /data/run2 --resume
+  RAY_ADDRESS=HEAD:6379 curate run job.toml"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", metavar="JOB.toml", help="job config (keys of jobs.web_pairs.WebPairsConfig)")
@@ -45,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, web_pairs.WebPairsConfig, {"out": args.out, "ray_address": args.ray_address, "overwrite": args.overwrite, "resume": args.resume})
     check_config(cfg, args.config)
+    args.out = cfg.out  # where the CLI keeps this run's third-party log
     m = web_pairs.run(cfg)
     t = m["tables"]
     print(f"run: {t['records']['rows']} records, {t['samples']['rows']} samples, {t['rejects']['rows']} rejects -> {cfg.out}")

@@ -10,6 +10,11 @@ from curation.audit import query
 
 __all__ = ["add_arguments", "run", "format_table"]
 
+EXAMPLES = """examples:
+  curate sql demo-out "select stage, reason, count(*) from rejects group by all"
+  curate sql demo-out "select task, count(*), avg(num_tokens) from samples group by task" --csv
+  curate sql demo-out "select r.* from records r join read_csv('labels.csv') l using (record_id)" --allow-path labels.csv"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="dataset directory (with manifest.json)")

@@ -15,12 +15,16 @@ from curation.errors import InputError
 
 __all__ = ["add_arguments", "run", "validate_dataset"]
 
+EXAMPLES = """examples:
+  curate validate demo-out
+  curate validate samples --max-problems 20"""
+
 _COLUMNS = ["sample_id", "task", "format", "prompt", "target", "conversations", "images", "num_tokens"]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", metavar="DIR", help="dataset directory with samples")
-    p.add_argument("--max-problems", type=int, default=1000, help="stop printing after this many (all are counted)")
+    p.add_argument("--max-problems", type=int, default=1000, help="stop printing problems after this many (all are counted)")
 
 
 def validate_dataset(path: str) -> Iterator[tuple[str, str]]:

@@ -116,7 +116,8 @@ def test_a_killed_overwrite_rerun_leaves_the_old_dataset(records_dir, tmp_path):
     tmp.mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "TMPDIR": str(tmp)}
     proc = subprocess.run(
-        [sys.executable, "-c", KILL_AT_CLOSE, "build", str(records_dir), "--out", str(out), "--overwrite", "--format", "qwen2-vl"],
+        # -v: the marker that die() prints stays on stderr (without it, a command's stderr goes to its third-party log)
+        [sys.executable, "-c", KILL_AT_CLOSE, "-v", "build", str(records_dir), "--out", str(out), "--overwrite", "--format", "qwen2-vl"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr

@@ -88,3 +88,54 @@ def test_qwen25_json_box_range():
     assert bad != row["target"]
     problems = check_sample({**row, "target": bad})
     assert "bbox_2d [101, 50, 900, 397] outside the 644x476 resized image or x2 <= x1 or y2 <= y1" in problems
+
+
+# --- shapes back from the text (what `curate report` draws) ----------------------------
+
+from formats.coords import grid_box, resized_box, smart_resize  # noqa: E402
+from formats.grammar import find_shapes, shapes_in_pixels  # noqa: E402
+from formats.tasks import get_dialect, render_record  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    "text,fmt,expected",
+    [
+        # spec section 7, example 3 and 4
+        ("<img>refcoco/9.jpg</img><ref>the bowl on the right</ref><box>(500,500),(999,999)</box><|endoftext|>", "qwen-vl",
+         [("box", "the bowl on the right", (500, 500, 999, 999))]),
+        ("<img>vg/10.jpg</img><ref>This</ref><box>(156,104),(469,833)</box> is a brown dog<|endoftext|>", "qwen-vl",
+         [("box", "This", (156, 104, 469, 833))]),
+        ("<ref>a</ref><box>(1,2),(3,4)</box><box>(5,6),(7,8)</box> and <box>(10,10),(20,20)</box>", "qwen-vl",
+         [("box", "a", (1, 2, 3, 4)), ("box", "a", (5, 6, 7, 8)), ("box", None, (10, 10, 20, 20))]),
+        ("<ref>2024</ref><quad>(748,619),(914,619),(914,676),(748,676)</quad>", "qwen-vl",
+         [("quad", "2024", (748, 619, 914, 619, 914, 676, 748, 676))]),
+        ("<box>(5,5),(3,9)</box><box>(007,1),(9,9)</box>", "qwen-vl", []),  # malformed: skipped
+        ("<|object_ref_start|>cat<|object_ref_end|><|box_start|>(1,2),(30,40)<|box_end|>", "qwen2-vl",
+         [("box", "cat", (1, 2, 30, 40))]),
+        ('[{"bbox_2d": [10, 20, 30, 40], "label": "cat"}, {"bbox_2d": [1, 2, 3, 4], "text_content": "OK"}]', "qwen2.5-vl",
+         [("box", "cat", (10, 20, 30, 40)), ("box", "OK", (1, 2, 3, 4))]),
+    ],
+)
+def test_find_shapes(text, fmt, expected):
+    assert [(s["kind"], s["label"], s["values"]) for s in find_shapes(text, fmt)] == expected
+
+
+@pytest.mark.parametrize("fmt", ["qwen-vl", "qwen2-vl", "qwen2.5-vl"])
+def test_shapes_in_pixels_round_trips_a_rendered_box_within_one_step(fmt):
+    width, height, box = 640, 480, [100.0, 50.0, 300.0, 400.0]
+    record = {"record_id": "t:1", "source": "t", "width": width, "height": height, "image": b"x",
+              "regions": [{"phrase": "a brown dog", "boxes": [box]}]}
+    samples, _ = render_record(record, get_dialect(fmt), tasks=("ref_grounding",))
+    (sample,) = samples
+    (shape,) = shapes_in_pixels(sample.prompt + sample.target, fmt, width, height)
+    x1, y1, x2, y2 = shape["points"][0], shape["points"][1], shape["points"][4], shape["points"][5]
+    if fmt == "qwen2.5-vl":
+        rh, rw = smart_resize(height, width)
+        step_x, step_y = width / rw, height / rh
+        assert shape["values"] == resized_box(box, width, height, (rh, rw))
+    else:
+        step_x, step_y = width / 1000, height / 1000
+        assert shape["values"] == grid_box(box, width, height)
+    for got, want, step in zip((x1, y1, x2, y2), box, (step_x, step_y, step_x, step_y)):
+        assert abs(got - want) <= step / 2 + 1e-9
+    assert shape["label"] == "a brown dog"

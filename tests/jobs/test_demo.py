@@ -47,6 +47,21 @@ def sql(capsys, out, query):
     return list(csv.reader(io.StringIO(capsys.readouterr().out)))
 
 
+# what img2dataset and Ray print when nobody stops them (issue 12): none of it on the user's screen
+BANNERS = ("bwm-ng", "check your bandwidth", "Starting the downloading", "Sharding file number", "File sharded in",
+           "failed to download", "core_worker.cc", "object store", "(raylet)", "(pid=", "Started a local Ray instance",
+           "WARNING", "Warning:", "Traceback")
+
+
+def test_the_demo_shows_no_third_party_banner_and_ends_with_its_summary(demo_run):
+    out, printed, _ = demo_run
+    for banner in BANNERS:
+        assert banner not in printed, f"{banner!r} on the demo's stdout"
+    lines = [line for line in printed.splitlines() if line.strip()]
+    assert lines[-1].startswith("report: ") and lines[-2].startswith("output: ")
+    assert (out / ".curate" / "logs" / "third-party.log").is_file()
+
+
 def test_demo_prints_the_summary(demo):
     out, printed = demo
     assert "CLIP filter (threshold" in printed
@@ -132,7 +147,7 @@ def test_every_stage_reports_the_time_it_took(demo):
 def test_work_files_live_and_die_in_the_output_staging(demo):
     out, _ = demo
     assert not (out / ".curate" / "staging").exists()  # removed once the run completed
-    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "samples", "sequences"]
+    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "report.html", "samples", "sequences"]
 
 
 def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, capsys):
@@ -146,3 +161,75 @@ def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, cap
     assert "not empty" in capsys.readouterr().err
     assert (other / "notes.txt").read_text() == "not a demo"
     assert Dataset(out, verify=True).rows("records") > 0
+
+
+# --- the report, in a real browser (issue 12) ---------------------------------------------------
+
+MAGENTA = (255, 0, 255)  # curation.report.SHAPE_COLORS[0]: the first shape of every sample
+
+
+def _near(a, b, tol):
+    return all(abs(int(x) - int(y)) <= tol for x, y in zip(a, b))
+
+
+def test_demo_writes_the_report_and_prints_its_path(demo):
+    out, printed = demo
+    assert f"report: {out / 'report.html'}" in printed
+    assert (out / "report.html").stat().st_size > 50_000
+
+
+def test_the_report_in_a_real_browser(demo, tmp_path):
+    """Headless Chromium opens the demo's report: no console error, no request, every image drawn, boxes in place."""
+    import base64
+    import re
+
+    from PIL import Image
+
+    from browser import INSTALL_CHROMIUM, chromium_path, open_page
+
+    if chromium_path() is None:
+        pytest.skip(f"chromium is not installed: {INSTALL_CHROMIUM}")
+    out, _ = demo
+    tasks = set(json.loads((out / "manifest.json").read_text())["build"]["samples_by_task"])
+    shot = tmp_path / "report.png"
+    with open_page(out / "report.html", tmp_path / "profile") as (page, log):
+        page.screenshot(path=str(shot), full_page=True)
+        images = page.evaluate(
+            "[...document.images].map(i => ({cls: i.className, complete: i.complete, w: i.naturalWidth, h: i.naturalHeight}))"
+        )
+        galleries = page.evaluate(
+            "[...document.querySelectorAll('.gallery[data-task]')].map(g => [g.dataset.task, g.querySelectorAll('img').length])"
+        )
+        # the first ref_grounding sample: its text, and where its thumbnail is on the screen
+        thumb = page.locator(".gallery[data-task='ref_grounding'] .thumb").first
+        sample_id = thumb.get_attribute("data-sample-id")
+        width, height = int(thumb.get_attribute("data-width")), int(thumb.get_attribute("data-height"))
+        text = page.locator(f"pre.sample-text[data-sample-id='{sample_id}']").inner_text()
+        src = thumb.locator("img").get_attribute("src")
+        thumb_png = tmp_path / "thumb.png"
+        thumb.screenshot(path=str(thumb_png))
+    assert log.console_errors == [] and log.failed_requests == [] and log.other_requests == []
+    assert shot.stat().st_size > 100_000 and Image.open(shot).size[0] == 1400
+    assert images and all(i["complete"] and i["w"] > 0 and i["h"] > 0 for i in images), images
+    assert sum("plot-img" in i["cls"] for i in images) >= 4
+    assert {t for t, n in galleries if n > 0} == tasks
+
+    # the box, decoded here from the sample's text by the spec (0-999 grid: v = q * size / 1000) ...
+    x1, y1, x2, y2 = map(int, re.search(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>", text).groups())
+    drawn = Image.open(thumb_png).convert("RGB")
+    sx, sy = drawn.size[0] / width, drawn.size[1] / height
+    left, right = x1 * width / 1000 * sx, x2 * width / 1000 * sx
+    top, bottom = y1 * height / 1000 * sy, y2 * height / 1000 * sy
+    # ... and the image as stored, at the size shown
+    image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))).convert("RGB").resize(drawn.size)
+    mid_x, mid_y = (left + right) / 2, (top + bottom) / 2
+    edges = {"left": (left, mid_y), "right": (right, mid_y), "top": (mid_x, top), "bottom": (mid_x, bottom)}
+    for name, (x, y) in edges.items():
+        px = (min(round(x), drawn.size[0] - 1), min(round(y), drawn.size[1] - 1))
+        assert _near(drawn.getpixel(px), MAGENTA, 60), f"{name} edge at {px}: {drawn.getpixel(px)}, not the box colour"
+        assert not _near(image.getpixel(px), MAGENTA, 60), f"the image itself is magenta at the {name} edge"
+    # away from the edges the screen shows the image unchanged
+    for x, y in ((left - 8, mid_y), (right + 8, mid_y), (mid_x, top - 8), (mid_x, bottom + 8), (mid_x, mid_y)):
+        px = (round(x), round(y))
+        if 0 <= px[0] < drawn.size[0] and 0 <= px[1] < drawn.size[1]:
+            assert _near(drawn.getpixel(px), image.getpixel(px), 40), (px, drawn.getpixel(px), image.getpixel(px))
