@@ -185,8 +185,9 @@ class QwenVLReader(IterableDataset):
         self.dataset.shard_paths(table)  # every listed shard present with its row count, now
 
     # -- size and order -----------------------------------------------------------
-    def __len__(self) -> int:
-        """Rows of the table over every rank (one epoch)."""
+    @property
+    def total_rows(self) -> int:
+        """Rows of the table over every rank and worker (one epoch). No __len__: a rank reads only its part."""
         return sum(s["rows"] for s in self._shards)
 
     def set_epoch(self, epoch: int) -> None:
@@ -302,7 +303,7 @@ class QwenVLReader(IterableDataset):
         if self._workers is not None and self._skip and self._workers != workers:
             raise ValueError(f"state saved with {self._workers} loader workers, resumed with {workers}")
         consumer = self.rank * workers + worker
-        start, end = split_range(len(self), self.world_size * workers, consumer)
+        start, end = split_range(self.total_rows, self.world_size * workers, consumer)
         skip = self._skip.get(worker, 0)
         members = _Members(self) if self.table == "sequences" else None
         self._cache = _ImageCache()
@@ -381,8 +382,12 @@ class _Members:
         if shard_path in self.cache:
             self.cache.move_to_end(shard_path)
             return self.cache[shard_path]
-        t = pq.read_table(self.reader.path / shard_path, columns=_SAMPLE_COLUMNS)
-        rows = {r["sample_id"]: r for r in t.to_pylist()}
+        pf = pq.ParquetFile(self.reader.path / shard_path)
+        names = [c for c in _SAMPLE_COLUMNS if c in pf.schema_arrow.names]
+        rows = {}
+        for g in range(pf.num_row_groups):  # batched, one bytes object per image key (see _row_group)
+            for r in self.reader._row_group(pf, g, names, 0, pf.metadata.row_group(g).num_rows, shard_path):
+                rows[r["sample_id"]] = r
         self.cache[shard_path] = rows
         while len(self.cache) > self.cache_shards:
             self.cache.popitem(last=False)
