@@ -338,3 +338,6 @@ def test_build_pixel_limits_reach_the_samples_and_the_manifest(records_dir, tmp_
     # the box (100, 50, 300, 400) in pixels of the resized image
     assert f"[{round(100 * w / 640)}, {round(50 * h / 480)}, {round(300 * w / 640)}, {round(400 * h / 480)}]" in ref["target"]
     assert counts["small"][ref["sample_id"]]["target"] != counts["default"][ref["sample_id"]]["target"]
+    # validate recounts with the manifest's limits: both outputs are sound
+    for name in counts:
+        assert main(["validate", str(tmp_path / name)]) == 0
