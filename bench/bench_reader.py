@@ -99,7 +99,7 @@ def _jpeg(i: int) -> bytes:
 
 
 def _layouts(n_images: int, per_image: int):
-    from curation.schema import IMAGE_REF, SAMPLE_SCHEMA
+    from curation.schema import SAMPLE_SCHEMA
 
     from formats.tokenizer import get_tokenizer
 
@@ -118,7 +118,6 @@ def _layouts(n_images: int, per_image: int):
     a = pa.Table.from_pylist(rows_a, schema=SAMPLE_SCHEMA)
     b = pa.Table.from_pylist(rows_b, schema=SAMPLE_SCHEMA)
     imgs = pa.table({"key": [f"vg:{i}" for i in range(n_images)], "image": images, "width": [500] * n_images, "height": [375] * n_images})
-    del IMAGE_REF
     return a, b, imgs, sum(len(x) for x in images)
 
 

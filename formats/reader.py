@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
 READ_BATCH = 64  # rows per Parquet read batch
+_IMG_KEY = re.compile(r"<img>(.*?)</img>", re.S)
 _SAMPLE_COLUMNS = ["sample_id", "task", "format", "prompt", "target", "conversations", "images", "num_tokens"]
 _SEQUENCE_COLUMNS = ["sequence_id", "task", "format", "sample_ids", "num_tokens"]
 
@@ -132,11 +134,9 @@ def _pixels(row: Mapping[str, Any], min_pixels: int, max_pixels: int, cache: _Im
     cache = cache or _ImageCache(0)
     images = row["images"] or []
     if row["format"] == "qwen-vl":
-        import re
-
         by_key = {im["key"]: im for im in images}
         text = "".join(t["value"] for t in row["conversations"]) if row.get("conversations") else (row["prompt"] or "") + (row["target"] or "")
-        keys = re.findall(r"<img>(.*?)</img>", text, re.S)
+        keys = _IMG_KEY.findall(text)
         missing = [k for k in keys if k not in by_key or not by_key[k]["image"]]
         if missing:
             raise ValueError(f"sample {row['sample_id']}: image {missing[0]!r} has no bytes in the row")
