@@ -5,6 +5,7 @@
       samples/part-00000.parquet ...
       rejects/part-00000.parquet ...
       manifest.json      written last and atomically
+      README.md          the Hugging Face dataset card (curation/card.py): configs per table, image features
       .curate/lock       held (flock) by the run writing OUT; names its pid
       .curate/staging/   the run being written: its shards, manifest, work files
 
@@ -441,10 +442,20 @@ class DatasetWriter:
         tmp = self.staging / f".{MANIFEST}.tmp"
         tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
         os.replace(tmp, staged_manifest)
+        self._write_card(manifest)
         self._swap_in(manifest, staged_manifest)
         self.closed = True
         self._lock.release()
         return manifest
+
+    def _write_card(self, manifest: dict) -> None:
+        """The Hugging Face dataset card (curation/card.py), staged; replaces only a card of ours."""
+        from curation.card import CARD, may_write_card, render_card
+
+        if not may_write_card(self.out / CARD):
+            log.warning("%s: a README.md this tool did not write is there; the dataset card is not written", self.out)
+            return
+        (self.staging / CARD).write_text(render_card(manifest, self.staging), encoding="utf-8")
 
     def _swap_in(self, manifest: dict, staged_manifest: Path) -> None:
         # The old manifest goes first, so that no reader trusts a directory that
@@ -464,6 +475,9 @@ class DatasetWriter:
                 dest = self.out / shard["path"]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 os.replace(self.staging / shard["path"], dest)
+        card = self.staging / "README.md"
+        if card.exists():
+            os.replace(card, self.out / "README.md")
         os.replace(staged_manifest, old)
         shutil.rmtree(self.staging, ignore_errors=True)
         for table in TABLE_SCHEMAS:  # table folders this run left empty

@@ -10,10 +10,23 @@ space). Text-only samples have no chat form and are skipped (counted).
   user turn. Needs `qwen-vl` samples.
 - `llama-factory` (sharegpt): `{"messages": [{"role", "content"}], "images"}`,
   each image tag replaced by `<image>`, in order.
+  `llama_factory_entry(name, file)` is the file's `dataset_info.json` entry
+  (`formatting: sharegpt`, the `messages` / `images` columns and the
+  `role/content/user/assistant` tags, which are not LLaMA-Factory's sharegpt
+  defaults, so they are declared).
 - `ms-swift`: as llama-factory plus `"objects": {"ref", "bbox", "bbox_type":
-  "real"}`: each `<ref>PHRASE</ref>` becomes `<ref-object>`, each box
-  `<bbox>`, and the boxes go back to pixels of the image as
-  `q * size / 1000` (so within one grid step, size/1000 px, of the source box).
+  "real"}` for every grounding and OCR sample, so that ms-swift rescales the
+  boxes to whatever `MAX_PIXELS` it trains at: each phrase becomes
+  `<ref-object>` and each box `<bbox>`, in order; an OCR quad becomes its
+  bounding box (ms-swift has no quad placeholder). Boxes go back to pixels of
+  the stored image: Qwen-VL / Qwen2-VL grid values as `q * size / 1000`
+  (within one grid step, size/1000 px, of the source box); Qwen2.5-VL
+  values, absolute pixels of the smart-resized image, as `v * size /
+  resized` at the `min_pixels` / `max_pixels` the samples were built with.
+  A Qwen2.5-VL JSON answer keeps its shape:
+  `{"bbox_2d": <bbox>, "label": "<ref-object>"}` (the ref is the label as
+  it stands inside the JSON string, escapes kept); ms-swift writes it back
+  as JSON with `QWENVL_BBOX_FORMAT=new`.
 
 Image paths are whatever `image_path(key)` returns (the command writes each
 image once, next to the JSON, and passes its absolute path).
@@ -26,7 +39,15 @@ from typing import Any, Callable, Mapping
 
 from formats.tasks import EOS
 
-__all__ = ["EXPORTS", "sample_conversation", "to_qwen_vl_json", "to_llama_factory", "to_ms_swift", "image_suffix"]
+__all__ = [
+    "EXPORTS",
+    "sample_conversation",
+    "to_qwen_vl_json",
+    "to_llama_factory",
+    "llama_factory_entry",
+    "to_ms_swift",
+    "image_suffix",
+]
 
 
 _QWEN_VL_IMG = re.compile(r"(?:Picture \d+: )?<img>(.*?)</img>\n?", re.S)
@@ -39,6 +60,13 @@ _BOX = {
     "qwen-vl": re.compile(r"<box>\((\d+),(\d+)\),\((\d+),(\d+)\)</box>"),
     "qwen2-vl": re.compile(r"<\|box_start\|>\((\d+),(\d+)\),\((\d+),(\d+)\)<\|box_end\|>"),
 }
+_POINT = r"\((\d+),(\d+)\)"
+_QUAD = {
+    "qwen-vl": re.compile(rf"<quad>{_POINT},{_POINT},{_POINT},{_POINT}</quad>"),
+    "qwen2-vl": re.compile(rf"<\|quad_start\|>{_POINT},{_POINT},{_POINT},{_POINT}<\|quad_end\|>"),
+}
+# Qwen2.5-VL: {"bbox_2d": [x1, y1, x2, y2], "label": "..."} (or "text_content" for OCR), as json.dumps writes it
+_JSON_BOX = re.compile(r'\{"bbox_2d": \[(\d+), (\d+), (\d+), (\d+)\], "(label|text_content)": "((?:[^"\\]|\\.)*)"\}')
 
 
 def image_suffix(data: bytes | None) -> str:
@@ -125,32 +153,83 @@ def to_llama_factory(row: Mapping[str, Any], image_path: Callable[[str], str]) -
     return {"messages": messages, "images": images}
 
 
-def to_ms_swift(row: Mapping[str, Any], image_path: Callable[[str], str]) -> dict | None:
-    """ms-swift: messages, images and objects (`<ref-object>` / `<bbox>`, pixel boxes, `bbox_type: real`)."""
+def llama_factory_entry(file_name: str) -> dict:
+    """The file's entry in LLaMA-Factory's `dataset_info.json` (its documented sharegpt keys)."""
+    return {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages", "images": "images"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"},
+    }
+
+
+def _pixels(v: int, size: int, scale: float) -> float:
+    return round(v * size / scale, 2)
+
+
+def to_ms_swift(
+    row: Mapping[str, Any],
+    image_path: Callable[[str], str],
+    min_pixels: int = 4 * 28 * 28,
+    max_pixels: int = 16384 * 28 * 28,
+) -> dict | None:
+    """ms-swift: messages, images and objects (`<ref-object>` / `<bbox>`, pixel boxes, `bbox_type: real`).
+
+    `min_pixels` / `max_pixels`: the limits the samples were built at (Qwen2.5-VL boxes are in pixels of
+    the image resized with them).
+    """
     got = _messages(row, image_path)
     if got is None:
         return None
     messages, images = got
-    fmt = "qwen-vl" if row.get("format") == "qwen-vl" else "qwen2-vl"
     im = (row.get("images") or [{}])[0]
     w, h = im.get("width"), im.get("height")
     refs: list[str] = []
     boxes: list[list[float]] = []
-    ref_re, box_re = _REF[fmt], _BOX[fmt]
-    grounded = row.get("format") != "qwen2.5-vl" and w and h
 
-    def ref(m: re.Match) -> str:
-        refs.append(m.group(1))
-        return "<ref-object>"
+    if row.get("format") == "qwen2.5-vl":
+        from formats.coords import smart_resize
 
-    def box(m: re.Match) -> str:
-        x1, y1, x2, y2 = (int(g) for g in m.groups())
-        boxes.append([round(x1 * w / 1000, 2), round(y1 * h / 1000, 2), round(x2 * w / 1000, 2), round(y2 * h / 1000, 2)])
-        return "<bbox>"
+        rh, rw = smart_resize(h, w, min_pixels=min_pixels, max_pixels=max_pixels)
 
-    if grounded:
+        def obj(m: re.Match) -> str:
+            x1, y1, x2, y2 = (int(g) for g in m.groups()[:4])
+            boxes.append([_pixels(x1, w, rw), _pixels(y1, h, rh), _pixels(x2, w, rw), _pixels(y2, h, rh)])
+            refs.append(m.group(6))
+            return f'{{"bbox_2d": <bbox>, "{m.group(5)}": "<ref-object>"}}'
+
         for msg in messages:
-            msg["content"] = box_re.sub(box, ref_re.sub(ref, msg["content"]))
+            msg["content"] = _JSON_BOX.sub(obj, msg["content"])
+    else:
+        fmt = "qwen-vl" if row.get("format") == "qwen-vl" else "qwen2-vl"
+
+        def ref(m: re.Match) -> str:
+            refs.append(m.group(1))
+            return "<ref-object>"
+
+        def box(m: re.Match) -> str:
+            x1, y1, x2, y2 = (int(g) for g in m.groups())
+            boxes.append([_pixels(x1, w, 1000), _pixels(y1, h, 1000), _pixels(x2, w, 1000), _pixels(y2, h, 1000)])
+            return "<bbox>"
+
+        def quad(m: re.Match) -> str:
+            v = [int(g) for g in m.groups()]
+            xs, ys = v[0::2], v[1::2]
+            boxes.append([_pixels(min(xs), w, 1000), _pixels(min(ys), h, 1000), _pixels(max(xs), w, 1000), _pixels(max(ys), h, 1000)])
+            return "<bbox>"
+
+        if w and h:
+            # one pass over the placeholders in text order, so refs and boxes line up as ms-swift consumes them
+            pattern = re.compile("|".join(f"(?P<{k}>{p.pattern})" for k, p in
+                                          (("ref", _REF[fmt]), ("box", _BOX[fmt]), ("quad", _QUAD[fmt]))), re.S)
+
+            def any_(m: re.Match) -> str:
+                kind = m.lastgroup
+                inner = {"ref": _REF, "box": _BOX, "quad": _QUAD}[kind][fmt].fullmatch(m.group(0))
+                return {"ref": ref, "box": box, "quad": quad}[kind](inner)
+
+            for msg in messages:
+                msg["content"] = pattern.sub(any_, msg["content"])
     out: dict[str, Any] = {"messages": messages, "images": images}
     out["objects"] = {"ref": refs, "bbox": boxes, "bbox_type": "real"}
     return out

@@ -146,10 +146,10 @@ def check_text(text: str, fmt: str, image_keys: Sequence[str] = ()) -> tuple[lis
     return problems, images
 
 
-def _check_json_boxes(text: str, images: Sequence[Mapping[str, Any]], problems: list[str]) -> None:
+def _check_json_boxes(text: str, images: Sequence[Mapping[str, Any]], problems: list[str], limits: Mapping[str, int]) -> None:
     if not images:
         return
-    rh, rw = smart_resize(images[0]["height"], images[0]["width"])
+    rh, rw = smart_resize(images[0]["height"], images[0]["width"], **limits)
     for m in _BBOX_JSON.finditer(text):
         try:
             x1, y1, x2, y2 = (int(v) for v in m.group(1).split(","))
@@ -160,8 +160,15 @@ def _check_json_boxes(text: str, images: Sequence[Mapping[str, Any]], problems: 
             problems.append(f"bbox_2d [{m.group(1)}] outside the {rw}x{rh} resized image or x2 <= x1 or y2 <= y1")
 
 
-def check_sample(row: Mapping[str, Any], fmt: str | None = None) -> list[str]:
-    """Every problem of one sample row (SAMPLE_SCHEMA dict)."""
+def check_sample(
+    row: Mapping[str, Any], fmt: str | None = None, min_pixels: int | None = None, max_pixels: int | None = None
+) -> list[str]:
+    """Every problem of one sample row (SAMPLE_SCHEMA dict).
+
+    `min_pixels` / `max_pixels`: the smart_resize limits the samples were built with (the manifest's
+    `build` section); None = the model files' defaults.
+    """
+    limits = {k: v for k, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)) if v is not None}
     fmt = fmt or row.get("format")
     if fmt not in FORMATS:
         return [f"unknown format {fmt!r}"]
@@ -179,7 +186,7 @@ def check_sample(row: Mapping[str, Any], fmt: str | None = None) -> list[str]:
     if fmt != "qwen-vl" and n_images != len(images):
         problems.append(f"{n_images} image tags for {len(images)} images in the row")
     if fmt == "qwen2.5-vl":
-        _check_json_boxes(text, images, problems)
+        _check_json_boxes(text, images, problems, limits)
     task = row.get("task")
     if task == "sft":
         from formats.sft import check_conversation
@@ -197,7 +204,7 @@ def check_sample(row: Mapping[str, Any], fmt: str | None = None) -> list[str]:
         tok = get_tokenizer(fmt)
         pads = None
         if fmt != "qwen-vl" and images:
-            pads = [image_pad_count(im["height"], im["width"]) for im in images]
+            pads = [image_pad_count(im["height"], im["width"], **limits) for im in images]
         n = tok.count(text, pads)
         if row.get("num_tokens") != n:
             problems.append(f"num_tokens {row.get('num_tokens')} != {n} counted")

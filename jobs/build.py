@@ -13,12 +13,24 @@ from typing import Sequence
 
 from curation.runner import Sink
 
-__all__ = ["LOCAL_MAX_ROWS", "build_steps", "build_extra"]
+__all__ = ["LOCAL_MAX_ROWS", "DEFAULT_MIN_PIXELS", "DEFAULT_MAX_PIXELS", "check_pixel_limits", "build_steps", "build_extra"]
 
 log = logging.getLogger(__name__)
 
 # at most this many records run in-process under runner "auto"; more go through Ray
 LOCAL_MAX_ROWS = 50_000
+# Qwen2-VL / Qwen2.5-VL smart_resize limits: the model files' defaults (spec section 2)
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 16384 * 28 * 28
+
+
+def check_pixel_limits(min_pixels: int, max_pixels: int) -> None:
+    """ValueError unless 28*28 <= min_pixels <= max_pixels (smart_resize needs one 28x28 patch at least)."""
+    for name, v in (("min_pixels", min_pixels), ("max_pixels", max_pixels)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 28 * 28:
+            raise ValueError(f"{name} must be an integer of at least {28 * 28} (one 28x28 patch), got {v!r}")
+    if max_pixels < min_pixels:
+        raise ValueError(f"max_pixels {max_pixels} is below min_pixels {min_pixels}")
 
 
 def build_steps(
@@ -27,11 +39,20 @@ def build_steps(
     pack: int | None = None,
     rounding: str = "half_up",
     batch_size: int = 512,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> list:
-    """[BuildSamples, Sink(samples)]; a bad format or task list raises ValueError here."""
+    """[BuildSamples, Sink(samples)]; a bad format, task list or pixel limit raises ValueError here.
+
+    `min_pixels` / `max_pixels`: the Qwen2-VL / Qwen2.5-VL smart_resize limits
+    the samples are built at (image pad counts, Qwen2.5-VL boxes); recorded in
+    the manifest's `build` section so that readers and exports resize alike.
+    """
     from formats.build import BuildSamples
 
-    stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack)
+    check_pixel_limits(min_pixels, max_pixels)
+    stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack,
+                         min_pixels=min_pixels, max_pixels=max_pixels)
     stage.batch_size = batch_size
     return [stage, Sink("samples", pack=pack, format=format)]
 
@@ -42,6 +63,7 @@ def build_extra(writer, summary: dict, steps: list, runner: str) -> dict:
     records = writer.stage("build").rows_in
     extra: dict = {
         "build": {"records": records, "format": stage.format, "tasks": list(stage.tasks), "runner": runner,
+                  "min_pixels": stage.options.min_pixels, "max_pixels": stage.options.max_pixels,
                   "samples_by_task": summary["samples_by_task"]}
     }
     if sink.pack is not None:

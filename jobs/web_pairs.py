@@ -30,6 +30,8 @@ from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetRe
 from curation.errors import InputError
 from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
 from curation.runtime import Stage
+from jobs.build import DEFAULT_MAX_PIXELS as DEFAULT_VISION_MAX_PIXELS
+from jobs.build import DEFAULT_MIN_PIXELS as DEFAULT_VISION_MIN_PIXELS
 from jobs.build import build_extra, build_steps
 
 __all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "needs_two_passes", "open_output", "download", "filter_records", "run"]
@@ -96,6 +98,10 @@ class WebPairsConfig:
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
     pack: int | None = None
+    # Qwen2-VL / Qwen2.5-VL smart_resize limits the samples are built at (`curate build --min-pixels/--max-pixels`;
+    # `max_pixels` above is the download's decompression-bomb limit, another thing)
+    vision_min_pixels: int = DEFAULT_VISION_MIN_PIXELS
+    vision_max_pixels: int = DEFAULT_VISION_MAX_PIXELS
     # input shards, output and runtime
     shard_rows: int = DEFAULT_SHARD_ROWS
     task_cpus: float = 1.0
@@ -278,7 +284,8 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
         t0 = time.time()
-        build = build_steps(cfg.format, cfg.tasks, cfg.pack)
+        build = build_steps(cfg.format, cfg.tasks, cfg.pack,
+                            min_pixels=cfg.vision_min_pixels, max_pixels=cfg.vision_max_pixels)
         extra: dict = {}
         if needs_two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
             first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])

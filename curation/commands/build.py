@@ -1,4 +1,4 @@
-"""`curate build IN --out DIR --format qwen-vl [--tasks a,b] [--pack N]`
+"""`curate build IN --out DIR --format qwen-vl [--tasks a,b] [--pack N] [--min-pixels P --max-pixels P]`
 
 Reads the records of the dataset directory IN (manifest-listed shards only),
 renders samples of one format, and writes samples and rejects (and packed
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from formats.packing import DEFAULT_PACK
     from formats.tasks import FORMATS, TASKS
+    from jobs.build import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS
 
     p.add_argument("input", metavar="IN", help="dataset directory with records (from download, ingest, filter or run)")
     p.add_argument("--out", required=True, help="output dataset directory for samples (and sequences with --pack)")
@@ -43,6 +44,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help=f"pack samples of one task into sequences of at most N tokens (default N {DEFAULT_PACK})",
     )
     p.add_argument("--rounding", default="half_up", choices=("half_up", "floor"), help="0-999 grid rounding of pixel coordinates")
+    p.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS,
+                   help=f"Qwen2-VL/2.5-VL smart_resize lower limit in pixels (default {DEFAULT_MIN_PIXELS}, the model files')")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
+                   help=f"Qwen2-VL/2.5-VL smart_resize upper limit in pixels (default {DEFAULT_MAX_PIXELS}, the model files'); "
+                        "train at the same limits")
     p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: Ray for inputs of more than one input shard, else in this process; local: this process; ray: a Ray job")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
@@ -64,6 +70,8 @@ def build_dataset(
     verify: bool = False,
     resume: bool = False,
     shard_rows: int = DEFAULT_SHARD_ROWS,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> dict:
     """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest.
 
@@ -71,14 +79,16 @@ def build_dataset(
     InputError before any output directory is touched.
     """
     from curation.runner import ParquetReader, Pipeline, init_ray, parquet_shards, run_pipeline
-    from jobs.build import LOCAL_MAX_ROWS, build_extra, build_steps
+    from jobs.build import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, LOCAL_MAX_ROWS, build_extra, build_steps
 
     ds = Dataset(input_dir, verify=verify)  # ManifestError, an InputError, when it is not a finished dataset
     check_positive("--batch-size", batch_size)
     check_positive("--pack", pack)
     check_positive("--shard-rows", shard_rows)
+    min_pixels = DEFAULT_MIN_PIXELS if min_pixels is None else min_pixels
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        steps = build_steps(format, tasks, pack, rounding, batch_size)
+        steps = build_steps(format, tasks, pack, rounding, batch_size, min_pixels, max_pixels)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     check_out_dir(out)
@@ -87,6 +97,7 @@ def build_dataset(
     config = {
         "command": "build", "input": str(input_dir), "format": format, "tasks": list(steps[0].tasks),
         "pack": pack, "rounding": rounding, "shard_rows": shard_rows,
+        "min_pixels": min_pixels, "max_pixels": max_pixels,
     }
     identity = {**config, "input": str(Path(input_dir).resolve())}
     with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:
@@ -104,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.out, format=args.format, tasks=args.tasks, pack=args.pack, rounding=args.rounding,
         runner=args.runner, ray_address=args.ray_address, batch_size=args.batch_size,
         overwrite=args.overwrite, verify=args.verify, resume=args.resume, shard_rows=args.shard_rows,
+        min_pixels=args.min_pixels, max_pixels=args.max_pixels,
     )
     t = m["tables"]
     st = m["stages"].get("build", {})

@@ -31,6 +31,7 @@ def check_config(cfg, where: str = "config") -> None:
     from curation.commands import check_out_dir, check_positive
     from curation.errors import InputError
     from formats.build import BuildSamples
+    from jobs.build import check_pixel_limits
 
     try:
         for key in ("shard_rows", "task_cpus", "threads", "timeout", "clip_batch_size", "max_pixels"):
@@ -39,6 +40,10 @@ def check_config(cfg, where: str = "config") -> None:
         from jobs.web_pairs import needs_two_passes
 
         needs_two_passes(cfg)  # keep fractions, semantic dedup settings
+        try:
+            check_pixel_limits(cfg.vision_min_pixels, cfg.vision_max_pixels)
+        except ValueError as exc:
+            raise InputError(str(exc).replace("min_pixels", "key 'vision_min_pixels'", 1).replace("max_pixels", "key 'vision_max_pixels'", 1)) from None
         check_out_dir(cfg.out, "key 'out'")
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from exc

@@ -51,6 +51,8 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
     if "samples" not in ds.tables():
         raise InputError(f"{path}: the manifest lists no samples table")
     seen: dict[str, tuple[str, int]] = {}
+    build = ds.manifest.get("build") or {}  # the pixel limits the samples were built with (Qwen2 formats)
+    limits = {k: build[k] for k in ("min_pixels", "max_pixels") if build.get(k)}
     for rb in ds.iter_batches("samples", batch_size=1024):
         table = pa.Table.from_batches([rb])
         try:
@@ -62,7 +64,7 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
             if sid in seen:
                 yield sid, "duplicate sample_id"
             seen[sid] = (row.get("task"), row.get("num_tokens") or 0)
-            for problem in check_sample(row):
+            for problem in check_sample(row, **limits):
                 yield sid, problem
     limit = (ds.manifest.get("packing") or {}).get("max_tokens")
     for rb in ds.iter_batches("sequences", batch_size=4096):

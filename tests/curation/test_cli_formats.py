@@ -289,7 +289,12 @@ def test_demo_corpus_build_pack_validate(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "extra,message",
-    [(["--tasks", "caption,nope"], "unknown task 'nope'"), (["--pack", "0"], "--pack must be positive")],
+    [
+        (["--tasks", "caption,nope"], "unknown task 'nope'"),
+        (["--pack", "0"], "--pack must be positive"),
+        (["--min-pixels", "100"], "min_pixels must be an integer of at least 784"),
+        (["--min-pixels", "200000", "--max-pixels", "100000"], "max_pixels 100000 is below min_pixels 200000"),
+    ],
 )
 def test_build_bad_options_exit_2(records_dir, tmp_path, capsys, extra, message):
     assert main(["build", str(records_dir), "--out", str(tmp_path / "o"), *extra]) == 2
@@ -306,3 +311,33 @@ def test_preview_non_utf8_stdin_names_line_and_byte_offset(monkeypatch, capsys):
     assert rc == 2 and json.loads(out)["record_id"] == "a"
     offset = data.index(b"\xff")
     assert err == f"curate preview: error: <stdin>: not UTF-8 text: byte 0xff at byte offset {offset} (line 2, byte {offset - 37 + 1} of the line): invalid start byte\n"
+
+
+def test_build_pixel_limits_reach_the_samples_and_the_manifest(records_dir, tmp_path):
+    """--min-pixels/--max-pixels set smart_resize's limits: pad counts (and Qwen2.5-VL boxes) follow, the manifest says."""
+    from formats.coords import image_pad_count, smart_resize
+    from formats.tokenizer import get_tokenizer
+
+    counts = {}
+    for name, extra in (("default", []), ("small", ["--min-pixels", "3136", "--max-pixels", "50176"])):
+        out = tmp_path / name
+        assert main(["build", str(records_dir), "--out", str(out), "--format", "qwen2.5-vl", "--tasks", "caption,ref_grounding", *extra]) == 0
+        m = Dataset(out).manifest
+        limits = (3136, 50176) if extra else (4 * 28 * 28, 16384 * 28 * 28)
+        assert (m["build"]["min_pixels"], m["build"]["max_pixels"]) == limits
+        assert (m["config"]["min_pixels"], m["config"]["max_pixels"]) == limits
+        rows = Dataset(out).read("samples").to_pylist()
+        tok = get_tokenizer("qwen2.5-vl")
+        pads = image_pad_count(480, 640, min_pixels=limits[0], max_pixels=limits[1])
+        for r in rows:
+            assert r["num_tokens"] == tok.count(r["prompt"] + r["target"], [pads])
+        counts[name] = {r["sample_id"]: r for r in rows}
+    assert image_pad_count(480, 640, min_pixels=3136, max_pixels=50176) < image_pad_count(480, 640)
+    ref = [r for r in counts["small"].values() if r["task"] == "ref_grounding"][0]
+    h, w = smart_resize(480, 640, min_pixels=3136, max_pixels=50176)
+    # the box (100, 50, 300, 400) in pixels of the resized image
+    assert f"[{round(100 * w / 640)}, {round(50 * h / 480)}, {round(300 * w / 640)}, {round(400 * h / 480)}]" in ref["target"]
+    assert counts["small"][ref["sample_id"]]["target"] != counts["default"][ref["sample_id"]]["target"]
+    # validate recounts with the manifest's limits: both outputs are sound
+    for name in counts:
+        assert main(["validate", str(tmp_path / name)]) == 0

@@ -147,7 +147,7 @@ def test_every_stage_reports_the_time_it_took(demo):
 def test_work_files_live_and_die_in_the_output_staging(demo):
     out, _ = demo
     assert not (out / ".curate" / "staging").exists()  # removed once the run completed
-    assert sorted(p.name for p in out.iterdir()) == [".curate", "manifest.json", "records", "rejects", "report.html", "samples", "sequences"]
+    assert sorted(p.name for p in out.iterdir()) == [".curate", "README.md", "manifest.json", "records", "rejects", "report.html", "samples", "sequences"]
 
 
 def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, capsys):
@@ -233,3 +233,27 @@ def test_the_report_in_a_real_browser(demo, tmp_path):
         px = (round(x), round(y))
         if 0 <= px[0] < drawn.size[0] and 0 <= px[1] < drawn.size[1]:
             assert _near(drawn.getpixel(px), image.getpixel(px), 40), (px, drawn.getpixel(px), image.getpixel(px))
+
+
+def test_load_dataset_reads_the_demo_output_with_decoded_images(demo, tmp_path, monkeypatch):
+    """Issue 11: the dataset card's configs let Hugging Face `datasets` load each table, images decoded."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from datasets import load_dataset
+    from PIL import Image
+
+    from curation.dataset import Dataset
+
+    out, _ = demo
+    ds = Dataset(out)
+    samples = load_dataset(str(out), "samples", split="train", cache_dir=str(tmp_path / "hf"))
+    assert samples.num_rows == ds.rows("samples")
+    want = {r["sample_id"]: r for r in ds.read("samples", columns=["sample_id", "prompt", "images"]).to_pylist()}
+    for row in samples.select(range(0, samples.num_rows, 97)):
+        ref = want[row["sample_id"]]
+        assert row["prompt"] == ref["prompt"]
+        im = row["images"][0]["image"]
+        assert isinstance(im, Image.Image)
+        assert im.size == (ref["images"][0]["width"], ref["images"][0]["height"])
+    records = load_dataset(str(out), "records", split="train", cache_dir=str(tmp_path / "hf"))
+    assert records.num_rows == ds.rows("records") and isinstance(records[0]["image"], Image.Image)
+    assert load_dataset(str(out), "sequences", split="train", cache_dir=str(tmp_path / "hf")).num_rows == ds.rows("sequences")

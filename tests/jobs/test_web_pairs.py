@@ -74,6 +74,7 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
         f'id_col = "id"\nclip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"\n'
         f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"\nmin_clip_score = 0.15\n'
         'tasks = ["caption", "ocr"]\npack = 1024\nallow_private_network = true\n'
+        'format = "qwen2-vl"\nvision_min_pixels = 3136\nvision_max_pixels = 50176\n'
     )
     assert main(["run", str(job)]) == 0
     m = Dataset(tmp_path / "out").manifest
@@ -83,6 +84,15 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
     assert by_task["caption"] == m["tables"]["records"]["rows"]
     assert 0 < by_task["ocr"] <= by_task["caption"]  # one per record with text items, carried from the URL list
     assert m["packing"]["max_tokens"] == 1024
+    assert (m["build"]["min_pixels"], m["build"]["max_pixels"]) == (3136, 50176) == (
+        m["config"]["vision_min_pixels"], m["config"]["vision_max_pixels"])
+    from formats.coords import image_pad_count
+
+    rec = {r["record_id"]: r for r in Dataset(tmp_path / "out").read("records", columns=["record_id", "width", "height"]).to_pylist()}
+    for s in Dataset(tmp_path / "out").read("samples", columns=["record_id", "prompt"]).to_pylist():
+        r = rec[s["record_id"]]
+        assert s["prompt"].startswith("<|vision_start|><|image_pad|><|vision_end|>")
+        assert image_pad_count(r["height"], r["width"], min_pixels=3136, max_pixels=50176) <= 50176 // 784
     assert "run:" in capsys.readouterr().out
 
 
@@ -110,6 +120,20 @@ def test_run_keeps_the_clip_top_fraction_in_a_second_pass(site, tmp_path, local_
     # the first pass's rejects are in the output too, once each
     assert {r["stage"] for r in ds.read("rejects").to_pylist()} >= {"download", "clip_fraction"}
     assert m["tables"]["rejects"]["rows"] == sum(sum(s["dropped"].values()) for s in m["stages"].values())
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [({"vision_min_pixels": 10}, "key 'vision_min_pixels' must be an integer of at least 784"),
+     ({"vision_min_pixels": 100000, "vision_max_pixels": 50000}, "key 'vision_max_pixels' 50000 is below")],
+)
+def test_config_pixel_limits_checked_first(extra, message, tmp_path):
+    from curation.commands.run import check_config
+    from curation.errors import InputError
+
+    cfg = config_from_dict(WebPairsConfig, {"urls": "u", "out": str(tmp_path / "o"), **extra}, "job.toml")
+    with pytest.raises(InputError, match=message):
+        check_config(cfg, "job.toml")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,255 @@
+"""Benchmark (not a test): the training-side reader, and where image bytes should live (issue 11).
+
+Part 1 - reader throughput on the demo's packed sequences (the demo corpus, built with the demo's tasks and
+`--pack 2048`), one core (torch and the reader in this process, one thread): samples/s and sequences/s with
+every image decoded to its Qwen-VL 448x448 tensor, median of --runs; the baseline measured in the same run is
+the same reader with images off (tokenize + labels only).
+
+Part 2 - images stored once? A Visual-Genome-like set: --images JPEGs (500x375, VG's common size), 50 grounding
+samples per image, written two ways through Parquet (zstd, row groups of 1024 rows, as ShardWriter writes):
+
+  (a) self-contained rows: every sample row carries its image bytes (the schema today);
+  (b) samples reference images by key; the images are stored once in an `images` table of the same shard
+      group (part-K beside part-K), and a reader joins within the part.
+
+Measured: bytes on disk; reader memory per row group (Arrow bytes held after reading one row group, (b) plus
+the part's images table) against the unique image bytes of that row group; reader throughput (samples/s with
+images decoded, a decode per row for (a), one per unique image for (b)); the Hugging Face `datasets` Arrow
+cache of each layout (load_dataset("parquet", ...) into a fresh cache directory).
+
+    .venv/bin/python bench/bench_reader.py [--runs 5] [--images 40] [--json bench/results/reader.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+__all__ = ["main"]
+
+
+def _demo_dataset(root: Path) -> Path:
+    from curation.commands.build import build_dataset
+    from curation.dataset import DatasetWriter
+    from curation.democorpus import generate_corpus
+    from curation.schema import records_from_pylist
+
+    items = [it for it in generate_corpus(root / "www", n=240, seed=0) if it.planted is None]
+    rows = [{"record_id": f"demo:{it.item_id}", "source": "demo", "image": (root / "www" / it.filename).read_bytes(),
+             "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions,
+             "ocr": it.ocr} for it in items]
+    with DatasetWriter(root / "records") as w:
+        w.write("records", records_from_pylist(rows))
+        w.close()
+    build_dataset(str(root / "records"), str(root / "demo"), tasks="caption,vqa,ref_grounding,grounded_caption,ocr",
+                  pack=2048, runner="local")
+    return root / "demo"
+
+
+def reader_throughput(path: Path, runs: int) -> dict:
+    from formats.reader import QwenVLReader
+
+    out: dict = {}
+    for label, images in (("tokens only (baseline)", False), ("images decoded", True)):
+        rates, cpu_rates, seq_cpu_rates = [], [], []
+        for _ in range(runs):
+            r = QwenVLReader(path, table="sequences", seed=0, images=images)
+            t0, c0 = time.perf_counter(), time.process_time()
+            samples = seqs = 0
+            for ex in r:
+                seqs += 1
+                samples += len(ex["seq_lens"])
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
+            rates.append(samples / dt)
+            cpu_rates.append(samples / dc)
+            seq_cpu_rates.append(seqs / dc)
+        # per CPU-second of this one-thread process: the one-core figure, whatever else loads the machine
+        out[label] = {"samples_per_cpu_s": round(statistics.median(cpu_rates), 1),
+                      "sequences_per_cpu_s": round(statistics.median(seq_cpu_rates), 2),
+                      "samples_per_s_wall": round(statistics.median(rates), 1), "samples": samples, "sequences": seqs}
+    out["ratio"] = round(out["images decoded"]["samples_per_cpu_s"] / out["tokens only (baseline)"]["samples_per_cpu_s"], 3)
+    return out
+
+
+# --- part 2 ---------------------------------------------------------------------------------------------
+
+
+def _jpeg(i: int) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(i)
+    # smooth content with some texture: compresses like a photo (tens of KB), not like noise
+    base = rng.integers(0, 255, (15, 20, 3), dtype=np.uint8)
+    im = Image.fromarray(base).resize((500, 375), Image.BICUBIC)
+    noise = Image.fromarray(rng.integers(0, 40, (375, 500, 3), dtype=np.uint8))
+    im = Image.blend(im, noise, 0.15)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def _layouts(n_images: int, per_image: int):
+    from curation.schema import SAMPLE_SCHEMA
+
+    from formats.tokenizer import get_tokenizer
+
+    tok = get_tokenizer("qwen-vl")
+    images = [_jpeg(i) for i in range(n_images)]
+    rows_a, rows_b = [], []
+    for i, data in enumerate(images):
+        key = f"vg:{i}"
+        for j in range(per_image):
+            base = {"sample_id": f"{i:06d}-{j:03d}", "record_id": key, "source": "vg", "task": "ref_grounding", "format": "qwen-vl",
+                    "prompt": f"<img>{key}</img><ref>region {j} of image {i}</ref>", "target": "<box>(1,2),(300,400)</box><|endoftext|>",
+                    "num_tokens": 0}
+            base["num_tokens"] = tok.count(base["prompt"] + base["target"])
+            rows_a.append({**base, "images": [{"key": key, "image": data, "width": 500, "height": 375}]})
+            rows_b.append({**base, "images": [{"key": key, "image": None, "width": 500, "height": 375}]})
+    a = pa.Table.from_pylist(rows_a, schema=SAMPLE_SCHEMA)
+    b = pa.Table.from_pylist(rows_b, schema=SAMPLE_SCHEMA)
+    imgs = pa.table({"key": [f"vg:{i}" for i in range(n_images)], "image": images, "width": [500] * n_images, "height": [375] * n_images})
+    return a, b, imgs, sum(len(x) for x in images)
+
+
+def _dir_bytes(p: Path) -> int:
+    return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _read_a(path: Path) -> tuple[int, int, int]:
+    """(samples, peak Arrow bytes of a row group, unique image bytes of that row group) with images decoded."""
+    from formats.images import qwen_vl_pixels
+
+    pf = pq.ParquetFile(path)
+    n = peak = uniq = 0
+    for g in range(pf.num_row_groups):
+        before = pa.total_allocated_bytes()
+        t = pf.read_row_group(g)
+        held = pa.total_allocated_bytes() - before
+        rows = t.to_pylist()
+        u = {r["images"][0]["key"]: len(r["images"][0]["image"]) for r in rows}
+        if held > peak:
+            peak, uniq = held, sum(u.values())
+        for r in rows:
+            qwen_vl_pixels(r["images"][0]["image"])  # what a self-contained row costs: a decode per sample
+            n += 1
+        del t, rows
+    return n, peak, uniq
+
+
+def _read_b(path: Path, images_path: Path) -> tuple[int, int, int]:
+    from formats.images import qwen_vl_pixels
+
+    pf = pq.ParquetFile(path)
+    n = peak = uniq = 0
+    before = pa.total_allocated_bytes()
+    imgs = pq.read_table(images_path)
+    by_key = dict(zip(imgs.column("key").to_pylist(), range(imgs.num_rows)))
+    images_held = pa.total_allocated_bytes() - before
+    for g in range(pf.num_row_groups):
+        before = pa.total_allocated_bytes()
+        t = pf.read_row_group(g, columns=["sample_id", "prompt", "target", "images"])
+        held = pa.total_allocated_bytes() - before
+        rows = t.to_pylist()
+        keys = {r["images"][0]["key"] for r in rows}
+        decoded = {k: qwen_vl_pixels(imgs.column("image")[by_key[k]].as_py()) for k in keys}  # one decode per image
+        if held + images_held > peak:
+            # (b) holds the part's images table: its unique image bytes are every image of the part
+            peak, uniq = held + images_held, sum(len(x) for x in imgs.column("image").to_pylist())
+        n += len(rows)
+        del t, rows, decoded
+    return n, peak, uniq
+
+
+def reader_memory(a: pa.Table, work: Path) -> dict:
+    """Python bytes QwenVLReader holds at its peak over layout (a) (tracemalloc; tokens only, no decode)."""
+    import tracemalloc
+
+    from curation.dataset import DatasetWriter
+    from formats.reader import QwenVLReader
+
+    with DatasetWriter(work / "a-dataset") as w:
+        w.write("samples", a)
+        w.close()
+    tracemalloc.start()
+    n = 0
+    for _ in QwenVLReader(work / "a-dataset", images=False, buffer_size=256):
+        n += 1
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return {"rows": n, "peak_python_bytes": peak}
+
+
+def _hf_cache(files: list[Path], cache: Path) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from datasets import load_dataset
+
+    load_dataset("parquet", data_files=[str(f) for f in files], split="train", cache_dir=str(cache))
+    return _dir_bytes(cache)
+
+
+def images_once(n_images: int, per_image: int, runs: int, work: Path) -> dict:
+    a, b, imgs, unique = _layouts(n_images, per_image)
+    pa_dir, pb_dir = work / "a", work / "b"
+    for d in (pa_dir, pb_dir):
+        (d / "samples").mkdir(parents=True)
+    pq.write_table(a, pa_dir / "samples" / "part-00000.parquet", row_group_size=1024, compression="zstd")
+    pq.write_table(b, pb_dir / "samples" / "part-00000.parquet", row_group_size=1024, compression="zstd")
+    (pb_dir / "images").mkdir()
+    pq.write_table(imgs, pb_dir / "images" / "part-00000.parquet", row_group_size=1024, compression="zstd")
+    res: dict = {"images": n_images, "samples_per_image": per_image, "samples": a.num_rows, "unique_image_bytes": unique,
+                 "disk_bytes": {"a": _dir_bytes(pa_dir), "b": _dir_bytes(pb_dir)}}
+    rates = {"a": [], "b": []}
+    mem = {}
+    for _ in range(runs):
+        t0 = time.process_time()
+        n, peak, uniq = _read_a(pa_dir / "samples" / "part-00000.parquet")
+        rates["a"].append(n / (time.process_time() - t0))
+        mem["a"] = {"peak_row_group_bytes": peak, "unique_image_bytes_held": uniq, "ratio": round(peak / uniq, 2)}
+        t0 = time.process_time()
+        n, peak, uniq = _read_b(pb_dir / "samples" / "part-00000.parquet", pb_dir / "images" / "part-00000.parquet")
+        rates["b"].append(n / (time.process_time() - t0))
+        mem["b"] = {"peak_row_group_bytes": peak, "unique_image_bytes_held": uniq, "ratio": round(peak / uniq, 2)}
+    res["reader_memory"] = mem
+    res["reader_memory"]["QwenVLReader over (a)"] = reader_memory(a, work)
+    res["reader_samples_per_cpu_s"] = {k: round(statistics.median(v), 1) for k, v in rates.items()}
+    res["datasets_cache_bytes"] = {
+        "a": _hf_cache([pa_dir / "samples" / "part-00000.parquet"], work / "hf-a"),
+        "b": _hf_cache([pb_dir / "samples" / "part-00000.parquet"], work / "hf-b")
+        + _hf_cache([pb_dir / "images" / "part-00000.parquet"], work / "hf-b-images"),
+    }
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--images", type=int, default=40, help="VG-like images (50 samples each)")
+    ap.add_argument("--json", default=None, help="write the results here")
+    args = ap.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        out = {"cpu": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+        out["reader"] = reader_throughput(_demo_dataset(root), args.runs)
+        print(json.dumps(out["reader"], indent=1))
+        out["images_once"] = images_once(args.images, 50, args.runs, root / "vg")
+        print(json.dumps(out["images_once"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
