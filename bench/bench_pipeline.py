@@ -362,7 +362,7 @@ def one_run(i: int, args, urls: Path, urls4: Path, n: int, work: Path) -> dict:
     shutil.rmtree(tmp / "dl")
     print(f"run {i}: (2) curate download {res['curate_download']['seconds']:.1f} s", flush=True)
 
-    if not args.no_4n:
+    if not args.no_4n and i < args.runs_4n:
         job4 = job_toml(tmp / "job4.toml", urls4, tmp / "run4", args.shard_rows, args.threads)
         res["curate_run_4n"] = curate(["run", str(job4)], tmp, tmp / "curate_run_4n.log", tmp / "run4")
         shutil.rmtree(tmp / "run4")
@@ -539,6 +539,7 @@ def main() -> int:
     ap.add_argument("--bare-threads", type=int, default=2, help="torch threads of the bare open_clip loop (b)")
     ap.add_argument("--scale", type=int, default=4, help="the memory check's second size: SCALE x N URLs")
     ap.add_argument("--no-4n", action="store_true", help="skip (3), the run on SCALE x N URLs")
+    ap.add_argument("--runs-4n", type=int, default=1_000_000, metavar="K", help="(3) in the first K runs only (default: every run)")
     ap.add_argument("--work", default=str(Path(tempfile.gettempdir()) / "qwen-vl-bench-pipeline"),
                     help="work folder (the corpus is cached here)")
     ap.add_argument("--json", default=str(ROOT / "bench" / "results" / "pipeline.json"))

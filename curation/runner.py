@@ -82,8 +82,11 @@ ROW_GROUP_ROWS = 1024
 # ---------------------------------------------------------------- Ray itself
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: bool | None = None) -> None:
     """Start Ray in-process (local) or join `address` / $RAY_ADDRESS.
+
+    `quiet` (default: unless this process logs at DEBUG, as `curate -v` does)
+    keeps the workers' own output and Ray's info lines off the driver.
 
     A new local Ray sends nothing off the machine: usage stats are off, and its
     API server process starts without a way out (`api_server_offline`).
@@ -92,6 +95,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
 
     if ray.is_initialized():
         return
+    if quiet is None:
+        quiet = not logging.getLogger().isEnabledFor(logging.DEBUG)
     address = address or os.environ.get("RAY_ADDRESS") or None
     kwargs: dict[str, Any] = {
         "ignore_reinit_error": True,
