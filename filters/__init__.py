@@ -5,7 +5,7 @@ makes them from a job config), one line in FILTERS, one test file. Jobs and
 `curate filter` run the filters named by their `filters` setting, in order.
 """
 
-from filters import basic, clip_score
+from filters import basic, clip_score, phash
 from filters.base import Drop, Filter
 from filters.basic import BasicFilter
 from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore
@@ -16,6 +16,7 @@ __all__ = ["Drop", "Filter", "BasicFilter", "ClipModelSpec", "ClipPreprocess", "
 FILTERS = {
     "basic": basic.from_config,
     "clip": clip_score.from_config,
+    "phash": phash.from_config,  # measures `phash` only; the grouping is the dedup job's (jobs/dedup.py)
 }
 
 
