@@ -5,6 +5,13 @@ The recipe, per input shard of the URL list (one Ray task each):
     img2dataset download → FromImg2dataset → filters (basic, clip)
         → records + rejects → BuildSamples (→ pack) → samples + rejects
 
+With `dedup` stages (or `decontaminate`) in the config, dedup needs the whole
+dataset, so the recipe runs in two passes (jobs/dedup.py):
+
+    download → filters (+ phash) → records of a work dataset in the staging
+    grouping on the cluster (exact keys, pHash bands) → decisions
+    work records → Decontaminate → DedupDecide → records + rejects → build
+
 `curate run JOB.toml` runs it from a config file; `curate demo` runs it on a
 generated corpus served from loopback; `curate download` and `curate filter`
 run its first half.
@@ -25,6 +32,7 @@ from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetRe
 from curation.errors import InputError
 from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
 from curation.runtime import Stage
+from filters.phash import DEFAULT_MAX_DISTANCE
 from jobs.build import build_extra, build_steps
 
 __all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "open_output", "download", "filter_records", "run"]
@@ -70,6 +78,11 @@ class WebPairsConfig:
     clip_batch_size: int = 64
     clip_gpus: float | None = None  # None: 1 per actor when the cluster has GPUs
     clip_actors: bool | None = None  # None: an actor pool with GPUs, the model inside each shard task on CPUs
+    # dedup over the whole dataset, after the filters (jobs/dedup.py): "exact" (image sha256), "url"
+    # (normalised URL), "phash" (perceptual, within max_hamming_distance); decontaminate: eval images
+    dedup: tuple[str, ...] = ()
+    max_hamming_distance: int = DEFAULT_MAX_DISTANCE
+    decontaminate: str | None = None  # a folder of eval images or a records dataset
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
@@ -154,6 +167,43 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
         return writer.close(config=config)
 
 
+def _run_with_dedup(cfg: WebPairsConfig, writer: DatasetWriter, build: list) -> tuple[dict, dict]:
+    """Both passes of a job with dedup stages; returns the second pass's summary and manifest extras."""
+    import pyarrow as pa
+
+    from filters.phash import PHash
+    from jobs.dedup import dedup_steps
+
+    stages = filter_stages(cfg)
+    if ("phash" in cfg.dedup or cfg.decontaminate) and not any(isinstance(s, PHash) for s in stages):
+        stages.append(PHash(cfg.max_pixels))
+    t0 = time.time()
+    work = writer.staging / "filtered"
+    if not (writer.resumed and (work / "manifest.json").is_file()):
+        with DatasetWriter(work, overwrite=True, resume=writer.resumed, config=identity(cfg, part="filtered")) as first:
+            _run_urls(cfg, first, _download_pipeline(cfg, [*stages, Sink("records")]))
+            first.close()
+    filtered = Dataset(work)
+    for name, c in filtered.manifest["stages"].items():  # the first pass's counts and rejects join the output's
+        writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
+    for rb in filtered.iter_batches("rejects", batch_size=8192):
+        writer.write("rejects", pa.Table.from_batches([rb]))
+    files = [(p, s["rows"]) for p, s in zip(filtered.shard_paths("records"), filtered.shards("records"))]
+    writer.timings["first_pass"] = time.time() - t0
+    steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
+                                 cfg.shard_rows)
+    writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
+    t0 = time.time()
+    pipeline = Pipeline(ParquetReader(batch_size=cfg.clip_batch_size), [*steps, Sink("records"), *build],
+                        task_cpus=cfg.task_cpus)
+    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+    writer.timings["second_pass"] = time.time() - t0
+    extra = {"dedup": figures}
+    if "download" in filtered.manifest:
+        extra["download"] = filtered.manifest["download"]
+    return summary, extra
+
+
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     """Run the whole job; returns the manifest (also written to `cfg.out`).
 
@@ -161,14 +211,21 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     writer; a failure leaves any old dataset in `cfg.out` as it was, and the
     finished input shards in its staging directory for `resume`.
     """
+    from jobs.dedup import check_settings
+
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
     fetch_policy(cfg)
+    check_settings(cfg.dedup, cfg.max_hamming_distance)
     with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack)
-        pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
-        summary = _run_urls(cfg, writer, pipeline)
+        extra: dict = {}
+        if cfg.dedup or cfg.decontaminate:
+            summary, extra = _run_with_dedup(cfg, writer, build)
+        else:
+            pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
+            summary = _run_urls(cfg, writer, pipeline)
         writer.timings["pipeline"] = time.time() - t0
         config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-        return writer.close(config=config, extra=build_extra(writer, summary, build, "ray"))
+        return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, "ray")})
