@@ -102,3 +102,33 @@ def test_bad_settings_are_one_line_errors(records, tmp_path, capsys):
     assert "0..31" in capsys.readouterr().err
     assert main(["dedup", str(root / "in"), "--out", str(tmp_path / "o")]) == 2
     assert "nothing to do" in capsys.readouterr().err
+
+
+def test_an_interrupted_dedup_resumes_to_the_same_output(records, tmp_path, monkeypatch):
+    """Killed in the decide pass after its first input shard; --resume skips that shard and ends as one run would."""
+    from filters.dedup_exact import DedupDecide
+
+    root, items, copies = records
+    whole = run(DedupConfig(out=str(tmp_path / "whole"), dedup=("exact", "url", "phash"), shard_rows=20), str(root / "in"),
+                executor="local")
+    calls = {"n": 0}
+    decide = DedupDecide.decide
+
+    def failing(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 1:
+            raise RuntimeError("killed")
+        return decide(self, batch)
+
+    monkeypatch.setattr(DedupDecide, "decide", failing)
+    cfg = DedupConfig(out=str(tmp_path / "out"), dedup=("exact", "url", "phash"), shard_rows=20)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(cfg, str(root / "in"), executor="local")
+    staging = tmp_path / "out" / ".curate" / "staging"
+    assert len(list((staging / "done").glob("*.json"))) == 1
+    assert (staging / "measured" / "manifest.json").is_file()  # the phash pass is kept for the resume
+    monkeypatch.setattr(DedupDecide, "decide", decide)
+    resumed = run(DedupConfig(**{**cfg.__dict__, "resume": True}), str(root / "in"), executor="local")
+    assert resumed["run"]["resumed"] is True
+    assert resumed["tables"]["records"]["shards"] == whole["tables"]["records"]["shards"]
+    assert resumed["stages"]["dedup"] == {**whole["stages"]["dedup"], "seconds": resumed["stages"]["dedup"]["seconds"]}
