@@ -20,15 +20,19 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+import hashlib
+
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from curation.netpolicy import normalize_url
 from curation.reasons import DUPLICATE_IMAGE, DUPLICATE_URL, NEAR_DUPLICATE
 from curation.runtime import Resources
 from filters.base import Drop, Filter
-from filters.phash import PAIR_SCHEMA, hamming, pairs_table
+from filters.phash import PAIR_SCHEMA, band_rows, candidate_pairs, hamming, pairs_table
 
-__all__ = ["KEY_COLUMNS", "DECISION_SCHEMA", "exact_rows", "exact_pairs", "decide_duplicates", "DedupDecide"]
+__all__ = ["KEY_COLUMNS", "DECISION_SCHEMA", "exact_rows", "exact_pairs", "dedup_rows", "dedup_pairs_of_group",
+           "decide_duplicates", "DedupDecide"]
 
 # the small columns the grouping reads from the records
 KEY_COLUMNS = ("record_id", "sha256", "url", "phash")
@@ -74,6 +78,47 @@ def exact_pairs(rows: pa.Table | None) -> pa.Table:
             i += [first] * (len(members) - 1)
             j += [r for r in members if r != first]
     return pairs_table(rows, i, j, [0] * len(i))
+
+
+def _key64(text: str) -> int:
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little", signed=True)
+
+
+def dedup_rows(batch: pa.Table, by_image: bool, by_url: bool, max_distance: int | None) -> pa.Table:
+    """Every key row of a batch for one shuffle: exact keys (`text_key`, hashed into `key`) and pHash bands.
+
+    `max_distance` None: no bands. Exact and band rows may share an int key;
+    `dedup_pairs_of_group` keeps them apart by `text_key` (null on band rows).
+    """
+    parts = []
+    if by_image or by_url:
+        ex = exact_rows(batch, by_image, by_url)
+        text = ex.column("key")
+        ex = ex.set_column(0, "key", pa.array([_key64(t) for t in text.to_pylist()], pa.int64())).append_column("text_key", text)
+        parts.append(ex)
+    if max_distance is not None and "phash" in batch.column_names:
+        parts.append(band_rows(batch, max_distance))
+    if not parts:
+        return pa.table({"key": pa.array([], pa.int64())})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def dedup_pairs_of_group(rows: pa.Table | None, max_distance: int | None) -> pa.Table:
+    """The pairs of one partition of `dedup_rows`: exact groups by their text key, pHash bands within the distance."""
+    if rows is None or rows.num_rows < 2:
+        return PAIR_SCHEMA.empty_table()
+    if "text_key" not in rows.column_names:
+        exact, bands = None, rows
+    else:
+        is_exact = pc.is_valid(rows.column("text_key"))
+        exact, bands = rows.filter(is_exact), rows.filter(pc.invert(is_exact))
+    out = []
+    if exact is not None and exact.num_rows:
+        exact = exact.drop_columns(["key"])  # grouped by the text itself: a clash of hashed keys merges nothing
+        out.append(exact_pairs(exact.rename_columns(["key" if c == "text_key" else c for c in exact.column_names])))
+    if max_distance is not None and bands.num_rows:
+        out.append(candidate_pairs(bands.drop_columns([c for c in ("text_key",) if c in bands.column_names]), max_distance))
+    return pa.concat_tables(out) if out else PAIR_SCHEMA.empty_table()
 
 
 def decide_duplicates(pairs: Iterable[pa.Table]) -> pa.Table:

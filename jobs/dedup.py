@@ -34,8 +34,8 @@ from curation.errors import InputError
 from curation.runner import (DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, group_by_key, init_ray,
                              parquet_shards, run_pipeline)
 from curation.runtime import Stage
-from filters.dedup_exact import KEY_COLUMNS, DedupDecide, decide_duplicates, exact_pairs, exact_rows
-from filters.phash import DEFAULT_MAX_DISTANCE, PHash, Decontaminate, band_layout, band_rows, candidate_pairs, eval_hashes
+from filters.dedup_exact import KEY_COLUMNS, DedupDecide, decide_duplicates, dedup_pairs_of_group, dedup_rows
+from filters.phash import DEFAULT_MAX_DISTANCE, PHash, Decontaminate, band_layout, eval_hashes
 
 __all__ = ["DEDUP_KINDS", "DedupConfig", "needs_phash", "dedup_pairs", "dedup_steps", "measure_phash", "run"]
 
@@ -95,14 +95,13 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     shards = parquet_shards(files, shard_rows)
     present = set(pq.ParquetFile(files[0][0]).schema_arrow.names) if files else set()
     reader = ParquetReader(batch_size=8192, columns=tuple(c for c in KEY_COLUMNS if c in present))
-    pairs: list[pa.Table] = []
-    if "exact" in dedup or "url" in dedup:
-        emit = functools.partial(exact_rows, by_image="exact" in dedup, by_url="url" in dedup)
-        pairs += group_by_key(shards, reader, emit, exact_pairs, partitions, executor)
-    if "phash" in dedup and "phash" in present:
-        emit = functools.partial(band_rows, k=max_distance)
-        reduce = functools.partial(candidate_pairs, k=max_distance)
-        pairs += group_by_key(shards, reader, emit, reduce, partitions, executor)
+    k = max_distance if "phash" in dedup and "phash" in present else None
+    if not ("exact" in dedup or "url" in dedup or k is not None):
+        return []
+    # one shuffle for every kind: exact keys and pHash bands travel together, apart in each reduce
+    emit = functools.partial(dedup_rows, by_image="exact" in dedup, by_url="url" in dedup, max_distance=k)
+    reduce = functools.partial(dedup_pairs_of_group, max_distance=k)
+    pairs = group_by_key(shards, reader, emit, reduce, partitions, executor)
     # semantic dedup (CLIP embeddings) joins here: its pairs in the same PAIR_SCHEMA
     return [p for p in pairs if p.num_rows]
 

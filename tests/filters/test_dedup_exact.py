@@ -126,3 +126,25 @@ def test_group_by_key_on_a_real_local_ray_with_several_blocks(local_ray, tmp_pat
 def test_group_by_key_refuses_a_bad_executor():
     with pytest.raises(ValueError, match="executor"):
         group_by_key([InputShard(0, "x")], lambda s: iter(()), exact_rows, exact_pairs, executor="spark")
+
+
+def test_one_shuffle_for_exact_keys_and_bands_gives_the_pairs_of_both(tmp_path):
+    import functools
+
+    from curation.runner import ParquetReader
+    from filters.dedup_exact import dedup_pairs_of_group, dedup_rows
+
+    table = _hash_table()
+    shards = _shards(tmp_path, table, 3)
+    emit = functools.partial(dedup_rows, by_image=True, by_url=True, max_distance=2)
+    got = group_by_key(shards, ParquetReader(batch_size=64), emit,
+                       functools.partial(dedup_pairs_of_group, max_distance=2), partitions=4, executor="local")
+    pairs = {(r["a"], r["b"]) for t in got for r in t.to_pylist()}
+    bands = {(r["a"], r["b"]) for r in candidate_pairs(band_rows(table, 2), 2).to_pylist()}
+    exact = {(r["a"], r["b"]) for r in exact_pairs(exact_rows(table)).to_pylist()}
+    assert pairs == bands | exact and exact - bands  # some byte copies are no pHash pairs here
+    # an exact key row never pairs with a band row, whatever their int keys
+    rows = pa.concat_tables([dedup_rows(table.slice(0, 1), True, False, None).set_column(0, "key", pa.array([7], pa.int64())),
+                             band_rows(pa.table({"record_id": ["z:1"], "phash": pa.array([7], pa.int64())}), 0)],
+                            promote_options="permissive")
+    assert dedup_pairs_of_group(rows, 0).num_rows == 0
