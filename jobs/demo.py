@@ -110,6 +110,9 @@ def clip_quality(out: Path | str) -> dict:
             union all
             select coalesce(json_extract_string(meta, '$.planted') = 'swapped_caption', false), true
             from rejects where stage = 'clip' and reason = 'clip_score_below_threshold'
+            union all  -- passed the CLIP filter, dropped after it
+            select coalesce(json_extract_string(meta, '$.planted') = 'swapped_caption', false), false
+            from rejects where stage in ('decontaminate', 'dedup')
         )
         select count(*) filter (where swapped and dropped), count(*) filter (where not swapped and dropped),
                count(*) filter (where swapped and not dropped), count(*) filter (where not swapped and not dropped)
