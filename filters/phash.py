@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
