@@ -648,6 +648,10 @@ def _group_reduce(reduce, *parts: pa.Table) -> pa.Table:
     return reduce(pa.concat_tables(parts, promote_options="permissive"))
 
 
+# input rows per reduce partition of `group_by_key` when the rows outnumber the cluster's CPUs
+GROUP_ROWS = 500_000
+
+
 def group_by_key(
     shards: Sequence[InputShard],
     reader: Callable[[InputShard], Iterator[pa.Table]],
@@ -660,7 +664,9 @@ def group_by_key(
 
     map (one task per input shard): `emit(batch)` turns the shard's batches
     into rows with a `key` column (int or string), which are cut into
-    `partitions` parts by a hash of the key. reduce (one task per partition):
+    `partitions` parts by a hash of the key (default: one per CPU of the
+    cluster, or one per GROUP_ROWS input rows if more; at most two per
+    input shard). reduce (one task per partition):
     `reduce(table)` gets every row of its keys (all of one key land in one
     partition; `None` when none came) and returns a table, e.g. the pairs its
     groups make. The map outputs stay in Ray's object store; the driver only
@@ -668,11 +674,10 @@ def group_by_key(
     same functions in this process (tests, small inputs).
     """
     shards = list(shards)
-    if partitions is None:
-        partitions = max(1, min(64, len(shards) * 2))
-    if partitions < 1:
+    if partitions is not None and partitions < 1:
         raise ValueError(f"partitions must be positive, got {partitions}")
     if executor == "local":
+        partitions = partitions or 1
         mapped = [_group_map(s, reader, emit, partitions) for s in shards]
         return [_group_reduce(reduce, *(m[p] for m in mapped)) for p in range(partitions)]
     if executor != "ray":
@@ -681,6 +686,11 @@ def group_by_key(
 
     if not shards:
         return [reduce(None)]
+    if partitions is None:
+        # a reduce task per CPU of the cluster, more when the rows are many (about GROUP_ROWS each)
+        rows = sum(s.rows for s in shards)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        partitions = max(1, min(2 * len(shards), max(cpus, -(-rows // GROUP_ROWS))))
     map_task = ray.remote(_group_map).options(num_returns=partitions, max_retries=3)
     reduce_task = ray.remote(_group_reduce).options(max_retries=3)
     mapped = [map_task.remote(s, reader, emit, partitions) for s in shards]

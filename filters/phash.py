@@ -217,21 +217,38 @@ def _pairs_in_sorted_groups(keys: np.ndarray, small: int = 32) -> tuple[np.ndarr
     return np.concatenate(left), np.concatenate(right)
 
 
-def candidate_pairs(rows: pa.Table | None, k: int) -> pa.Table:
+def candidate_pairs(rows: pa.Table | None, k: int, chunk_rows: int = 65_536) -> pa.Table:
     """Pairs (a < b by record_id) of records sharing a band key and within distance k (the reduce side).
 
-    A pair found in several bands is listed once.
+    A pair found in several bands is listed once. The sorted keys are taken
+    in slices of about `chunk_rows` rows, cut between groups, so memory follows
+    the slice's candidates, not the partition's.
     """
     if rows is None or rows.num_rows < 2:
         return PAIR_SCHEMA.empty_table()
     keys = rows.column("key").to_numpy()
     order = np.argsort(keys, kind="stable")
-    i, j = _pairs_in_sorted_groups(keys[order])
-    i, j = order[i], order[j]
+    sorted_keys = keys[order]
     hashes = rows.column("phash").to_numpy()
-    dist = hamming_array(hashes[i], hashes[j])
-    near = dist <= k
-    return pairs_table(rows, i[near], j[near], dist[near])
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    bounds = np.r_[starts, len(keys)]
+    found_i, found_j, found_d = [], [], []
+    lo = 0
+    while lo < len(keys):
+        # the end of this slice: the first group start at or past lo + chunk_rows (or the end)
+        g = int(np.searchsorted(bounds, lo + chunk_rows, side="left"))
+        hi = int(bounds[min(g, len(bounds) - 1)])
+        if hi <= lo:
+            hi = int(bounds[np.searchsorted(bounds, lo, side="right")])
+        i, j = _pairs_in_sorted_groups(sorted_keys[lo:hi])
+        i, j = order[i + lo], order[j + lo]
+        dist = hamming_array(hashes[i], hashes[j])
+        near = dist <= k
+        found_i.append(i[near])
+        found_j.append(j[near])
+        found_d.append(dist[near])
+        lo = hi
+    return pairs_table(rows, np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d))
 
 
 class PHash(Filter):

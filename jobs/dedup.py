@@ -56,7 +56,7 @@ class DedupConfig:
     shard_rows: int = DEFAULT_SHARD_ROWS
     task_cpus: float = 1.0
     batch_size: int = 256
-    partitions: int | None = None  # of the grouping's shuffle; None: twice the input shards, at most 64
+    partitions: int | None = None  # of the grouping's shuffle; None: one per cluster CPU (curation.runner.group_by_key)
     overwrite: bool = False
     resume: bool = False
     ray_address: str | None = None

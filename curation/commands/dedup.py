@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="drop records whose image is a near-duplicate of an evaluation image in this folder or records dataset")
     # --semantic (CLIP-embedding dedup) joins here: issue 10 item 3
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
-    p.add_argument("--partitions", type=int, default=None, help="partitions of the grouping's shuffle (default: 2 per input shard, at most 64)")
+    p.add_argument("--partitions", type=int, default=None, help="reduce partitions of the grouping's shuffle (default: one per cluster CPU, or per 500,000 records if more)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     add_output_arguments(p)
 

@@ -80,12 +80,12 @@ def _planted_hashes(n: int, dups: int, k: int, seed: int) -> np.ndarray:
     return base
 
 
-@pytest.mark.parametrize("k", [0, 2, 4, 6])
-def test_candidate_pairs_find_exactly_the_brute_force_pairs(k):
+@pytest.mark.parametrize("k,chunk_rows", [(0, 65_536), (2, 65_536), (4, 65_536), (6, 65_536), (4, 97), (2, 1)])
+def test_candidate_pairs_find_exactly_the_brute_force_pairs(k, chunk_rows):
     hashes = _planted_hashes(3000, 300, k, seed=k)
     ids = [f"r{i:05d}" for i in range(len(hashes))]
     batch = pa.table({"record_id": ids, "phash": pa.array(hashes, pa.int64())})
-    got = {(r["a"], r["b"], r["distance"]) for r in candidate_pairs(band_rows(batch, k), k).to_pylist()}
+    got = {(r["a"], r["b"], r["distance"]) for r in candidate_pairs(band_rows(batch, k), k, chunk_rows).to_pylist()}
     want = set()
     for i in range(len(hashes)):
         d = hamming_array(hashes[i], hashes[i + 1:])
