@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "download": "URL list (parquet, csv, tsv, jsonl) -> records, through img2dataset",
     "ingest": "annotation files (COCO, Visual Genome, ...) or img2dataset shards -> records",
     "filter": "measure and decide: basic checks and CLIP score",
+    "dedup": "drop duplicate records: same image bytes or URL, perceptual near-duplicates, eval-set overlap",
     "sql": "DuckDB SQL over a dataset directory (views records, samples, rejects)",
     "build": "records -> Qwen-VL / Qwen2-VL / Qwen2.5-VL samples (and packed sequences with --pack N)",
     "preview": "canonical records as JSON lines on stdin -> samples as JSON lines on stdout",

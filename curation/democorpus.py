@@ -10,7 +10,15 @@ pixels of the stored image. Some items carry a planted fault, labelled in
                      describe this image (``true_caption`` keeps the real one)
 ``corrupt``          a truncated JPEG, or an HTML error page saved as ``.jpg``
 ``tiny``             a valid JPEG with 16-24 px sides
-``duplicate``        an exact byte copy of another item's file, with its caption
+``duplicate``        an exact byte copy of an earlier item's file, with its caption
+``near_duplicate``   (only with ``near_duplicates=N``) a copy of an earlier clean item that
+                     differs a little: ``variant`` says how (``jpeg_quality`` re-encoded at
+                     quality 60, ``resize`` 10% smaller, ``crop`` 2% of each side's length
+                     cut off, ``caption`` the same pixels re-saved with a JPEG comment and
+                     another wording of the caption); annotations follow the pixels
+
+``duplicate_of`` names the source item of both kinds of copy; the source comes
+earlier in id order, so a dedup that keeps the first id keeps the source.
 
 Conventions
 -----------
@@ -27,7 +35,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -37,6 +45,7 @@ __all__ = [
     "SHAPES",
     "BACKGROUNDS",
     "PLANTED_KINDS",
+    "NEAR_DUPLICATE_VARIANTS",
     "DemoItem",
     "generate_corpus",
     "sample_pair",
@@ -63,6 +72,7 @@ BACKGROUNDS: dict[str, str] = {
     "checker": "checkered",
 }
 PLANTED_KINDS: tuple[str, ...] = ("swapped_caption", "corrupt", "tiny", "duplicate")
+NEAR_DUPLICATE_VARIANTS: tuple[str, ...] = ("jpeg_quality", "resize", "crop", "caption")
 
 _WORDS = ("SALE", "OPEN", "EXIT", "STOP", "cat", "hello", "demo", "42", "7", "2024", "A1", "ok")
 _JPEG_QUALITY = 90
@@ -86,6 +96,8 @@ class DemoItem:
     width: int = 0
     height: int = 0
     planted: str | None = None
+    duplicate_of: str | None = None  # the source item of a duplicate or near_duplicate
+    variant: str | None = None  # how a near_duplicate differs from its source
 
 
 @dataclass
@@ -333,15 +345,19 @@ def _fault_counts(n: int) -> dict[str, int]:
     return counts
 
 
-def generate_corpus(out_dir: str | os.PathLike, n: int = 240, seed: int = 0) -> list[DemoItem]:
+def generate_corpus(out_dir: str | os.PathLike, n: int = 240, seed: int = 0, near_duplicates: int = 0) -> list[DemoItem]:
     """Write ``n`` demo images into ``out_dir`` and return their items.
 
     About 15% of the items have a swapped caption and about n/80 each are
-    corrupt, tiny or duplicates (see the module docstring). Deterministic in
+    corrupt, tiny or duplicates (see the module docstring); with
+    ``near_duplicates=N``, N clean items are then replaced by near copies of
+    other, earlier clean items (the variants in turn). Deterministic in
     ``seed``: the same seed writes byte-identical files.
     """
     if n < 16:
         raise ValueError(f"n must be at least 16, got {n}")
+    if near_duplicates < 0:
+        raise ValueError(f"near_duplicates must not be negative, got {near_duplicates}")
     os.makedirs(out_dir, exist_ok=True)
     master = np.random.default_rng([seed, 7919])
     counts = _fault_counts(n)
@@ -408,7 +424,11 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 240, seed: int = 0) -> 
             items[i].caption = items[j].true_caption
         elif kind == "duplicate":
             j = clean[int(master.integers(0, len(clean)))]
+            if j > i:  # the source comes first in id order (no extra draw: the other faults stay as they were)
+                earlier = [c for c in clean if c < i] or clean
+                j = earlier[j % len(earlier)]
             src = items[j]
+            items[i].duplicate_of = src.item_id
             blobs[i] = blobs[j]
             items[i].caption = src.caption
             items[i].true_caption = src.true_caption
@@ -417,7 +437,70 @@ def generate_corpus(out_dir: str | os.PathLike, n: int = 240, seed: int = 0) -> 
             items[i].ocr = [{"text": o["text"], "quad": list(o["quad"])} for o in src.ocr]
             items[i].width, items[i].height = src.width, src.height
 
+    if near_duplicates:
+        _plant_near_duplicates(items, blobs, scenes, clean, near_duplicates, seed)
     for item, blob in zip(items, blobs):
         with open(os.path.join(out_dir, item.filename), "wb") as f:
             f.write(blob)
     return items
+
+
+def _scaled(regions: list[dict], ocr: list[dict], scale: float, dx: float, dy: float, w: int, h: int):
+    """Boxes and quads of an image cropped by (dx, dy) then scaled by `scale`, clipped to w x h."""
+
+    def fx(x):
+        return float(min(max((x - dx) * scale, 0.0), w))
+
+    def fy(y):
+        return float(min(max((y - dy) * scale, 0.0), h))
+
+    new_regions = [{"phrase": r["phrase"], "boxes": [[fx(b[0]), fy(b[1]), fx(b[2]), fy(b[3])] for b in r["boxes"]]}
+                   for r in regions]
+    new_ocr = [{"text": o["text"], "quad": [fx(v) if k % 2 == 0 else fy(v) for k, v in enumerate(o["quad"])]} for o in ocr]
+    return new_regions, new_ocr
+
+
+def _plant_near_duplicates(items: list[DemoItem], blobs: list[bytes], scenes: list, clean: list[int], m: int, seed: int) -> None:
+    """Replace `m` clean items (ids past the first quarter) by near copies of earlier clean items."""
+    rng = np.random.default_rng([seed, 4099])
+    used = {i for i, it in enumerate(items) if it.duplicate_of is not None}
+    used |= {int(it.duplicate_of.split("-")[-1]) for it in items if it.duplicate_of is not None}
+    free = [i for i in clean if i not in used]
+    late = [i for i in free if i >= len(items) // 4]
+    if m > len(late) // 2:
+        raise ValueError(f"near_duplicates={m} is too many for {len(items)} items")
+    targets = sorted(int(t) for t in rng.choice(late, size=m, replace=False))
+    sources_used: set[int] = set()
+    for k, i in enumerate(targets):
+        pool = [j for j in free if j < i and j not in targets and j not in sources_used]
+        j = pool[int(rng.integers(0, len(pool)))]
+        sources_used.add(j)
+        variant = NEAR_DUPLICATE_VARIANTS[k % len(NEAR_DUPLICATE_VARIANTS)]
+        src = items[j]
+        with Image.open(io.BytesIO(blobs[j])) as im:
+            image = im.convert("RGB")
+        w, h = image.size
+        regions = [{"phrase": r["phrase"], "boxes": [list(b) for b in r["boxes"]]} for r in src.regions]
+        ocr = [{"text": o["text"], "quad": list(o["quad"])} for o in src.ocr]
+        caption = src.caption
+        buf = io.BytesIO()
+        if variant == "jpeg_quality":
+            image.save(buf, format="JPEG", quality=60)
+        elif variant == "resize":
+            w2, h2 = round(w * 0.9), round(h * 0.9)
+            image.resize((w2, h2), Image.Resampling.BICUBIC).save(buf, format="JPEG", quality=_JPEG_QUALITY)
+            regions, ocr = _scaled(regions, ocr, w2 / w, 0, 0, w2, h2)
+            w, h = w2, h2
+        elif variant == "crop":
+            dx, dy = round(w * 0.01), round(h * 0.01)
+            w2, h2 = w - 2 * dx, h - 2 * dy
+            image.crop((dx, dy, dx + w2, dy + h2)).save(buf, format="JPEG", quality=_JPEG_QUALITY)
+            regions, ocr = _scaled(regions, ocr, 1.0, dx, dy, w2, h2)
+            w, h = w2, h2
+        else:  # the same pixels, other bytes (a comment), another wording of the caption
+            buf.write(blobs[j][:2] + b"\xff\xfe\x00\x0bnear copy" + blobs[j][2:])
+            caption = _caption(replace(scenes[j], template=(scenes[j].template + 1) % 4))
+        blobs[i] = buf.getvalue()
+        items[i] = DemoItem(item_id=items[i].item_id, filename=items[i].filename, caption=caption, true_caption=caption,
+                            qa=[dict(x) for x in src.qa], regions=regions, ocr=ocr, width=w, height=h,
+                            planted="near_duplicate", duplicate_of=src.item_id, variant=variant)

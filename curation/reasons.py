@@ -80,6 +80,11 @@ CAPTION_TOO_SHORT = _define("caption_too_short", "a caption has fewer words than
 CAPTION_TOO_LONG = _define("caption_too_long", "the first caption has more characters than the maximum")
 CLIP_SCORE_BELOW_THRESHOLD = _define("clip_score_below_threshold", "the image and its caption are too dissimilar (CLIP score under the threshold)")
 
+# --- dedup (stage `dedup`; `eval_overlap`: `decontaminate`); `duplicate_url` above is also the dedup stage's
+DUPLICATE_IMAGE = _define("duplicate_image", "the same image bytes (sha256) as the kept record named in detail (the record id that sorts first keeps)")
+NEAR_DUPLICATE = _define("near_duplicate", "the image's perceptual hash is within the Hamming distance setting of the kept record's (named in detail, with the distance)")
+EVAL_OVERLAP = _define("eval_overlap", "the image is a perceptual near-duplicate of an evaluation image (named in detail, with the distance)")
+
 # --- build (samples in a token format)
 INVALID_KEY = _define("invalid_key", "the image key (record_id) is empty, holds a special token or is not in Unicode NFC form")
 KEY_TOO_LONG = _define("key_too_long", "the image key (record_id) is longer than the token format allows")

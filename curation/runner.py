@@ -71,6 +71,7 @@ __all__ = [
     "parquet_shards",
     "ParquetReader",
     "run_remote",
+    "group_by_key",
 ]
 
 log = logging.getLogger(__name__)
@@ -701,3 +702,96 @@ def run_remote(fn: Callable[..., Any], *args, cpus: float = 1.0, gpus: float = 0
     gpus = gpus if float(resources.get("GPU", 0.0)) >= gpus else 0.0
     task = ray.remote(fn).options(num_cpus=fit_cpus(cpus, float(resources.get("CPU", 1.0))), num_gpus=gpus, max_retries=1)
     return ray.get(task.remote(*args))
+
+
+# ------------------------------------------------------------ a distributed group-by
+
+
+def _partition(table: pa.Table, parts: int) -> list[pa.Table]:
+    """`table` cut into `parts` tables by a hash of its `key` column (stable across processes)."""
+    if parts == 1 or table.num_rows == 0:
+        return [table] + [table.slice(0, 0)] * (parts - 1)
+    import numpy as np
+
+    key = table.column("key")
+    if pa.types.is_integer(key.type):
+        h = key.to_numpy().astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        bucket = (h >> np.uint64(33)) % np.uint64(parts)
+    else:
+        bucket = np.array([int.from_bytes(hashlib.blake2b(str(k).encode(), digest_size=8).digest(), "little") % parts
+                           for k in key.to_pylist()], dtype=np.uint64)
+    order = np.argsort(bucket, kind="stable")
+    counts = np.bincount(bucket.astype(np.int64), minlength=parts)
+    table = table.take(pa.array(order))
+    out, start = [], 0
+    for n in counts:
+        out.append(table.slice(start, int(n)))
+        start += int(n)
+    return out
+
+
+def _group_map(shard: InputShard, reader, emit, parts: int) -> list[pa.Table]:
+    emitted = [emit(b) for b in reader(shard)]
+    emitted = [t for t in emitted if t is not None and t.num_rows]
+    if not emitted:
+        return [pa.table({"key": pa.array([], pa.int64())})] * parts
+    return _partition(pa.concat_tables(emitted, promote_options="permissive"), parts)
+
+
+def _group_reduce(reduce, *parts: pa.Table) -> pa.Table:
+    parts = tuple(t for t in parts if t.num_rows)
+    if not parts:
+        return reduce(None)
+    return reduce(pa.concat_tables(parts, promote_options="permissive"))
+
+
+# input rows per reduce partition of `group_by_key` when the rows outnumber the cluster's CPUs
+GROUP_ROWS = 500_000
+
+
+def group_by_key(
+    shards: Sequence[InputShard],
+    reader: Callable[[InputShard], Iterator[pa.Table]],
+    emit: Callable[[pa.Table], pa.Table | None],
+    reduce: Callable[[pa.Table | None], pa.Table],
+    partitions: int | None = None,
+    executor: str = "ray",
+) -> list[pa.Table]:
+    """A group-by as a hash shuffle over Ray tasks; returns the reduce results (keep them small).
+
+    map (one task per input shard): `emit(batch)` turns the shard's batches
+    into rows with a `key` column (int or string), which are cut into
+    `partitions` parts by a hash of the key (default: one per CPU of the
+    cluster, or one per GROUP_ROWS input rows if more; at most two per
+    input shard). reduce (one task per partition):
+    `reduce(table)` gets every row of its keys (all of one key land in one
+    partition; `None` when none came) and returns a table, e.g. the pairs its
+    groups make. The map outputs stay in Ray's object store; the driver only
+    submits tasks and receives the reduce results. `executor="local"` runs the
+    same functions in this process (tests, small inputs).
+    """
+    shards = list(shards)
+    if partitions is not None and partitions < 1:
+        raise ValueError(f"partitions must be positive, got {partitions}")
+    if executor == "local":
+        partitions = partitions or 1
+        mapped = [_group_map(s, reader, emit, partitions) for s in shards]
+        return [_group_reduce(reduce, *(m[p] for m in mapped)) for p in range(partitions)]
+    if executor != "ray":
+        raise ValueError(f"unknown executor {executor!r}: ray or local")
+    import ray
+
+    if not shards:
+        return [reduce(None)]
+    if partitions is None:
+        # a reduce task per CPU of the cluster, more when the rows are many (about GROUP_ROWS each)
+        rows = sum(s.rows for s in shards)
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        partitions = max(1, min(2 * len(shards), max(cpus, -(-rows // GROUP_ROWS))))
+    map_task = ray.remote(_group_map).options(num_returns=partitions, max_retries=3)
+    reduce_task = ray.remote(_group_reduce).options(max_retries=3)
+    mapped = [map_task.remote(s, reader, emit, partitions) for s in shards]
+    if partitions == 1:
+        mapped = [[m] for m in mapped]
+    refs = [reduce_task.remote(reduce, *(m[p] for m in mapped)) for p in range(partitions)]
+    return ray.get(refs)

@@ -5,7 +5,7 @@ makes them from a job config), one line in FILTERS, one test file. Jobs and
 `curate filter` run the filters named by their `filters` setting, in order.
 """
 
-from filters import basic, clip_score, text
+from filters import basic, clip_score, phash, text
 from filters.base import Drop, Filter
 from filters.basic import BasicFilter
 from filters.clip_score import ClipModelSpec, ClipPreprocess, ClipScore
@@ -18,6 +18,7 @@ FILTERS = {
     "basic": basic.from_config,
     "clip": clip_score.from_config,
     "text": text.from_config,
+    "phash": phash.from_config,  # measures `phash` only; the grouping is the dedup job's (jobs/dedup.py)
 }
 
 

@@ -2,13 +2,15 @@
 
 1. Generate a seeded synthetic corpus (shapes of known colours and positions,
    with captions, VQA pairs, regions and text lines; planted faults labelled
-   in `meta`: swapped captions, corrupt files, tiny images, duplicates).
+   in `meta`: swapped captions, corrupt files, tiny images, exact duplicates and
+   near-duplicates, each copy naming its source).
 2. Serve it from a loopback HTTP server started and stopped here.
 3. Run the web-pairs job over the URL list: img2dataset downloads, the basic
    and CLIP filters (the shipped demo CLIP model, loaded like any open_clip
-   checkpoint), the build of Qwen-VL samples.
-4. Audit with DuckDB: counts per stage and reason, and the CLIP filter's
-   precision and recall on the planted swapped captions.
+   checkpoint), exact and perceptual dedup, the build of Qwen-VL samples.
+4. Audit with DuckDB: counts per stage and reason, the CLIP filter's
+   precision and recall on the planted swapped captions, and the dedup's on
+   the planted copies.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import pyarrow.parquet as pq
 
 from jobs import web_pairs
 
-__all__ = ["DemoConfig", "DEMO_CLIP_DIR", "serve_directory", "write_url_list", "run", "clip_quality", "summary_lines"]
+__all__ = ["DemoConfig", "DEMO_CLIP_DIR", "serve_directory", "write_url_list", "run", "clip_quality", "dedup_quality",
+           "summary_lines"]
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,9 @@ class DemoConfig:
     clip_checkpoint: str = str(DEMO_CLIP_DIR / "demo_clip.pt")
     tasks: tuple[str, ...] = ("caption", "vqa", "ref_grounding", "grounded_caption", "ocr")
     pack: int | None = 2048
+    # planted near copies (curation/democorpus.py) and the dedup that should find them
+    near_duplicates: int = 24
+    dedup: tuple[str, ...] = ("exact", "url", "phash")
     shard_rows: int = 10_000
     task_cpus: float = 1.0
     ray_address: str | None = None
@@ -80,7 +86,8 @@ def write_url_list(items, base_url: str, path: Path) -> Path:
         "id": [it.item_id for it in items],
         "url": [f"{base_url}/{it.filename}" for it in items],
         "caption": [it.caption for it in items],
-        "meta": [json.dumps({"planted": it.planted} if it.planted else {}) for it in items],
+        "meta": [json.dumps({k: v for k, v in (("planted", it.planted), ("duplicate_of", it.duplicate_of),
+                                                  ("variant", it.variant)) if v}) for it in items],
         "qa": [json.dumps(it.qa) for it in items],
         "regions": [json.dumps(it.regions) for it in items],
         "ocr": [json.dumps(it.ocr) for it in items],
@@ -103,6 +110,9 @@ def clip_quality(out: Path | str) -> dict:
             union all
             select coalesce(json_extract_string(meta, '$.planted') = 'swapped_caption', false), true
             from rejects where stage = 'clip' and reason = 'clip_score_below_threshold'
+            union all  -- passed the CLIP filter, dropped after it
+            select coalesce(json_extract_string(meta, '$.planted') = 'swapped_caption', false), false
+            from rejects where stage in ('decontaminate', 'dedup')
         )
         select count(*) filter (where swapped and dropped), count(*) filter (where not swapped and dropped),
                count(*) filter (where swapped and not dropped), count(*) filter (where not swapped and not dropped)
@@ -117,6 +127,37 @@ def clip_quality(out: Path | str) -> dict:
         "precision": tp / (tp + fp) if tp + fp else None,
         "recall": tp / (tp + fn) if tp + fn else None,
         "false_drop_rate": fp / (fp + tn) if fp + tn else None,
+    }
+
+
+def dedup_quality(out: Path | str, items, source: str = "demo") -> dict:
+    """Precision and recall of the dedup on the planted copies (`items`: the demo corpus; DuckDB over OUT).
+
+    A copy counts when it and its source both reached the dedup (neither was
+    dropped before); it is found when the dedup drops it naming its source.
+    Every other dedup drop is a false merge.
+    """
+    from curation.audit import connect
+
+    con = connect(out)
+    reached = {rid for (rid,) in con.execute(
+        "select record_id from records union all select record_id from rejects where stage = 'dedup'").fetchall()}
+    drops = dict(con.execute("select record_id, detail from rejects where stage = 'dedup'").fetchall())
+    copies = {f"{source}:{it.item_id}": f"{source}:{it.duplicate_of}" for it in items if it.duplicate_of}
+    counted = {rid: src for rid, src in copies.items() if rid in reached and src in reached}
+    found = [rid for rid, src in counted.items() if rid in drops and f"of {src} " in drops[rid] + " "]
+    by_kind: dict[str, list[int]] = {}
+    kinds = {f"{source}:{it.item_id}": it.variant or it.planted for it in items if it.duplicate_of}
+    for rid in counted:
+        by_kind.setdefault(kinds[rid], [0, 0])[1] += 1
+        by_kind[kinds[rid]][0] += rid in found
+    return {
+        "copies_reaching_dedup": len(counted),
+        "found": len(found),
+        "false_merges": len(drops) - len(found),
+        "precision": len(found) / len(drops) if drops else None,
+        "recall": len(found) / len(counted) if counted else None,
+        "found_by_kind": {k: f"{a}/{b}" for k, (a, b) in sorted(by_kind.items())},
     }
 
 
@@ -166,6 +207,7 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
         min_clip_score=cfg.min_clip_score,
         tasks=tuple(cfg.tasks),
         pack=cfg.pack,
+        dedup=tuple(cfg.dedup),
         shard_rows=cfg.shard_rows,
         task_cpus=cfg.task_cpus,
         overwrite=overwrite or _previous_demo(out),
@@ -174,13 +216,15 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
     with web_pairs.open_output(job) as writer:
         www = writer.work_dir / "www"
         www.mkdir()
-        items = generate_corpus(www, n=cfg.images, seed=cfg.seed)
+        items = generate_corpus(www, n=cfg.images, seed=cfg.seed, near_duplicates=cfg.near_duplicates)
         log.info("demo: generated %d images (seed %d) in %.1fs", len(items), cfg.seed, time.time() - t0)
         with serve_directory(www) as base_url:
             urls = write_url_list(items, base_url, writer.work_dir / "urls.parquet")
             manifest = web_pairs.run(replace(job, urls=str(urls)), writer)
     manifest["demo"] = {"images": len(items), "seed": cfg.seed, "wall_seconds": round(time.time() - t0, 2)}
     manifest["demo"]["clip"] = clip_quality(cfg.out)
+    if cfg.dedup:
+        manifest["demo"]["dedup"] = dedup_quality(cfg.out, items)
     return manifest
 
 

@@ -9,6 +9,13 @@ With `clip_keep_fraction` (DataComp's top fraction by CLIP score) the records
 are scored first, into a scratch dataset; the exact cutoff over every score
 comes next; a second pass keeps the top fraction and builds the samples.
 
+With `dedup` stages (or `decontaminate`) in the config, dedup needs the whole
+dataset, so the recipe runs in two passes (jobs/dedup.py):
+
+    download → filters (+ phash) → records of a work dataset in the staging
+    grouping on the cluster (exact keys, pHash bands) → decisions
+    work records → Decontaminate → DedupDecide → records + rejects → build
+
 `curate run JOB.toml` runs it from a config file; `curate demo` runs it on a
 generated corpus served from loopback; `curate download` and `curate filter`
 run its first half.
@@ -32,6 +39,7 @@ from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, i
 from curation.runtime import Stage
 from jobs.build import DEFAULT_MAX_PIXELS as DEFAULT_VISION_MAX_PIXELS
 from jobs.build import DEFAULT_MIN_PIXELS as DEFAULT_VISION_MIN_PIXELS
+from filters.phash import DEFAULT_MAX_DISTANCE
 from jobs.build import build_extra, build_steps
 
 __all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "needs_two_passes", "open_output", "download", "filter_records", "run"]
@@ -94,6 +102,11 @@ class WebPairsConfig:
     semdedup: bool = False
     semdedup_threshold: float = 0.95  # cosine similarity (SemDeDup's eps = 1 - threshold)
     semdedup_clusters: int | None = None  # None: one per 1000 embedded records
+    # dedup over the whole dataset, after the filters (jobs/dedup.py): "exact" (image sha256), "url"
+    # (normalised URL), "phash" (perceptual, within max_hamming_distance); decontaminate: eval images
+    dedup: tuple[str, ...] = ()
+    max_hamming_distance: int = DEFAULT_MAX_DISTANCE
+    decontaminate: str | None = None  # a folder of eval images or a records dataset
     # build
     format: str = "qwen-vl"
     tasks: tuple[str, ...] = ("caption",)
@@ -187,7 +200,11 @@ def needs_two_passes(cfg: WebPairsConfig) -> bool:
             raise InputError("semantic dedup needs the CLIP image embeddings: a clip_model (--clip-model) and the clip filter")
     if cfg.keep_embeddings and not cfg.clip_model:
         raise InputError("keep_embeddings (--keep-embeddings) needs a clip_model (--clip-model)")
-    return cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
+    two = cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
+    if two and (getattr(cfg, "dedup", ()) or getattr(cfg, "decontaminate", None)):
+        raise InputError("dedup / decontaminate and clip_keep_fraction / semdedup in one job are not supported yet: "
+                         "run the job with one of them, then `curate dedup` or `curate filter` on its output")
+    return two
 
 
 def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
@@ -272,6 +289,43 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
         return writer.close(config=config, extra=extra)
 
 
+def _run_with_dedup(cfg: WebPairsConfig, writer: DatasetWriter, build: list) -> tuple[dict, dict]:
+    """Both passes of a job with dedup stages; returns the second pass's summary and manifest extras."""
+    import pyarrow as pa
+
+    from filters.phash import PHash
+    from jobs.dedup import dedup_steps
+
+    stages = filter_stages(cfg)
+    if ("phash" in cfg.dedup or cfg.decontaminate) and not any(isinstance(s, PHash) for s in stages):
+        stages.append(PHash(cfg.max_pixels))
+    t0 = time.time()
+    work = writer.staging / "filtered"
+    if not (writer.resumed and (work / "manifest.json").is_file()):
+        with DatasetWriter(work, overwrite=True, resume=writer.resumed, config=identity(cfg, part="filtered")) as first:
+            _run_urls(cfg, first, _download_pipeline(cfg, [*stages, Sink("records")]))
+            first.close()
+    filtered = Dataset(work)
+    for name, c in filtered.manifest["stages"].items():  # the first pass's counts and rejects join the output's
+        writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
+    for rb in filtered.iter_batches("rejects", batch_size=8192):
+        writer.write("rejects", pa.Table.from_batches([rb]))
+    files = [(p, s["rows"]) for p, s in zip(filtered.shard_paths("records"), filtered.shards("records"))]
+    writer.timings["first_pass"] = time.time() - t0
+    steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
+                                 cfg.shard_rows)
+    writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
+    t0 = time.time()
+    pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, Sink("records"), *build],
+                        task_cpus=cfg.task_cpus)
+    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+    writer.timings["second_pass"] = time.time() - t0
+    extra = {"dedup": figures}
+    if "download" in filtered.manifest:
+        extra["download"] = filtered.manifest["download"]
+    return summary, extra
+
+
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     """Run the whole job; returns the manifest (also written to `cfg.out`).
 
@@ -279,15 +333,20 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     writer; a failure leaves any old dataset in `cfg.out` as it was, and the
     finished input shards in its staging directory for `resume`.
     """
+    from jobs.dedup import check_settings
+
     read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
     fetch_policy(cfg)
+    check_settings(cfg.dedup, cfg.max_hamming_distance)
     with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack,
                             min_pixels=cfg.vision_min_pixels, max_pixels=cfg.vision_max_pixels)
         extra: dict = {}
-        if needs_two_passes(cfg):  # score everything first, then dedup / keep the top fraction, and build
+        if cfg.dedup or cfg.decontaminate:  # filters, then dedup over the whole dataset, then build
+            summary, extra = _run_with_dedup(cfg, writer, build)
+        elif needs_two_passes(cfg):  # score everything first, then semantic dedup / the top fraction, and build
             first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
             summary, extra = _score_then_decide(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
         else:

@@ -61,6 +61,14 @@ def run(args: argparse.Namespace) -> int:
         f"({clip['true_positives']}/{clip['swapped_reaching_clip']} swapped dropped, "
         f"{clip['false_positives']}/{clip['others_reaching_clip']} others dropped)"
     )
+    if "dedup" in m["demo"]:
+        d = m["demo"]["dedup"]
+        print(
+            f"dedup (pHash within {m['dedup']['max_hamming_distance']}) on planted copies: "
+            f"precision {pct(d['precision'])}, recall {pct(d['recall'])} "
+            f"({d['found']}/{d['copies_reaching_dedup']} copies dropped naming their source, {d['false_merges']} false merges; "
+            + ", ".join(f"{k} {v}" for k, v in d["found_by_kind"].items()) + ")"
+        )
     if "packing" in m:
         p = m["packing"]
         print(f"packed {p['samples']} samples into {p['sequences']} sequences of <= {p['max_tokens']} tokens, fill ratio {p['fill_ratio']:.3f}")

@@ -151,3 +151,35 @@ def test_rejects_too_small_corpus(tmp_path, bad):
 def test_rejects_non_generator():
     with pytest.raises(ValueError):
         sample_pair(42)
+
+
+def test_near_duplicates_are_close_copies_of_earlier_clean_items(tmp_path):
+    from filters.phash import hamming, phash64
+
+    items = generate_corpus(tmp_path, n=240, seed=0, near_duplicates=24)
+    by_id = {it.item_id: it for it in items}
+    copies = [it for it in items if it.planted == "near_duplicate"]
+    assert len(copies) == 24
+    assert Counter(it.variant for it in copies) == {"jpeg_quality": 6, "resize": 6, "crop": 6, "caption": 6}
+    # the faults planted without near-duplicates are where they were
+    plain = generate_corpus(tmp_path / "plain", n=240, seed=0)
+    assert [it.planted for it in plain if it.planted] == [it.planted for it in items if it.planted and it.planted != "near_duplicate"]
+    for it in copies + [it for it in items if it.planted == "duplicate"]:
+        src = by_id[it.duplicate_of]
+        assert src.planted is None and src.item_id < it.item_id
+        data, src_data = (tmp_path / it.filename).read_bytes(), (tmp_path / src.filename).read_bytes()
+        with Image.open(tmp_path / it.filename) as im:
+            assert im.size == (it.width, it.height)
+        if it.planted == "duplicate":
+            assert data == src_data
+            continue
+        assert data != src_data and hamming(phash64(data), phash64(src_data)) <= 8
+        if it.variant == "caption":
+            assert it.caption != src.caption and _pairs(it.caption) == _pairs(src.caption)
+            with Image.open(tmp_path / it.filename) as a, Image.open(tmp_path / src.filename) as b:
+                assert a.tobytes() == b.tobytes()
+        else:
+            assert it.caption == src.caption
+        for reg in it.regions:
+            x1, y1, x2, y2 = reg["boxes"][0]
+            assert 0 <= x1 < x2 <= it.width and 0 <= y1 < y2 <= it.height

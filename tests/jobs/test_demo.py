@@ -67,7 +67,7 @@ def test_demo_prints_the_summary(demo):
     assert "CLIP filter (threshold" in printed
     assert "wall time" in printed
     assert f"output: {out}" in printed
-    for stage in ("download", "basic", "clip", "build"):
+    for stage in ("download", "basic", "clip", "phash", "dedup", "build"):
         assert stage in printed
 
 
@@ -117,8 +117,28 @@ def test_every_url_is_a_record_or_a_reject(demo, capsys):
     out, _ = demo
     manifest = json.loads((out / "manifest.json").read_text())
     images = manifest["stages"]["download"]["in"]
-    rows = sql(capsys, out, "select (select count(*) from records) + (select count(distinct record_id) from rejects where stage in ('download', 'basic', 'clip'))")
+    rows = sql(capsys, out, "select (select count(*) from records) + (select count(distinct record_id) from rejects where stage in ('download', 'basic', 'clip', 'dedup'))")
     assert int(rows[1][0]) == images
+
+
+def test_dedup_drops_the_planted_copies_naming_their_sources(demo, capsys, tmp_path):
+    """Issue 10: the 3 exact copies as duplicate_image, >= 95% of the near copies, no other image merged."""
+    from curation.democorpus import generate_corpus
+    from jobs.demo import DemoConfig, dedup_quality
+
+    out, printed = demo
+    cfg = DemoConfig()
+    items = generate_corpus(tmp_path, n=cfg.images, seed=cfg.seed, near_duplicates=cfg.near_duplicates)
+    rows = sql(capsys, out, "select record_id, reason, detail from rejects where stage = 'dedup'")
+    by_id = {r[0]: (r[1], r[2]) for r in rows[1:]}
+    exact = [it for it in items if it.planted == "duplicate"]
+    assert len(exact) == 3
+    for it in exact:
+        assert by_id[f"demo:{it.item_id}"] == ("duplicate_image", f"duplicate of demo:{it.duplicate_of} (same sha256)")
+    quality = dedup_quality(out, items)
+    assert quality["copies_reaching_dedup"] >= 25
+    assert quality["recall"] >= 0.95 and quality["false_merges"] == 0 and quality["precision"] == 1.0
+    assert "dedup (pHash within 4) on planted copies: precision 100.0%" in printed
 
 
 def test_caption_samples_are_qwen_vl(demo, capsys):

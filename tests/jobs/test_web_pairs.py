@@ -250,3 +250,27 @@ def test_a_killed_clip_actor_is_restarted_and_every_row_accounted(site, tmp_path
     records, _, rejects = _contents(tmp_path / "out")
     assert len(records) + len(rejects) == 81  # rows in = records + rejects
     assert m["stages"]["clip"]["in"] == m["stages"]["basic"]["out"]
+
+
+def test_run_with_dedup_stages_from_a_toml_config(site, tmp_path, capsys, local_ray):
+    """Issue 10: `dedup = [...]` in a config runs the dedup between the filters and the build (two passes)."""
+    root, urls, items = site
+    job = tmp_path / "job.toml"
+    job.write_text(
+        f'urls = "{urls}"\nout = "{tmp_path / "out"}"\nsource = "web"\nurl_col = "link"\ncaption_col = "text"\n'
+        'id_col = "id"\nfilters = ["basic"]\ndedup = ["exact", "url", "phash"]\ntasks = ["caption"]\n'
+        'allow_private_network = true\n'
+    )
+    assert main(["run", str(job)]) == 0
+    ds = Dataset(tmp_path / "out")
+    m = ds.manifest
+    assert list(m["stages"]) == ["download", "basic", "phash", "dedup", "build"]
+    assert m["stages"]["dedup"]["in"] == m["stages"]["basic"]["out"]
+    assert m["download"]["requests"] >= 81 and m["dedup"]["max_hamming_distance"] == 4
+    rejects = {r["record_id"]: r for r in ds.read("rejects").to_pylist()}
+    for it in (it for it in items if it.planted == "duplicate"):
+        assert rejects[f"web:{it.item_id}"]["reason"] == "duplicate_image"
+        assert rejects[f"web:{it.item_id}"]["detail"] == f"duplicate of web:{it.duplicate_of} (same sha256)"
+    # every URL is a record or a reject of one stage, and the build saw exactly the records
+    assert ds.rows("records") + len(rejects) == 81
+    assert m["stages"]["build"]["in"] == ds.rows("records") == m["stages"]["dedup"]["out"]

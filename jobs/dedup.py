@@ -1,0 +1,168 @@
+"""Job: dedup a records dataset (exact copies, perceptual near-duplicates, eval-set overlap).
+
+The recipe (`curate dedup IN --out OUT --exact --phash [--decontaminate X]`):
+
+    1. measure   records without a `phash` -> PHash -> records (a work dataset in
+                 the output's staging; skipped when every image has its phash)
+    2. group     on the cluster, a shuffle (curation.runner.group_by_key):
+                 exact keys (sha256, normalised URL) and pHash bands ->
+                 pairs -> groups, the first record id of each kept
+                 (filters/dedup_exact.py, filters/phash.py)
+    3. decide    records -> Decontaminate -> DedupDecide -> records + rejects
+
+The web-pairs job runs the same steps 2 and 3 between its filters and its
+build when its config names `dedup` stages (jobs/web_pairs.py).
+Semantic dedup (CLIP embeddings, issue 10 item 3) is one more kind of pair
+for step 2: `dedup_pairs` is where it joins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from curation.dataset import Dataset, DatasetWriter
+from curation.errors import InputError
+from curation.runner import (DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, group_by_key, init_ray,
+                             parquet_shards, run_pipeline)
+from curation.runtime import Stage
+from filters.dedup_exact import KEY_COLUMNS, DedupDecide, decide_duplicates, dedup_pairs_of_group, dedup_rows
+from filters.phash import DEFAULT_MAX_DISTANCE, PHash, Decontaminate, band_layout, eval_hashes
+
+__all__ = ["DEDUP_KINDS", "DedupConfig", "needs_phash", "dedup_pairs", "dedup_steps", "measure_phash", "run"]
+
+log = logging.getLogger(__name__)
+
+# the kinds of duplicate a config may name, in the order they are grouped
+DEDUP_KINDS = ("exact", "url", "phash")
+RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    out: str
+    # "exact": same image bytes (sha256); "url": same normalised URL; "phash": perceptual near-duplicates
+    dedup: tuple[str, ...] = ("exact", "url")
+    max_hamming_distance: int = DEFAULT_MAX_DISTANCE
+    decontaminate: str | None = None  # a folder of eval images or a records dataset
+    shard_rows: int = DEFAULT_SHARD_ROWS
+    task_cpus: float = 1.0
+    batch_size: int = 256
+    partitions: int | None = None  # of the grouping's shuffle; None: one per cluster CPU (curation.runner.group_by_key)
+    overwrite: bool = False
+    resume: bool = False
+    ray_address: str | None = None
+
+
+def check_settings(dedup: Sequence[str], max_hamming_distance: int) -> None:
+    unknown = [k for k in dedup if k not in DEDUP_KINDS]
+    if unknown:
+        raise InputError(f"unknown dedup kind {unknown[0]!r} (known: {', '.join(DEDUP_KINDS)})")
+    try:
+        band_layout(max_hamming_distance)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+
+
+def needs_phash(files: Sequence[Path | str]) -> bool:
+    """Whether some record with image bytes lacks a `phash` (from the Parquet footers: null counts)."""
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        names = [meta.schema.column(i).name for i in range(meta.num_columns)]
+        if "phash" not in names:
+            return meta.num_rows > 0
+        ph, im = names.index("phash"), names.index("image") if "image" in names else None
+        for g in range(meta.num_row_groups):
+            rg = meta.row_group(g)
+            ph_stats = rg.column(ph).statistics
+            im_nulls = rg.num_rows if im is None else (rg.column(im).statistics.null_count if rg.column(im).statistics else 0)
+            if ph_stats is None or ph_stats.null_count > im_nulls:
+                return True
+    return False
+
+
+def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int,
+                shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None, executor: str = "ray") -> list[pa.Table]:
+    """The pairs of duplicate records among the records files, grouped on the cluster (step 2)."""
+    shards = parquet_shards(files, shard_rows)
+    present = set(pq.ParquetFile(files[0][0]).schema_arrow.names) if files else set()
+    reader = ParquetReader(batch_size=8192, columns=tuple(c for c in KEY_COLUMNS if c in present))
+    k = max_distance if "phash" in dedup and "phash" in present else None
+    if not ("exact" in dedup or "url" in dedup or k is not None):
+        return []
+    # one shuffle for every kind: exact keys and pHash bands travel together, apart in each reduce
+    emit = functools.partial(dedup_rows, by_image="exact" in dedup, by_url="url" in dedup, max_distance=k)
+    reduce = functools.partial(dedup_pairs_of_group, max_distance=k)
+    pairs = group_by_key(shards, reader, emit, reduce, partitions, executor)
+    # semantic dedup (CLIP embeddings) joins here: its pairs in the same PAIR_SCHEMA
+    return [p for p in pairs if p.num_rows]
+
+
+def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: Path,
+                decontaminate: str | None = None, shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None,
+                executor: str = "ray") -> tuple[list[Stage], dict]:
+    """The stages of step 3 (decisions of step 2 in a work file) and figures for the manifest."""
+    t0 = time.time()
+    steps: list[Stage] = []
+    figures: dict = {"kinds": list(dedup), "max_hamming_distance": max_distance}
+    if decontaminate:
+        evals = eval_hashes(decontaminate)
+        steps.append(Decontaminate(evals, max_distance))
+        figures["eval_images"] = evals.num_rows
+    if dedup:
+        pairs = dedup_pairs(files, dedup, max_distance, shard_rows, partitions, executor)
+        decisions = decide_duplicates(pairs)
+        path = Path(work_dir) / "dedup_decisions.parquet"
+        pq.write_table(decisions, path)
+        steps.append(DedupDecide(str(path)))
+        figures.update({"pairs": sum(p.num_rows for p in pairs), "duplicates": decisions.num_rows,
+                        "grouping_seconds": round(time.time() - t0, 3)})
+    return steps, figures
+
+
+def measure_phash(files: list[tuple[Path, int]], work: Path, cfg_identity: dict, resume: bool, shard_rows: int,
+                  task_cpus: float, batch_size: int, executor: str = "ray") -> list[tuple[Path, int]]:
+    """Step 1: a work dataset whose records all have their phash; returns its records files."""
+    if (work / "manifest.json").is_file() and resume:
+        done = Dataset(work)
+    else:
+        with DatasetWriter(work, overwrite=True, resume=resume, config=cfg_identity) as writer:
+            pipeline = Pipeline(ParquetReader(batch_size=batch_size), [PHash(), Sink("records")], task_cpus=task_cpus)
+            run_pipeline(pipeline, parquet_shards(files, shard_rows), writer, executor=executor)
+            writer.close()
+        done = Dataset(work)
+    return [(p, s["rows"]) for p, s in zip(done.shard_paths("records"), done.shards("records"))]
+
+
+def run(cfg: DedupConfig, input_dir: str, verify: bool = False, executor: str = "ray") -> dict:
+    """Dedup the records of `input_dir` into `cfg.out`; returns the manifest."""
+    check_settings(cfg.dedup, cfg.max_hamming_distance)
+    if not cfg.dedup and not cfg.decontaminate:
+        raise InputError("nothing to do: name at least one of --exact, --url, --phash, --decontaminate")
+    src = Dataset(input_dir, verify=verify)
+    files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
+    identity = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_KEYS},
+                "job": "dedup", "input": str(Path(input_dir).resolve())}
+    with DatasetWriter(cfg.out, overwrite=cfg.overwrite, inputs=(input_dir,), resume=cfg.resume, config=identity) as writer:
+        if executor == "ray":
+            init_ray(cfg.ray_address)
+        t0 = time.time()
+        if ("phash" in cfg.dedup or cfg.decontaminate) and needs_phash([f for f, _ in files]):
+            files = measure_phash(files, writer.staging / "measured", identity, writer.resumed, cfg.shard_rows,
+                                  cfg.task_cpus, cfg.batch_size, executor)
+            writer.timings["phash"] = time.time() - t0
+        steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
+                                     cfg.shard_rows, cfg.partitions, executor)
+        writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
+        pipeline = Pipeline(ParquetReader(batch_size=cfg.batch_size), [*steps, Sink("records")], task_cpus=cfg.task_cpus)
+        run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer, executor=executor)
+        return writer.close(config={"command": "dedup", "input": input_dir, **dataclasses.asdict(cfg)},
+                            extra={"dedup": figures})
