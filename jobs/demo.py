@@ -216,7 +216,9 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
     with web_pairs.open_output(job) as writer:
         www = writer.work_dir / "www"
         www.mkdir()
-        items = generate_corpus(www, n=cfg.images, seed=cfg.seed, near_duplicates=cfg.near_duplicates)
+        # near copies in proportion to the corpus (24 of the default 240 images), so a smaller demo has room for them
+        near = cfg.near_duplicates * min(cfg.images, 240) // 240
+        items = generate_corpus(www, n=cfg.images, seed=cfg.seed, near_duplicates=near)
         log.info("demo: generated %d images (seed %d) in %.1fs", len(items), cfg.seed, time.time() - t0)
         with serve_directory(www) as base_url:
             urls = write_url_list(items, base_url, writer.work_dir / "urls.parquet")

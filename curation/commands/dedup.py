@@ -9,6 +9,11 @@ from curation.runner import DEFAULT_SHARD_ROWS
 
 __all__ = ["add_arguments", "run"]
 
+EXAMPLES = """examples:
+  curate dedup filtered --out deduped --exact                     same image bytes or URL
+  curate dedup filtered --out deduped --exact --phash             and perceptual near-duplicates (pHash within 4)
+  curate dedup filtered --out deduped --phash --decontaminate eval-images/   and near-copies of evaluation images"""
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from filters.phash import DEFAULT_MAX_DISTANCE
@@ -23,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--decontaminate", default=None, metavar="FOLDER_OR_DATASET",
                    help="drop records whose image is a near-duplicate of an evaluation image in this folder or records dataset")
     # --semantic (CLIP-embedding dedup) joins here: issue 10 item 3
-    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
+    p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help=f"records per input shard (unit of work, resume and output shard; default {DEFAULT_SHARD_ROWS})")
     p.add_argument("--partitions", type=int, default=None, help="reduce partitions of the grouping's shuffle (default: one per cluster CPU, or per 500,000 records if more)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     add_output_arguments(p)
