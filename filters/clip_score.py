@@ -568,5 +568,6 @@ def from_config(cfg) -> list[Filter]:
     pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels, fast_decode=getattr(cfg, "clip_fast_decode", False))
     pre.batch_size = batch
     pooled = getattr(cfg, "clip_actors", None)
-    keep = bool(getattr(cfg, "keep_embeddings", False) or getattr(cfg, "semdedup", False))
+    keep = bool(getattr(cfg, "keep_embeddings", False) or getattr(cfg, "semdedup", False)
+                or "semantic" in (getattr(cfg, "dedup", None) or ()))
     return [pre, ClipScore(spec, cfg.min_clip_score, gpus=gpus, batch_size=batch, pooled=pooled, keep_embeddings=keep)]

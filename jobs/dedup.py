@@ -41,8 +41,9 @@ __all__ = ["DEDUP_KINDS", "DedupConfig", "needs_phash", "dedup_pairs", "dedup_st
 
 log = logging.getLogger(__name__)
 
-# the kinds of duplicate a config may name, in the order they are grouped
-DEDUP_KINDS = ("exact", "url", "phash")
+# the kinds of duplicate a config may name, in the order they are grouped; "semantic" (SemDeDup over the
+# CLIP image embeddings of a `--keep-embeddings` run) is found in one task of its own, after the grouping
+DEDUP_KINDS = ("exact", "url", "phash", "semantic")
 RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
 
 
@@ -53,6 +54,8 @@ class DedupConfig:
     dedup: tuple[str, ...] = ("exact", "url")
     max_hamming_distance: int = DEFAULT_MAX_DISTANCE
     decontaminate: str | None = None  # a folder of eval images or a records dataset
+    semantic_threshold: float = 0.95  # "semantic": cosine similarity above which two images are duplicates
+    semantic_clusters: int | None = None  # "semantic": k-means clusters (None: one per 1000 embedded records)
     shard_rows: int = DEFAULT_SHARD_ROWS
     task_cpus: float = 1.0
     batch_size: int = 256
@@ -108,7 +111,8 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
 
 def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: Path,
                 decontaminate: str | None = None, shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None,
-                executor: str = "ray") -> tuple[list[Stage], dict]:
+                executor: str = "ray", semantic_threshold: float = 0.95,
+                semantic_clusters: int | None = None, keep_embeddings: bool = True) -> tuple[list[Stage], dict]:
     """The stages of step 3 (decisions of step 2 in a work file) and figures for the manifest."""
     t0 = time.time()
     steps: list[Stage] = []
@@ -125,7 +129,37 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
         steps.append(DedupDecide(str(path)))
         figures.update({"pairs": sum(p.num_rows for p in pairs), "duplicates": decisions.num_rows,
                         "grouping_seconds": round(time.time() - t0, 3)})
+    if "semantic" in dedup:
+        steps.append(semantic_step(files, work_dir, semantic_threshold, semantic_clusters, figures, executor, keep_embeddings))
     return steps, figures
+
+
+def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, threshold: float, clusters: int | None,
+                  figures: dict, executor: str = "ray", keep_embeddings: bool = True) -> Stage:
+    """SemDeDup over the records' `clip_embedding` column: k-means and the within-cluster pairs in one task
+    (a GPU when the cluster has one); the stage that drops what it found, naming the kept record."""
+    from curation.runner import run_remote
+    from filters.semdedup import SemanticDedup, check_settings, find_semantic_duplicates, write_duplicates
+
+    try:
+        check_settings(threshold, clusters)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    paths = [str(f) for f, _ in files]
+    missing = (f"{paths[0] if paths else 'the input'}: semantic dedup needs the CLIP image embeddings: make the input with "
+               "`curate filter ... --clip-model M --keep-embeddings` (or keep_embeddings = true in a job)")
+    if paths and "clip_embedding" not in pq.ParquetFile(paths[0]).schema_arrow.names:
+        raise InputError(missing)
+    t0 = time.time()
+    found = (find_semantic_duplicates(paths, threshold, clusters) if executor == "local"
+             else run_remote(find_semantic_duplicates, paths, threshold, clusters, gpus=1.0))
+    if found["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
+        raise InputError(missing)
+    figures["semantic"] = {"threshold": threshold, "embedded": found["embedded"], "clusters": found["clusters"],
+                           "duplicates": len(found["duplicates"]), "device": found["device"],
+                           "seconds": round(time.time() - t0, 3)}
+    return SemanticDedup(write_duplicates(found["duplicates"], Path(work_dir) / "semantic_duplicates.parquet"),
+                         keep_embeddings=keep_embeddings)
 
 
 def measure_phash(files: list[tuple[Path, int]], work: Path, cfg_identity: dict, resume: bool, shard_rows: int,
@@ -146,7 +180,7 @@ def run(cfg: DedupConfig, input_dir: str, verify: bool = False, executor: str = 
     """Dedup the records of `input_dir` into `cfg.out`; returns the manifest."""
     check_settings(cfg.dedup, cfg.max_hamming_distance)
     if not cfg.dedup and not cfg.decontaminate:
-        raise InputError("nothing to do: name at least one of --exact, --url, --phash, --decontaminate")
+        raise InputError("nothing to do: name at least one of --exact, --phash, --semantic, --decontaminate")
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     identity = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_KEYS},
@@ -160,7 +194,7 @@ def run(cfg: DedupConfig, input_dir: str, verify: bool = False, executor: str = 
                                   cfg.task_cpus, cfg.batch_size, executor)
             writer.timings["phash"] = time.time() - t0
         steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
-                                     cfg.shard_rows, cfg.partitions, executor)
+                                     cfg.shard_rows, cfg.partitions, executor, cfg.semantic_threshold, cfg.semantic_clusters)
         writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
         pipeline = Pipeline(ParquetReader(batch_size=cfg.batch_size), [*steps, Sink("records")], task_cpus=cfg.task_cpus)
         run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer, executor=executor)

@@ -313,7 +313,8 @@ def _run_with_dedup(cfg: WebPairsConfig, writer: DatasetWriter, build: list) -> 
     files = [(p, s["rows"]) for p, s in zip(filtered.shard_paths("records"), filtered.shards("records"))]
     writer.timings["first_pass"] = time.time() - t0
     steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
-                                 cfg.shard_rows)
+                                 cfg.shard_rows, semantic_threshold=cfg.semdedup_threshold,
+                                 semantic_clusters=cfg.semdedup_clusters, keep_embeddings=cfg.keep_embeddings)
     writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
     t0 = time.time()
     pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, Sink("records"), *build],

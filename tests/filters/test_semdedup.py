@@ -184,3 +184,27 @@ def test_the_stage_reads_the_duplicates_from_a_file(tmp_path):
     kept, rejects = split_rejects(run_local(t, [stage]))
     assert kept.column("record_id").to_pylist() == ["t:0"]
     assert sorted(rejects.column("detail").to_pylist()) == ["of t:0: cosine 0.9800", "of t:0: cosine 0.9990"]
+
+
+def test_curate_dedup_semantic_on_embeddings_kept_by_filter(local_ray, tmp_path, demo_records, capsys):
+    """`curate dedup --semantic` (issue 10 item 7) over the records of `curate filter --keep-embeddings`."""
+    from curation.cli import main
+
+    src, copies, planted, _ = demo_records
+    scored = tmp_path / "scored"
+    assert main(["filter", str(src), "--out", str(scored), "--filters", "clip", "--clip-model", CLIP_CONFIG,
+                 "--clip-checkpoint", CLIP_WEIGHTS, "--keep-embeddings", "--shard-rows", "20"]) == 0
+    # without embeddings: one line naming the file and what to run
+    code = main(["dedup", str(src), "--out", str(tmp_path / "no"), "--semantic"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "needs the CLIP image embeddings" in err[0] and "--keep-embeddings" in err[0]
+    out = tmp_path / "deduped"
+    assert main(["dedup", str(scored), "--out", str(out), "--semantic", "--semantic-threshold", "0.995",
+                 "--semantic-clusters", "3"]) == 0
+    found = {r["record_id"]: r["detail"] for r in Dataset(out).read("rejects").to_pylist() if r["reason"] == "semantic_duplicate"}
+    for copy, original in copies.items():
+        assert found[copy].startswith(f"of {original}: cosine ")
+    assert len(found) == len(copies) + len(planted)
+    manifest = Dataset(out).manifest
+    assert manifest["dedup"]["semantic"]["duplicates"] == len(found)
+    assert Dataset(out).rows("records") == Dataset(scored).rows("records") - len(found)
