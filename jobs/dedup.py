@@ -121,7 +121,7 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
         evals = eval_hashes(decontaminate)
         steps.append(Decontaminate(evals, max_distance))
         figures["eval_images"] = evals.num_rows
-    if dedup:
+    if any(k in dedup for k in ("exact", "url", "phash")):
         pairs = dedup_pairs(files, dedup, max_distance, shard_rows, partitions, executor)
         decisions = decide_duplicates(pairs)
         path = Path(work_dir) / "dedup_decisions.parquet"

@@ -189,7 +189,8 @@ def download(cfg: WebPairsConfig) -> dict:
 
 
 def needs_two_passes(cfg: WebPairsConfig) -> bool:
-    """Whether the filters need every score first: a CLIP keep fraction, or semantic dedup."""
+    """Whether the job needs the whole dataset between its filters and the rest: a CLIP keep fraction,
+    semantic dedup, dedup or decontamination (settings checked here too)."""
     from filters.clip_fraction import check_fractions
     from filters.semdedup import check_settings
 
@@ -200,75 +201,90 @@ def needs_two_passes(cfg: WebPairsConfig) -> bool:
             raise InputError("semantic dedup needs the CLIP image embeddings: a clip_model (--clip-model) and the clip filter")
     if cfg.keep_embeddings and not cfg.clip_model:
         raise InputError("keep_embeddings (--keep-embeddings) needs a clip_model (--clip-model)")
-    two = cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
-    if two and (getattr(cfg, "dedup", ()) or getattr(cfg, "decontaminate", None)):
-        raise InputError("dedup / decontaminate and clip_keep_fraction / semdedup in one job are not supported yet: "
-                         "run the job with one of them, then `curate dedup` or `curate filter` on its output")
-    return two
+    return (cfg.clip_keep_fraction is not None or bool(cfg.clip_keep_fraction_by_source) or cfg.semdedup
+            or bool(getattr(cfg, "dedup", ())) or bool(getattr(cfg, "decontaminate", None)))
 
 
-def _score_then_decide(cfg: WebPairsConfig, writer: DatasetWriter, score_pass: Callable[[DatasetWriter], object],
-                       after: list) -> tuple[dict, dict]:
-    """Semantic dedup and the CLIP top fraction, in two passes; returns (pass-2 summary, manifest extras).
+def _first_pass_stages(cfg: WebPairsConfig) -> list[Stage]:
+    """The filters, plus the pHash measure when dedup or decontamination needs it and no filter makes it."""
+    from filters.phash import PHash
 
-    Pass 1 (`score_pass`) runs the filters into a scratch dataset in the output's work folder (reused
-    on resume when complete). Between the passes: semantic dedup reads the embeddings in one Ray task
-    and returns the duplicates' ids; the driver reads the `record_id`, `source` and `clip_score` columns
-    (no image) and computes the exact cutoffs over the records that are not duplicates. Pass 2 reads the
-    scored records, drops the duplicates, keeps the top fraction and runs `after`. Pass 1's rejects and
-    stage counts go into the output as if it were one pass.
+    stages = filter_stages(cfg)
+    if ("phash" in cfg.dedup or cfg.decontaminate) and not any(isinstance(s, PHash) for s in stages):
+        stages.append(PHash(cfg.max_pixels))
+    return stages
+
+
+def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable[[DatasetWriter], object],
+                after: list) -> tuple[dict, dict]:
+    """Everything that needs the whole dataset, between two passes; returns (pass-2 summary, manifest extras).
+
+    Pass 1 (`first_pass`) runs the filters into a scratch dataset in the output's staging (continued
+    on resume). Between the passes, on the cluster or from small columns only (never image bytes):
+    dedup's grouping (exact keys, pHash bands; `jobs.dedup`), semantic dedup (k-means over the CLIP
+    embeddings in one Ray task), then the exact CLIP top-fraction cutoffs over the records that are
+    not duplicates. Pass 2 reads the scratch records through Decontaminate, the dedup decisions,
+    SemanticDedup and ClipTopFraction, then `after`. Pass 1's rejects and stage counts go into the
+    output as if it were one pass. (A record dropped as eval overlap in pass 2 still counts in the
+    top fraction's N: eval overlap is decided per record there.)
     """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from curation.runner import run_remote
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
-    from filters.semdedup import SemanticDedup, find_semantic_duplicates, write_duplicates
+    from jobs.dedup import dedup_steps
 
-    scored_dir = writer.work_dir / "scored"
+    scratch_dir = writer.staging / "first-pass"
     t0 = time.time()
-    if not (writer.resumed and (scored_dir / "manifest.json").is_file()):
+    if not (writer.resumed and (scratch_dir / "manifest.json").is_file()):
         # a resumed run continues an interrupted first pass too (its finished shards are kept)
-        with DatasetWriter(scored_dir, overwrite=True, resume=writer.resumed, config={"pass": "score"}) as scratch:
-            score_pass(scratch)
-            scratch.close(config={"pass": "score"})
-    scored = Dataset(scored_dir)
-    writer.timings["score_pass"] = time.time() - t0
-    paths = [str(p) for p in scored.shard_paths("records")]
+        with DatasetWriter(scratch_dir, overwrite=True, resume=writer.resumed, config={"pass": "first"}) as scratch:
+            first_pass(scratch)
+            scratch.close(config={"pass": "first"})
+    first = Dataset(scratch_dir)
+    writer.timings["first_pass"] = time.time() - t0
+    files = [(p, s["rows"]) for p, s in zip(first.shard_paths("records"), first.shards("records"))]
     extra: dict = {}
     steps: list = []
-    duplicates: dict = {}
-    if cfg.semdedup:
-        t0 = time.time()
-        found = run_remote(find_semantic_duplicates, paths, cfg.semdedup_threshold, cfg.semdedup_clusters, gpus=1.0)
-        duplicates = found["duplicates"]
-        writer.timings["semdedup"] = time.time() - t0
-        extra["semdedup"] = {"threshold": cfg.semdedup_threshold, "embedded": found["embedded"],
-                             "clusters": found["clusters"], "duplicates": len(duplicates), "device": found["device"]}
-        # the ids go to the workers as a file in the output's work folder, read once per worker
-        steps.append(SemanticDedup(write_duplicates(duplicates, writer.work_dir / "semantic_duplicates.parquet"),
-                                   keep_embeddings=cfg.keep_embeddings))
+    duplicates: set[str] = set()
+    kinds = tuple(cfg.dedup) + (("semantic",) if cfg.semdedup and "semantic" not in cfg.dedup else ())
+    if kinds or cfg.decontaminate:
+        steps, figures = dedup_steps(files, kinds, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
+                                     cfg.shard_rows, semantic_threshold=cfg.semdedup_threshold,
+                                     semantic_clusters=cfg.semdedup_clusters, keep_embeddings=cfg.keep_embeddings)
+        writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
+        semantic = figures.pop("semantic", None)
+        if cfg.dedup or cfg.decontaminate:
+            extra["dedup"] = figures
+        if semantic is not None:
+            writer.timings["semdedup"] = semantic.pop("seconds")
+            extra["semdedup"] = semantic
+        for name in ("dedup_decisions.parquet", "semantic_duplicates.parquet"):  # who dedup drops, by id
+            if (writer.work_dir / name).is_file():
+                duplicates.update(pq.read_table(writer.work_dir / name, columns=["record_id"]).column(0).to_pylist())
     if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
-        columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p in paths)
+        columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p, _ in files)
         cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
         log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
         extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
         steps.append(ClipTopFraction(cutoffs))
-    for path in scored.shard_paths("rejects"):
-        writer.write("rejects", pq.read_table(path))
-    for name, c in scored.manifest["stages"].items():
+    for rb in first.iter_batches("rejects", batch_size=8192):
+        writer.write("rejects", pa.Table.from_batches([rb]))
+    for name, c in first.manifest["stages"].items():
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
-    files = [(p, s["rows"]) for p, s in zip(scored.shard_paths("records"), scored.shards("records"))]
+    t0 = time.time()
     pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, *after], task_cpus=cfg.task_cpus)
     summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
-    if "download" in scored.manifest:
-        extra["download"] = scored.manifest["download"]
+    writer.timings["second_pass"] = time.time() - t0
+    if "download" in first.manifest:
+        extra["download"] = first.manifest["download"]
     return summary, extra
 
 
 def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) -> dict:
     """Records of the dataset `input_dir` → filter stages → records + rejects; returns the manifest.
 
-    With a CLIP keep fraction or semantic dedup, in two passes (`_score_then_decide`)."""
+    With a CLIP keep fraction, dedup or semantic dedup, in two passes (`_two_passes`)."""
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
@@ -279,7 +295,7 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
         shards = parquet_shards(files, cfg.shard_rows)
         extra = None
         if two_pass:
-            _, extra = _score_then_decide(
+            _, extra = _two_passes(
                 cfg, writer, lambda w: run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, w),
                 [Sink("records")])
         else:
@@ -287,44 +303,6 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
         config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
         config.pop("urls")
         return writer.close(config=config, extra=extra)
-
-
-def _run_with_dedup(cfg: WebPairsConfig, writer: DatasetWriter, build: list) -> tuple[dict, dict]:
-    """Both passes of a job with dedup stages; returns the second pass's summary and manifest extras."""
-    import pyarrow as pa
-
-    from filters.phash import PHash
-    from jobs.dedup import dedup_steps
-
-    stages = filter_stages(cfg)
-    if ("phash" in cfg.dedup or cfg.decontaminate) and not any(isinstance(s, PHash) for s in stages):
-        stages.append(PHash(cfg.max_pixels))
-    t0 = time.time()
-    work = writer.staging / "filtered"
-    if not (writer.resumed and (work / "manifest.json").is_file()):
-        with DatasetWriter(work, overwrite=True, resume=writer.resumed, config=identity(cfg, part="filtered")) as first:
-            _run_urls(cfg, first, _download_pipeline(cfg, [*stages, Sink("records")]))
-            first.close()
-    filtered = Dataset(work)
-    for name, c in filtered.manifest["stages"].items():  # the first pass's counts and rejects join the output's
-        writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
-    for rb in filtered.iter_batches("rejects", batch_size=8192):
-        writer.write("rejects", pa.Table.from_batches([rb]))
-    files = [(p, s["rows"]) for p, s in zip(filtered.shard_paths("records"), filtered.shards("records"))]
-    writer.timings["first_pass"] = time.time() - t0
-    steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
-                                 cfg.shard_rows, semantic_threshold=cfg.semdedup_threshold,
-                                 semantic_clusters=cfg.semdedup_clusters, keep_embeddings=cfg.keep_embeddings)
-    writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
-    t0 = time.time()
-    pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, Sink("records"), *build],
-                        task_cpus=cfg.task_cpus)
-    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
-    writer.timings["second_pass"] = time.time() - t0
-    extra = {"dedup": figures}
-    if "download" in filtered.manifest:
-        extra["download"] = filtered.manifest["download"]
-    return summary, extra
 
 
 def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
@@ -345,11 +323,9 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         build = build_steps(cfg.format, cfg.tasks, cfg.pack,
                             min_pixels=cfg.vision_min_pixels, max_pixels=cfg.vision_max_pixels)
         extra: dict = {}
-        if cfg.dedup or cfg.decontaminate:  # filters, then dedup over the whole dataset, then build
-            summary, extra = _run_with_dedup(cfg, writer, build)
-        elif needs_two_passes(cfg):  # score everything first, then semantic dedup / the top fraction, and build
-            first = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records")])
-            summary, extra = _score_then_decide(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
+        if needs_two_passes(cfg):  # filters first; dedup, semantic dedup, the top fraction; then build
+            first = _download_pipeline(cfg, [*_first_pass_stages(cfg), Sink("records")])
+            summary, extra = _two_passes(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
         else:
             pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
             summary = _run_urls(cfg, writer, pipeline)

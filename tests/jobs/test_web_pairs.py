@@ -122,6 +122,30 @@ def test_run_keeps_the_clip_top_fraction_in_a_second_pass(site, tmp_path, local_
     assert m["tables"]["rejects"]["rows"] == sum(sum(s["dropped"].values()) for s in m["stages"].values())
 
 
+def test_run_dedups_then_keeps_the_clip_top_fraction_of_the_rest(site, tmp_path, local_ray):
+    """dedup and the top fraction in one job: the cutoff ranks only the records dedup keeps."""
+    import math
+
+    root, urls, items = site
+    job = _job_toml(tmp_path / "job.toml", urls, tmp_path / "out", shard_rows=27, clip_keep_fraction=0.5,
+                    filters=["basic", "clip"], dedup=["exact", "url", "phash"])
+    job.write_text(job.read_text().replace("min_clip_score = 0.15\n", ""))
+    assert main(["run", str(job)]) == 0
+    ds = Dataset(tmp_path / "out", verify=True)
+    m = ds.manifest
+    assert list(m["stages"]) == ["download", "basic", "clip", "phash", "dedup", "clip_fraction", "build"]
+    planted = sum(it.planted == "duplicate" for it in items)
+    dropped = m["stages"]["dedup"]["dropped"]
+    assert planted >= 1 and dropped.get("duplicate_image", 0) == planted
+    rest = m["stages"]["clip"]["out"] - sum(dropped.values())
+    cut = m["clip_keep_fraction"]["*"]
+    assert cut["scored"] == rest and cut["kept"] == math.ceil(0.5 * rest) == m["tables"]["records"]["rows"]
+    assert m["dedup"]["duplicates"] == sum(dropped.values())
+    rejects = ds.read("rejects", columns=["record_id", "stage"]).to_pylist()
+    assert len({r["record_id"] for r in rejects}) == len(rejects)  # a record is dropped once, by one stage
+    assert m["tables"]["rejects"]["rows"] == sum(sum(s["dropped"].values()) for s in m["stages"].values())
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [({"vision_min_pixels": 10}, "key 'vision_min_pixels' must be an integer of at least 784"),
