@@ -12,7 +12,7 @@ cut into k + 1 bands; two hashes within distance k agree exactly on at least
 one band (pigeonhole), so candidates are the records sharing a (band, value)
 key. `band_rows` emits those keys, the runner groups them (a shuffle over Ray
 tasks, `curation.runner.group_by_key`), `candidate_pairs` checks each group's
-pairs against k. `filters/dedup.py` turns pairs into keepers and rejects.
+pairs against k. `filters/dedup_exact.py` turns pairs into keepers and rejects.
 
 Eval-set decontamination: `Decontaminate` holds the eval images' hashes (a
 small table sent with the stage) in the same band index and drops every
