@@ -29,14 +29,11 @@ __all__ = ["main"]
 def _build(root: Path, fmt: str) -> Path:
     from curation.commands.build import build_dataset
     from curation.dataset import DatasetWriter
-    from curation.democorpus import generate_corpus
+    from curation.democorpus import clean_record_rows
     from curation.schema import records_from_pylist
 
     if not (root / "records").exists():
-        items = [it for it in generate_corpus(root / "www", n=32, seed=1) if it.planted is None]
-        rows = [{"record_id": f"demo:{it.item_id}", "source": "demo", "image": (root / "www" / it.filename).read_bytes(),
-                 "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions,
-                 "ocr": it.ocr} for it in items]
+        rows = clean_record_rows(root / "www", n=32, seed=1)
         with DatasetWriter(root / "records") as w:
             w.write("records", records_from_pylist(rows))
             w.close()

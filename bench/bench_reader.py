@@ -40,13 +40,10 @@ __all__ = ["main"]
 def _demo_dataset(root: Path) -> Path:
     from curation.commands.build import build_dataset
     from curation.dataset import DatasetWriter
-    from curation.democorpus import generate_corpus
+    from curation.democorpus import clean_record_rows
     from curation.schema import records_from_pylist
 
-    items = [it for it in generate_corpus(root / "www", n=240, seed=0) if it.planted is None]
-    rows = [{"record_id": f"demo:{it.item_id}", "source": "demo", "image": (root / "www" / it.filename).read_bytes(),
-             "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions,
-             "ocr": it.ocr} for it in items]
+    rows = clean_record_rows(root / "www", n=240, seed=0)
     with DatasetWriter(root / "records") as w:
         w.write("records", records_from_pylist(rows))
         w.close()

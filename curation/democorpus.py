@@ -36,6 +36,7 @@ import io
 import math
 import os
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -48,6 +49,7 @@ __all__ = [
     "NEAR_DUPLICATE_VARIANTS",
     "DemoItem",
     "generate_corpus",
+    "clean_record_rows",
     "sample_pair",
 ]
 
@@ -504,3 +506,14 @@ def _plant_near_duplicates(items: list[DemoItem], blobs: list[bytes], scenes: li
         items[i] = DemoItem(item_id=items[i].item_id, filename=items[i].filename, caption=caption, true_caption=caption,
                             qa=[dict(x) for x in src.qa], regions=regions, ocr=ocr, width=w, height=h,
                             planted="near_duplicate", duplicate_of=src.item_id, variant=variant)
+
+
+def clean_record_rows(out_dir: str | os.PathLike, n: int, seed: int) -> list[dict]:
+    """The clean items of `generate_corpus(out_dir, n, seed)` (no planted fault) as canonical record rows
+    with their image bytes: records as the demo's filters would pass them, without a download (tests, benchmarks)."""
+    out = Path(out_dir)
+    return [
+        {"record_id": f"demo:{it.item_id}", "source": "demo", "image": (out / it.filename).read_bytes(),
+         "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions, "ocr": it.ocr}
+        for it in generate_corpus(out, n=n, seed=seed) if it.planted is None
+    ]

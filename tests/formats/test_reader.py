@@ -23,16 +23,11 @@ MIN_PIXELS, MAX_PIXELS = 3136, 56 * 56 * 16
 def built(tmp_path_factory):
     """The demo corpus (as `curate demo` generates it) -> records -> samples + packed sequences per format."""
     from curation.commands.build import build_dataset
-    from curation.democorpus import generate_corpus
+    from curation.democorpus import clean_record_rows
 
     root = tmp_path_factory.mktemp("reader")
     # the demo's basic filter drops the planted faults (corrupt bytes, tiny images) before the build: so here
-    items = [it for it in generate_corpus(root / "www", n=24, seed=5) if it.planted is None]
-    rows = [
-        {"record_id": f"demo:{it.item_id}", "source": "demo", "image": (root / "www" / it.filename).read_bytes(),
-         "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions, "ocr": it.ocr}
-        for it in items
-    ]
+    rows = clean_record_rows(root / "www", n=24, seed=5)
     for r in rows:  # the demo corpus has no grounded captions: one per record with a region, over its first box
         if r["regions"]:
             box = r["regions"][0]["boxes"][0]

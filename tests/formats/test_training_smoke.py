@@ -24,13 +24,10 @@ WIDTH = 8
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     from curation.commands.build import build_dataset
-    from curation.democorpus import generate_corpus
+    from curation.democorpus import clean_record_rows
 
     root = tmp_path_factory.mktemp("smoke")
-    items = [it for it in generate_corpus(root / "www", n=40, seed=2) if it.planted is None]
-    rows = [{"record_id": f"demo:{it.item_id}", "source": "demo", "image": (root / "www" / it.filename).read_bytes(),
-             "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions,
-             "ocr": it.ocr} for it in items]
+    rows = clean_record_rows(root / "www", n=40, seed=2)
     with DatasetWriter(root / "records") as w:
         w.write("records", records_from_pylist(rows))
         w.close()
