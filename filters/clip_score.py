@@ -508,21 +508,23 @@ class ClipScore(Filter):
         return {"clip_score": pa.array(scores, pa.float32())}
 
     def _pixels(self, pixels, shapes, rows):
-        """The rows' uint8 pixels as one NHWC tensor on the device; on CUDA through the pinned buffer."""
+        """The rows' uint8 pixels as one NHWC tensor on the device, filled into one host buffer reused
+        batch after batch (pinned on CUDA, so the copy to the GPU is a non-blocking DMA)."""
         import torch
 
         shape = tuple(shapes[rows[0]])
-        if self.device != "cuda" or any(tuple(shapes[i]) != shape for i in rows):
+        if any(tuple(shapes[i]) != shape for i in rows):  # never from ClipPreprocess (one crop size): stack
             imgs = np.stack([np.frombuffer(pixels[i], np.uint8).reshape(shapes[i]) for i in rows])
             return torch.from_numpy(imgs).to(self.device)
         n = len(rows)
-        if self._host is None or self._host.shape[1:] != shape or self._host.shape[0] < n:
-            self._host = torch.empty((max(n, self.batch_size), *shape), dtype=torch.uint8).pin_memory()
-        host = self._host.numpy()
+        if self._host is None or tuple(self._host.shape[1:]) != shape or self._host.shape[0] < n:
+            host = torch.empty((max(n, self.batch_size), *shape), dtype=torch.uint8)
+            self._host = host.pin_memory() if self.device == "cuda" else host
+        buf = self._host.numpy()
         for j, i in enumerate(rows):
-            host[j] = np.frombuffer(pixels[i], np.uint8).reshape(shape)
+            buf[j] = np.frombuffer(pixels[i], np.uint8).reshape(shape)
         # non-blocking: the scores' .cpu() at the end of the batch waits for the stream, so the copy
-        # has left the buffer before the next batch refills it
+        # has left the buffer before the next batch refills it (on CPUs the next step copies it anyway)
         return self._host[:n].to(self.device, non_blocking=True)
 
     def _similarities(self, pixels, shapes, tokens, rows) -> np.ndarray:

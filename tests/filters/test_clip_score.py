@@ -251,3 +251,28 @@ def test_gpu_scores_match_cpu_scores_under_autocast(random_checkpoint):  # pragm
     cpu = run_local(table, [ClipPreprocess(spec), ClipScore(spec, None)]).column("clip_score").to_numpy()
     gpu = run_local(table, [ClipPreprocess(spec), ClipScore(spec, None, gpus=1.0)]).column("clip_score").to_numpy()
     assert np.abs(cpu - gpu).max() < 0.02
+
+
+def test_the_reused_pixel_buffer_never_leaks_rows_between_batches(random_checkpoint):
+    """One host buffer is refilled batch after batch (pinned on CUDA): scores of a batch do not depend on
+    the batches before it."""
+    spec = ClipModelSpec(CONFIG, checkpoint=random_checkpoint)
+    table = _photo_jpegs(6)
+    pre = ClipPreprocess(spec)
+    big, small = pre.measure(table), pre.measure(table.slice(3, 2))
+    from filters.clip_score import ClipScore as CS
+
+    def scored(stage, measured, rows):
+        import pyarrow as pa
+
+        t = pa.table({"clip_pixels": measured["clip_pixels"], "clip_shape": measured["clip_shape"],
+                      "clip_tokens": measured["clip_tokens"]}).slice(0, rows)
+        return stage.measure(t)["clip_score"].to_pylist()
+
+    reused = CS(spec, None, batch_size=8)
+    first = scored(reused, big, 6)
+    buffer = reused._host
+    second = scored(reused, small, 2)
+    assert reused._host is buffer and buffer.shape[0] == 8  # the same buffer, refilled
+    assert second == pytest.approx(scored(CS(spec, None), small, 2), abs=1e-6)
+    assert second == pytest.approx(first[3:5], abs=1e-5)
