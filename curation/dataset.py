@@ -69,7 +69,7 @@ CURATE_DIR = ".curate"
 # shards the driver writes itself (beside the shard tasks' part-NNNNN): part-dNNNNN
 DRIVER_PREFIX = "part-d"
 # what this tool writes in a table directory (and so may remove when replacing a dataset)
-_OWN_SHARD = re.compile(r"^\.?part-d?\d{5,}\.parquet(\.tmp)?$")
+_OWN_SHARD = re.compile(r"^\.?part-[da]?\d{5,}\.parquet(\.tmp)?$")
 
 
 class ManifestError(InputError):
@@ -315,6 +315,28 @@ class DatasetWriter:
         """Record a finished input shard (its files are in staging already): the resume marker."""
         _write_json(self.staging / "done" / f"{int(result['shard_id']):05d}.json", dict(result))
 
+    def adopt(self, source: "Dataset", table: str) -> None:
+        """Take `table`'s shards of `source`, a dataset this run wrote in its own staging (a first pass),
+        into this output as they are: hard links (a copy where the filesystem refuses one), named
+        `part-aNNNNN`, listed in the manifest with their rows, bytes and sha256. No row passes through
+        this process. Done once per run: a resumed run finds its marker."""
+        marker = self.staging / "adopted" / f"{table}.json"
+        if marker.is_file():
+            return
+        (self.staging / table).mkdir(parents=True, exist_ok=True)
+        infos = []
+        for k, (src, info) in enumerate(zip(source.shard_paths(table), source.shards(table))):
+            name = f"part-a{k:05d}.parquet"
+            dst = self.staging / table / name
+            dst.unlink(missing_ok=True)
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copyfile(src, dst)
+            infos.append({**info, "path": f"{table}/{name}"})
+        marker.parent.mkdir(exist_ok=True)
+        _write_json(marker, {"table": table, "files": infos})
+
     def shard_results(self) -> Iterator[dict]:
         for p in sorted((self.staging / "done").glob("*.json")):
             yield json.loads(p.read_text())
@@ -410,6 +432,9 @@ class DatasetWriter:
             for kind in ("requests_by_host", "retries_by_host", "blocked_by_host"):
                 if kind in r:
                     fetches.setdefault(kind, Counter()).update(r[kind])
+        for p in sorted((self.staging / "adopted").glob("*.json")):  # taken over from an earlier pass (adopt)
+            adopted = json.loads(p.read_text())
+            files.setdefault(adopted["table"], []).extend(adopted["files"])
         for name, w in self.writers.items():  # written here, on the driver
             files.setdefault(name, []).extend(s.__dict__ for s in w.close())
         tables = {}

@@ -224,11 +224,10 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     dedup's grouping (exact keys, pHash bands; `jobs.dedup`), semantic dedup (k-means over the CLIP
     embeddings in one Ray task), then the exact CLIP top-fraction cutoffs over the records that are
     not duplicates. Pass 2 reads the scratch records through Decontaminate, the dedup decisions,
-    SemanticDedup and ClipTopFraction, then `after`. Pass 1's rejects and stage counts go into the
+    SemanticDedup and ClipTopFraction, then `after`. Pass 1's reject shards (linked, not read) and stage counts go into the
     output as if it were one pass. (A record dropped as eval overlap in pass 2 still counts in the
     top fraction's N: eval overlap is decided per record there.)
     """
-    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
@@ -268,8 +267,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
         log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
         extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
         steps.append(ClipTopFraction(cutoffs))
-    for rb in first.iter_batches("rejects", batch_size=8192):
-        writer.write("rejects", pa.Table.from_batches([rb]))
+    writer.adopt(first, "rejects")  # the first pass's reject shards, linked into the output as they are
     for name, c in first.manifest["stages"].items():
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
     t0 = time.time()

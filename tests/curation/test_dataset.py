@@ -188,3 +188,25 @@ def test_every_read_checks_row_counts_and_verify_checks_sha256(tmp_path):
 def test_missing_dataset_directory_is_a_manifest_error(tmp_path):
     with pytest.raises(ManifestError, match="no such dataset directory"):
         Dataset(tmp_path / "nope")
+
+
+def test_adopted_shards_are_linked_once_and_listed_with_their_checksums(tmp_path):
+    """A first pass written in the staging hands its shards to the output without a row passing through."""
+    from curation.dataset import Dataset, DatasetWriter
+    from curation.schema import rejects_from_pylist
+
+    out = DatasetWriter(tmp_path / "out")
+    first_dir = out.staging / "first-pass"
+    with DatasetWriter(first_dir) as first:
+        first.write("rejects", rejects_from_pylist([{"record_id": f"r{i}", "source": "t", "stage": "s", "reason": "empty_text",
+                                                     "detail": "x"} for i in range(5)]))
+        first.close()
+    src = Dataset(first_dir)
+    out.adopt(src, "rejects")
+    out.adopt(src, "rejects")  # a resumed run: already done, nothing twice
+    linked = out.staging / "rejects" / "part-a00000.parquet"
+    assert linked.stat().st_ino == src.shard_paths("rejects")[0].stat().st_ino  # a hard link, not a copy
+    m = out.close()
+    assert [f["path"] for f in m["tables"]["rejects"]["shards"]] == ["rejects/part-a00000.parquet"]
+    assert m["tables"]["rejects"]["rows"] == 5
+    assert Dataset(tmp_path / "out", verify=True).rows("rejects") == 5  # sha256 and row count still hold

@@ -143,6 +143,9 @@ def test_run_dedups_then_keeps_the_clip_top_fraction_of_the_rest(site, tmp_path,
     assert m["dedup"]["duplicates"] == sum(dropped.values())
     rejects = ds.read("rejects", columns=["record_id", "stage"]).to_pylist()
     assert len({r["record_id"] for r in rejects}) == len(rejects)  # a record is dropped once, by one stage
+    # the first pass's reject shards are linked into the output as they are (no row through the driver)
+    paths = [f["path"] for f in m["tables"]["rejects"]["shards"]]
+    assert any(p.startswith("rejects/part-a") for p in paths) and not any(p.startswith("rejects/part-d") for p in paths)
     assert m["tables"]["rejects"]["rows"] == sum(sum(s["dropped"].values()) for s in m["stages"].values())
 
 
