@@ -80,28 +80,28 @@ def reader_throughput(path: Path, runs: int) -> dict:
 # --- part 2 ---------------------------------------------------------------------------------------------
 
 
-def _jpeg(i: int) -> bytes:
+def _jpeg(i: int, size: tuple[int, int] = (500, 375)) -> bytes:
     import numpy as np
     from PIL import Image
 
     rng = np.random.default_rng(i)
     # smooth content with some texture: compresses like a photo (tens of KB), not like noise
     base = rng.integers(0, 255, (15, 20, 3), dtype=np.uint8)
-    im = Image.fromarray(base).resize((500, 375), Image.BICUBIC)
-    noise = Image.fromarray(rng.integers(0, 40, (375, 500, 3), dtype=np.uint8))
+    im = Image.fromarray(base).resize(size, Image.BICUBIC)
+    noise = Image.fromarray(rng.integers(0, 40, (size[1], size[0], 3), dtype=np.uint8))
     im = Image.blend(im, noise, 0.15)
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=90)
     return buf.getvalue()
 
 
-def _layouts(n_images: int, per_image: int):
+def _layouts(n_images: int, per_image: int, size: tuple[int, int] = (500, 375)):
     from curation.schema import SAMPLE_SCHEMA
 
     from formats.tokenizer import get_tokenizer
 
     tok = get_tokenizer("qwen-vl")
-    images = [_jpeg(i) for i in range(n_images)]
+    images = [_jpeg(i, size) for i in range(n_images)]
     rows_a, rows_b = [], []
     for i, data in enumerate(images):
         key = f"vg:{i}"
@@ -110,11 +110,11 @@ def _layouts(n_images: int, per_image: int):
                     "prompt": f"<img>{key}</img><ref>region {j} of image {i}</ref>", "target": "<box>(1,2),(300,400)</box><|endoftext|>",
                     "num_tokens": 0}
             base["num_tokens"] = tok.count(base["prompt"] + base["target"])
-            rows_a.append({**base, "images": [{"key": key, "image": data, "width": 500, "height": 375}]})
-            rows_b.append({**base, "images": [{"key": key, "image": None, "width": 500, "height": 375}]})
+            rows_a.append({**base, "images": [{"key": key, "image": data, "width": size[0], "height": size[1]}]})
+            rows_b.append({**base, "images": [{"key": key, "image": None, "width": size[0], "height": size[1]}]})
     a = pa.Table.from_pylist(rows_a, schema=SAMPLE_SCHEMA)
     b = pa.Table.from_pylist(rows_b, schema=SAMPLE_SCHEMA)
-    imgs = pa.table({"key": [f"vg:{i}" for i in range(n_images)], "image": images, "width": [500] * n_images, "height": [375] * n_images})
+    imgs = pa.table({"key": [f"vg:{i}" for i in range(n_images)], "image": images, "width": [size[0]] * n_images, "height": [size[1]] * n_images})
     return a, b, imgs, sum(len(x) for x in images)
 
 
@@ -168,7 +168,10 @@ def _read_b(path: Path, images_path: Path) -> tuple[int, int, int]:
 
 
 def reader_memory(a: pa.Table, work: Path) -> dict:
-    """Python bytes QwenVLReader holds at its peak over layout (a) (tracemalloc; tokens only, no decode)."""
+    """What QwenVLReader holds over layout (a) as the project writes it (DatasetWriter), image bytes read
+    but not decoded (the rows as they leave its shuffle buffer of 256): the peak, sampled at every row, of
+    Arrow's allocated bytes plus Python's (tracemalloc), against the unique image bytes of one row group;
+    and Python's peak between samples."""
     import tracemalloc
 
     from curation.dataset import DatasetWriter
@@ -177,13 +180,28 @@ def reader_memory(a: pa.Table, work: Path) -> dict:
     with DatasetWriter(work / "a-dataset") as w:
         w.write("samples", a)
         w.close()
+    shard = next((work / "a-dataset" / "samples").glob("*.parquet"))
+    pf = pq.ParquetFile(shard)
+    unique = 0
+    for g in range(pf.num_row_groups):
+        t = pf.read_row_group(g, columns=["images"]).column(0).combine_chunks().flatten()
+        keys, data = t.field("key").to_pylist(), t.field("image")
+        unique = max(unique, sum(len(data[keys.index(k)].as_py()) for k in set(keys)))
+    r = QwenVLReader(work / "a-dataset", buffer_size=256)
+    arrow0 = pa.total_allocated_bytes()
     tracemalloc.start()
-    n = 0
-    for _ in QwenVLReader(work / "a-dataset", images=False, buffer_size=256):
-        n += 1
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    return {"rows": n, "peak_python_bytes": peak}
+    held = arrow_held = n = 0
+    try:
+        for _ in r._shuffled(r._rows(0, r.total_rows), 0):
+            arrow_now = pa.total_allocated_bytes() - arrow0
+            held, arrow_held = max(held, arrow_now + tracemalloc.get_traced_memory()[0]), max(arrow_held, arrow_now)
+            n += 1
+        py_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return {"rows": n, "shard_bytes": shard.stat().st_size, "unique_image_bytes_per_row_group": unique,
+            "peak_held_bytes": held, "peak_arrow_held_bytes": arrow_held, "peak_python_bytes": py_peak,
+            "ratio": round(held / unique, 2)}
 
 
 def _hf_cache(files: list[Path], cache: Path) -> int:
@@ -194,8 +212,8 @@ def _hf_cache(files: list[Path], cache: Path) -> int:
     return _dir_bytes(cache)
 
 
-def images_once(n_images: int, per_image: int, runs: int, work: Path) -> dict:
-    a, b, imgs, unique = _layouts(n_images, per_image)
+def images_once(n_images: int, per_image: int, runs: int, work: Path, size: tuple[int, int] = (500, 375)) -> dict:
+    a, b, imgs, unique = _layouts(n_images, per_image, size)
     pa_dir, pb_dir = work / "a", work / "b"
     for d in (pa_dir, pb_dir):
         (d / "samples").mkdir(parents=True)
@@ -231,6 +249,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--images", type=int, default=40, help="VG-like images (50 samples each)")
+    ap.add_argument("--image-size", default="500x375", help="WxH of the VG-like JPEGs (VG's images are 500 or 800 wide)")
+    ap.add_argument("--memory-only", action="store_true", help="part 2's QwenVLReader memory only (no throughput, no datasets)")
     ap.add_argument("--json", default=None, help="write the results here")
     args = ap.parse_args(argv)
     import torch
@@ -239,9 +259,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         out = {"cpu": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+        size = tuple(int(v) for v in args.image_size.lower().split("x"))
+        if args.memory_only:
+            a, _, _, _ = _layouts(args.images, 50, size)
+            print(json.dumps(reader_memory(a, root), indent=1))
+            return 0
         out["reader"] = reader_throughput(_demo_dataset(root), args.runs)
         print(json.dumps(out["reader"], indent=1))
-        out["images_once"] = images_once(args.images, 50, args.runs, root / "vg")
+        out["images_once"] = images_once(args.images, 50, args.runs, root / "vg", size)
         print(json.dumps(out["images_once"], indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.schema import SCHEMA_VERSION, TABLE_SCHEMAS, conform
+from curation.schema import ROW_GROUP_ROWS, SCHEMA_VERSION, TABLE_SCHEMAS, conform, parquet_write_options
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
@@ -62,7 +62,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_BYTES = 256 * 1024 * 1024
-DEFAULT_ROW_GROUP_ROWS = 1024
+DEFAULT_ROW_GROUP_ROWS = ROW_GROUP_ROWS
 MANIFEST = "manifest.json"
 # inside every output directory: the lock and the staging directory of the run writing it
 CURATE_DIR = ".curate"
@@ -151,7 +151,7 @@ class ShardWriter:
         name = f"{self.prefix}{len(self.shards):05d}.parquet"
         final = self.root / self.table / name
         tmp = final.with_name(f".{name}.tmp")
-        pq.write_table(table, tmp, row_group_size=self.row_group_rows, compression="zstd")
+        pq.write_table(table, tmp, row_group_size=self.row_group_rows, **parquet_write_options(self.table))
         os.replace(tmp, final)
         self.shards.append(
             ShardInfo(

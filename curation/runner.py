@@ -53,7 +53,7 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
-from curation.schema import ANNOTATION_COLUMNS, TABLE_SCHEMAS, rejects_from_pylist
+from curation.schema import ANNOTATION_COLUMNS, ROW_GROUP_ROWS, TABLE_SCHEMAS, parquet_write_options, rejects_from_pylist
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.dataset import DatasetWriter
@@ -77,7 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_SHARD_ROWS = 10_000
-ROW_GROUP_ROWS = 1024
 
 
 # ---------------------------------------------------------------- Ray itself
@@ -317,7 +316,7 @@ class _PartWriter:
             return
         if self.writer is None:
             self.file = _HashingFile(self.tmp)
-            self.writer = pq.ParquetWriter(self.file, self.schema, compression="zstd")
+            self.writer = pq.ParquetWriter(self.file, self.schema, **parquet_write_options(self.table))
         self.writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
         self.rows += batch.num_rows
 

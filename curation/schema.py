@@ -34,6 +34,8 @@ __all__ = [
     "REJECT_SCHEMA",
     "SEQUENCE_SCHEMA",
     "TABLE_SCHEMAS",
+    "ROW_GROUP_ROWS",
+    "parquet_write_options",
     "REJECT_COLUMNS",
     "conform",
     "records_from_pylist",
@@ -144,6 +146,25 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "rejects": REJECT_SCHEMA,
     "sequences": SEQUENCE_SCHEMA,
 }
+
+# How the tables are written (every writer of a shard takes these).
+ROW_GROUP_ROWS = 1024
+# A sample row carries its image's bytes, and the samples of one image are adjacent (a record's samples are
+# built together), so a row group holds ~50 copies of each Visual Genome image. Parquet folds a column chunk's
+# equal values into its dictionary page: each image's bytes are stored once per row group, and a reader that
+# reads the column as a dictionary (formats.reader) gets them once. pyarrow checks the dictionary's size after
+# each write batch and writes the rest of the chunk plain once it is over the limit; at its default (1 MiB,
+# ~10 images of 100 KB) a VG row group's last images go plain, at this limit the whole chunk stays folded.
+SAMPLE_DICTIONARY_PAGE_BYTES = 16 << 20
+
+
+def parquet_write_options(table: str) -> dict[str, Any]:
+    """Keyword arguments for `pq.ParquetWriter` / `pq.write_table` when writing a shard of `table`."""
+    options: dict[str, Any] = {"compression": "zstd"}
+    if table == "samples":
+        options["dictionary_pagesize_limit"] = SAMPLE_DICTIONARY_PAGE_BYTES
+    return options
+
 
 # Columns a filter stage writes on rows it drops while they still flow through
 # the pipeline; the sink routes such rows to the rejects table.

@@ -49,6 +49,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
@@ -65,7 +66,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MIN_PIXELS = 4 * 28 * 28
 DEFAULT_MAX_PIXELS = 16384 * 28 * 28
-READ_BATCH = 64  # rows per Parquet read batch
+# rows per Parquet read batch: with image bytes, what Arrow holds beside a row group's dictionary page; without
+# them (images=False reads keys and sizes only), rows are small and bigger batches cost less per row
+READ_BATCH, READ_BATCH_NO_BYTES = 8, 256
 _IMG_KEY = re.compile(r"<img>(.*?)</img>", re.S)
 _SAMPLE_COLUMNS = ["sample_id", "task", "format", "prompt", "target", "conversations", "images", "num_tokens"]
 _SEQUENCE_COLUMNS = ["sequence_id", "task", "format", "sample_ids", "num_tokens"]
@@ -109,6 +112,78 @@ def encode_sample(
             break
         k += 1
     return ids, [IGNORE] * k + ids[k:]
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    """A shard for streaming reads: column chunks read in 64 KiB pieces, not buffered whole.
+
+    With READ_BATCH rows per batch, Arrow holds a row group's dictionary page (where the writer folds the
+    copies of an image, `curation.schema.parquet_write_options`) and one small batch. (Reading the image
+    column as a dictionary instead holds about four copies of that page: bench/bench_reader.py.)
+    """
+    return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 16)
+
+
+class _RecentImages:
+    """The bytes objects of the last few images read, by key: the samples of one image are adjacent, so each
+    image becomes one bytes object that its rows share."""
+
+    def __init__(self, size: int = 8):
+        self.size = size
+        self.items: OrderedDict[str, bytes] = OrderedDict()
+
+    def share(self, key: str, buf: pa.Buffer) -> bytes:
+        """`buf`'s bytes: the object already made for `key` when equal (compared in Arrow's memory), else a new one."""
+        seen = self.items.get(key)
+        if seen is None or len(seen) != buf.size or not pa.py_buffer(seen).equals(buf):
+            seen = buf.to_pybytes()
+        self.items[key] = seen
+        self.items.move_to_end(key)
+        while len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return seen
+
+
+def _columns(pf: pq.ParquetFile, wanted: Sequence[str], image_bytes: bool) -> list[str]:
+    """The wanted columns this shard has; without the image bytes (but with keys and sizes) if not wanted."""
+    have = pf.schema_arrow.names
+    names = [c for c in wanted if c in have]
+    if not image_bytes and "images" in names:
+        fields = [f.name for f in pf.schema_arrow.field("images").type.value_type if f.name != "image"]
+        i = names.index("images")
+        names[i : i + 1] = [f"images.list.element.{f}" for f in fields]
+    return names
+
+
+def _batch_rows(batch, recent: _RecentImages) -> list[dict]:
+    """A record batch as row dicts, each image's bytes shared through `recent` (one bytes object per image)."""
+    names = batch.schema.names
+    if "images" not in names:
+        return batch.to_pylist()
+    col = batch.column(names.index("images"))
+    rows = batch.drop_columns(["images"]).to_pylist()
+    structs = col.flatten()  # this slice's images
+    children = dict(zip([f.name for f in col.type.value_type], structs.flatten()))
+    data = children.pop("image", None)
+    plain = {f: c.to_pylist() for f, c in children.items()}
+    valid = structs.is_valid().to_pylist()
+    start = 0
+    for row, n in zip(rows, col.value_lengths().to_pylist()):
+        if n is None:
+            row["images"] = None
+            continue
+        out = []
+        for j in range(start, start + n):
+            if not valid[j]:
+                out.append(None)
+                continue
+            im = {f: v[j] for f, v in plain.items()}
+            if data is not None:
+                im["image"] = recent.share(im["key"], data[j].as_buffer()) if data[j].is_valid else None
+            out.append(im)
+        start += n
+        row["images"] = out
+    return rows
 
 
 class _ImageCache:
@@ -244,37 +319,33 @@ class QwenVLReader(IterableDataset):
             if pos + shard["rows"] <= start:
                 pos += shard["rows"]
                 continue
-            pf = pq.ParquetFile(self.path / shard["path"])
+            pf = _open(self.path / shard["path"])
             for g in range(pf.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
                 lo, hi = max(start, pos), min(end, pos + n)
                 if lo < hi:
-                    names = [c for c in columns if c in pf.schema_arrow.names]
+                    names = _columns(pf, columns, self.images)
                     yield from self._row_group(pf, g, names, lo - pos, hi - pos, shard["path"])
                 pos += n
                 if pos >= end:
                     return
 
     def _row_group(self, pf, g: int, names: list[str], lo: int, hi: int, shard: str) -> Iterator[dict]:
-        """Rows [lo, hi) of row group g, read in small batches; one bytes object per image key.
+        """Rows [lo, hi) of row group g, read in batches of READ_BATCH rows; one bytes object per image.
 
         Samples of one image carry the same bytes (self-contained rows): a row group of Visual-Genome-like
-        data holds ~50 copies of each image. Reading in batches of READ_BATCH rows and making every row
-        share the first copy of its image keeps what the reader holds near the unique image bytes
-        (bench/bench_reader.py measures it).
+        data holds ~50 copies of each image. The writer folds them into the column chunk's dictionary page,
+        `_open` reads the chunk in small batches, and the rows of one image share one bytes object
+        (`_RecentImages`), so what the reader holds stays near the unique image bytes (bench/bench_reader.py
+        measures it).
         """
-        canonical: dict[str, bytes] = {}
+        recent = _RecentImages()
         at = 0
-        for batch in pf.iter_batches(batch_size=READ_BATCH, row_groups=[g], columns=names):
+        size = READ_BATCH if "images" in names else READ_BATCH_NO_BYTES
+        for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=names):
             a, b = max(lo, at), min(hi, at + batch.num_rows)
             if a < b:
-                for row in batch.slice(a - at, b - a).to_pylist():
-                    for im in row.get("images") or []:
-                        data = im.get("image")
-                        if data is not None:
-                            seen = canonical.setdefault(im["key"], data)
-                            if seen is not data and seen == data:
-                                im["image"] = seen
+                for row in _batch_rows(batch.slice(a - at, b - a), recent):
                     row["_shard"] = shard
                     yield row
             at += batch.num_rows
@@ -382,8 +453,8 @@ class _Members:
         if shard_path in self.cache:
             self.cache.move_to_end(shard_path)
             return self.cache[shard_path]
-        pf = pq.ParquetFile(self.reader.path / shard_path)
-        names = [c for c in _SAMPLE_COLUMNS if c in pf.schema_arrow.names]
+        pf = _open(self.reader.path / shard_path)
+        names = _columns(pf, _SAMPLE_COLUMNS, self.reader.images)
         rows = {}
         for g in range(pf.num_row_groups):  # batched, one bytes object per image key (see _row_group)
             for r in self.reader._row_group(pf, g, names, 0, pf.metadata.row_group(g).num_rows, shard_path):

@@ -74,8 +74,7 @@ class FaultServer:
                 try:
                     server._answer(self)
                 finally:
-                    with server._lock:
-                        server.in_flight -= 1
+                    server._finished(self)
 
             def log_message(self, format, *args):  # noqa: A002 - http.server's signature
                 pass
@@ -107,6 +106,15 @@ class FaultServer:
             self.times.setdefault(handler.path, []).append(time.monotonic())
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            handler.in_flight = True
+
+    def _finished(self, handler) -> None:
+        """The request no longer counts as in flight: called before its answer leaves (a client that reads the
+        answer may send its next request before this handler's thread runs again) and once more at the end."""
+        with self._lock:
+            if getattr(handler, "in_flight", False):
+                handler.in_flight = False
+                self.in_flight -= 1
 
     # -------------------------------------------------------------- answers
     def _send(self, h, status: int, body: bytes = b"", headers: dict | None = None, ctype: str = "image/jpeg") -> None:
@@ -116,6 +124,7 @@ class FaultServer:
         h.send_header("Connection", "close")
         for k, v in (headers or {}).items():
             h.send_header(k, v)
+        self._finished(h)
         h.end_headers()
         h.wfile.write(body)
         h.close_connection = True

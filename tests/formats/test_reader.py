@@ -9,7 +9,8 @@ import torch
 from curation.dataset import DatasetWriter
 from curation.schema import records_from_pylist
 from formats.images import qwen2_vl_patches, qwen_vl_pixels
-from formats.reader import IGNORE, QwenVLReader, encode_sample, pad_collate, split_range
+from formats.coords import image_pad_count
+from formats.reader import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, IGNORE, QwenVLReader, encode_sample, pad_collate, split_range
 from formats.tokenizer import get_tokenizer
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "qwen-vl-format"
@@ -269,3 +270,93 @@ def test_reader_trusts_only_manifest_listed_shards(built, tmp_path):
     next((copy / "samples").glob("part-*.parquet")).unlink()
     with pytest.raises(ShardError, match="missing"):
         QwenVLReader(copy)
+
+
+def _noise_jpeg(seed: int, size=(160, 120)) -> bytes:
+    import numpy as np
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def test_samples_of_one_image_store_and_read_its_bytes_once(tmp_path):
+    """Issue 11 (images stored once): a VG-like shard (20 samples per image, 8 images of 185 KB: more than
+    pyarrow's default 1 MiB dictionary page) keeps each image's bytes once per row group in the column's
+    dictionary page, and the reader gives every row of an image one bytes object."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.schema import SAMPLE_SCHEMA
+
+    images = {f"vg:{i}": _noise_jpeg(i, (640, 480)) for i in range(8)}
+    tok = get_tokenizer("qwen2-vl")
+    rows = []
+    for key, data in images.items():
+        for j in range(20):
+            prompt = "<|vision_start|><|image_pad|><|vision_end|>" + f"<|object_ref_start|>region {j}<|object_ref_end|>"
+            target = "<|box_start|>(1,2),(300,400)<|box_end|><|endoftext|>"
+            pads = [image_pad_count(480, 640, min_pixels=DEFAULT_MIN_PIXELS, max_pixels=DEFAULT_MAX_PIXELS)]
+            rows.append({"sample_id": f"{key}-{j:02d}", "record_id": key, "source": "vg", "task": "ref_grounding",
+                         "format": "qwen2-vl", "prompt": prompt, "target": target,
+                         "num_tokens": len(tok.encode(prompt + target, pads)),
+                         "images": [{"key": key, "image": data, "width": 640, "height": 480}]})
+    with DatasetWriter(tmp_path / "vg") as w:
+        w.write("samples", pa.Table.from_pylist(rows, schema=SAMPLE_SCHEMA))
+        w.close()
+    shard = next((tmp_path / "vg" / "samples").glob("part-*.parquet"))
+    meta = pq.ParquetFile(shard).metadata
+    assert meta.num_row_groups == 1
+    column = next(meta.row_group(0).column(i) for i in range(meta.num_columns)
+                  if meta.row_group(0).column(i).path_in_schema == "images.list.element.image")
+    unique = sum(len(d) for d in images.values())
+    # 160 copies of 8 images: before compression the chunk holds each image once (plus 160 indices)
+    assert "RLE_DICTIONARY" in column.encodings and column.total_uncompressed_size < 1.1 * unique
+
+    got = _all(QwenVLReader(tmp_path / "vg", shuffle=False, images=True))
+    rows_read = list(QwenVLReader(tmp_path / "vg", shuffle=False)._rows(0, 160))
+    assert [r["sample_id"] for r in rows_read] == [r["sample_id"] for r in rows]
+    for r in rows_read:
+        assert r["images"][0]["image"] == images[r["images"][0]["key"]]
+    first = {}
+    for r in rows_read:  # one object per image
+        assert first.setdefault(r["images"][0]["key"], r["images"][0]["image"]) is r["images"][0]["image"]
+    # images off: no image bytes are read, and the ids (image pads from the sizes) are the same
+    light = list(QwenVLReader(tmp_path / "vg", shuffle=False, images=False)._rows(0, 160))
+    assert all("image" not in r["images"][0] and r["images"][0]["width"] == 640 for r in light)
+    assert [e["input_ids"].tolist() for e in _all(QwenVLReader(tmp_path / "vg", shuffle=False, images=False))] == [
+        e["input_ids"].tolist() for e in got]
+    assert all(e["image_grid_thw"].shape == (1, 3) for e in got)
+
+
+def test_batch_rows_equal_arrow_rows_on_slices_with_null_and_empty_lists():
+    import pyarrow as pa
+
+    from curation.schema import IMAGE_REF
+    from formats.reader import _batch_rows, _RecentImages
+
+    a, b = _noise_jpeg(1, (16, 16)), _noise_jpeg(2, (16, 16))
+    images = [
+        [{"key": "a", "image": a, "width": 16, "height": 16}],
+        None,
+        [],
+        [{"key": "a", "image": a, "width": 16, "height": 16}, {"key": "b", "image": b, "width": 16, "height": 16}],
+        [{"key": "b", "image": None, "width": 16, "height": 16}],
+        [{"key": "b", "image": b, "width": 16, "height": 16}],
+        [{"key": "b", "image": a, "width": 16, "height": 16}],  # the same key with other bytes is not shared
+    ]
+    rows = [{"sample_id": str(i), "images": im} for i, im in enumerate(images)]
+    batch = pa.RecordBatch.from_pylist(rows, schema=pa.schema([("sample_id", pa.string()), ("images", pa.list_(IMAGE_REF))]))
+    for lo, n in ((0, 7), (1, 4), (3, 4), (6, 1)):
+        got = _batch_rows(batch.slice(lo, n), _RecentImages())
+        assert got == rows[lo:lo + n]
+        by_key = {}
+        for r in got:
+            for im in r["images"] or []:
+                if im["image"] is not None:  # one object per (key, bytes)
+                    assert by_key.setdefault((im["key"], im["image"]), im["image"]) is im["image"]
+    got = [im for r in _batch_rows(batch, _RecentImages()) for im in r["images"] or [] if im["image"] is not None]
+    assert [im["key"] for im in got] == ["a", "a", "b", "b", "b"]
+    assert got[0]["image"] is got[1]["image"] and got[2]["image"] is got[3]["image"]
+    assert got[4]["image"] == a and got[4]["image"] is not got[3]["image"]
