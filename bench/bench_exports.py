@@ -28,15 +28,10 @@ __all__ = ["main"]
 
 def _build(root: Path, fmt: str) -> Path:
     from curation.commands.build import build_dataset
-    from curation.dataset import DatasetWriter
-    from curation.democorpus import clean_record_rows
-    from curation.schema import records_from_pylist
+    from curation.democorpus import write_clean_records
 
     if not (root / "records").exists():
-        rows = clean_record_rows(root / "www", n=32, seed=1)
-        with DatasetWriter(root / "records") as w:
-            w.write("records", records_from_pylist(rows))
-            w.close()
+        write_clean_records(root, n=32, seed=1)
     out = root / fmt
     build_dataset(str(root / "records"), str(out), format=fmt, tasks="caption,vqa,ref_grounding,grounded_caption,ocr,sft",
                   runner="local")

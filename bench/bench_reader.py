@@ -39,15 +39,9 @@ __all__ = ["main"]
 
 def _demo_dataset(root: Path) -> Path:
     from curation.commands.build import build_dataset
-    from curation.dataset import DatasetWriter
-    from curation.democorpus import clean_record_rows
-    from curation.schema import records_from_pylist
+    from curation.democorpus import write_clean_records
 
-    rows = clean_record_rows(root / "www", n=240, seed=0)
-    with DatasetWriter(root / "records") as w:
-        w.write("records", records_from_pylist(rows))
-        w.close()
-    build_dataset(str(root / "records"), str(root / "demo"), tasks="caption,vqa,ref_grounding,grounded_caption,ocr",
+    build_dataset(str(write_clean_records(root, n=240, seed=0)), str(root / "demo"), tasks="caption,vqa,ref_grounding,grounded_caption,ocr",
                   pack=2048, runner="local")
     return root / "demo"
 

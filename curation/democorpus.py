@@ -50,6 +50,7 @@ __all__ = [
     "DemoItem",
     "generate_corpus",
     "clean_record_rows",
+    "write_clean_records",
     "sample_pair",
 ]
 
@@ -517,3 +518,16 @@ def clean_record_rows(out_dir: str | os.PathLike, n: int, seed: int) -> list[dic
          "width": it.width, "height": it.height, "captions": [it.caption], "qa": it.qa, "regions": it.regions, "ocr": it.ocr}
         for it in generate_corpus(out, n=n, seed=seed) if it.planted is None
     ]
+
+
+def write_clean_records(root: str | os.PathLike, n: int, seed: int) -> Path:
+    """`clean_record_rows` of a corpus generated in ROOT/www, written as the records dataset ROOT/records
+    (returned): the input of a build, for tests and benchmarks."""
+    from curation.dataset import DatasetWriter
+    from curation.schema import records_from_pylist
+
+    root = Path(root)
+    with DatasetWriter(root / "records") as w:
+        w.write("records", records_from_pylist(clean_record_rows(root / "www", n=n, seed=seed)))
+        w.close()
+    return root / "records"

@@ -13,8 +13,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curation.dataset import DatasetWriter
-from curation.schema import records_from_pylist
 from formats.reader import IGNORE, QwenVLReader
 from formats.tokenizer import IMAGE_INNER, get_tokenizer
 
@@ -24,15 +22,11 @@ WIDTH = 8
 @pytest.fixture(scope="module")
 def packed(tmp_path_factory):
     from curation.commands.build import build_dataset
-    from curation.democorpus import clean_record_rows
+    from curation.democorpus import write_clean_records
 
     root = tmp_path_factory.mktemp("smoke")
-    rows = clean_record_rows(root / "www", n=40, seed=2)
-    with DatasetWriter(root / "records") as w:
-        w.write("records", records_from_pylist(rows))
-        w.close()
     # the demo's tasks, packed as the demo packs them
-    build_dataset(str(root / "records"), str(root / "out"), tasks="caption,vqa,ref_grounding,grounded_caption,ocr",
+    build_dataset(str(write_clean_records(root, n=40, seed=2)), str(root / "out"), tasks="caption,vqa,ref_grounding,grounded_caption,ocr",
                   pack=2048, runner="local")
     return root / "out"
 
