@@ -53,7 +53,9 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
-from curation.schema import ANNOTATION_COLUMNS, ROW_GROUP_ROWS, TABLE_SCHEMAS, parquet_write_options, rejects_from_pylist
+from curation.schema import (
+    ANNOTATION_COLUMNS, ROW_GROUP_BYTES, ROW_GROUP_ROWS, TABLE_SCHEMAS, parquet_write_options, rejects_from_pylist,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from curation.dataset import DatasetWriter
@@ -298,7 +300,12 @@ def _local_stage(stage: Stage) -> Stage:
 
 
 class _PartWriter:
-    """One table's shard of one input shard: `.part-K.parquet.tmp`, renamed when complete."""
+    """One table's shard of one input shard: `.part-K.parquet.tmp`, renamed when complete.
+
+    Batches are gathered into row groups of ROW_GROUP_ROWS rows (or ROW_GROUP_BYTES, if less), whatever
+    the size of the batches the stages hand over: a shard read in batches of 64 rows would otherwise be
+    150 row groups of 64 records and 150 of a few rejects.
+    """
 
     def __init__(self, root: Path, table: str, shard_id: int):
         self.table = table
@@ -310,17 +317,36 @@ class _PartWriter:
         self.writer: pq.ParquetWriter | None = None
         self.file: _HashingFile | None = None
         self.rows = 0
+        self.pending: list[pa.Table] = []
+        self.pending_rows = self.pending_bytes = 0
 
     def write(self, batch: pa.Table) -> None:
         if batch.num_rows == 0:
             return
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.pending_bytes += batch.nbytes
+        self.rows += batch.num_rows
+        if self.pending_bytes >= ROW_GROUP_BYTES:
+            self._flush(self.pending_rows)
+        elif self.pending_rows >= ROW_GROUP_ROWS:
+            self._flush(self.pending_rows - self.pending_rows % ROW_GROUP_ROWS)
+
+    def _flush(self, rows: int) -> None:
+        """Write the first `rows` pending rows; keep the rest."""
+        if rows == 0:
+            return
         if self.writer is None:
             self.file = _HashingFile(self.tmp)
             self.writer = pq.ParquetWriter(self.file, self.schema, **parquet_write_options(self.table))
-        self.writer.write_table(batch, row_group_size=ROW_GROUP_ROWS)
-        self.rows += batch.num_rows
+        table = pa.concat_tables(self.pending)
+        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
+        rest = table.slice(rows)
+        self.pending = [rest] if rest.num_rows else []
+        self.pending_rows, self.pending_bytes = rest.num_rows, rest.nbytes
 
     def close(self) -> dict | None:
+        self._flush(self.pending_rows)
         if self.writer is None:
             return None
         self.writer.close()

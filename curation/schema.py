@@ -35,6 +35,7 @@ __all__ = [
     "SEQUENCE_SCHEMA",
     "TABLE_SCHEMAS",
     "ROW_GROUP_ROWS",
+    "ROW_GROUP_BYTES",
     "parquet_write_options",
     "REJECT_COLUMNS",
     "conform",
@@ -149,6 +150,7 @@ TABLE_SCHEMAS: dict[str, pa.Schema] = {
 
 # How the tables are written (every writer of a shard takes these).
 ROW_GROUP_ROWS = 1024
+ROW_GROUP_BYTES = 64 << 20  # a row group of records with large images closes earlier
 # A sample row carries its image's bytes, and the samples of one image are adjacent (a record's samples are
 # built together), so a row group holds ~50 copies of each Visual Genome image. Parquet folds a column chunk's
 # equal values into its dictionary page: each image's bytes are stored once per row group, and a reader that

@@ -225,3 +225,24 @@ def test_a_killed_actor_is_restarted_and_every_row_accounted(local_ray, tmp_path
     records, rejects, _ = _as_set(tmp_path / "out")
     assert records | rejects == {f"t:{i}" for i in range(120)}
     assert len(records) == 60
+
+
+def test_shards_are_written_in_row_groups_of_the_set_size_whatever_the_batches(tmp_path):
+    """A shard read in batches of 7 rows: its records and rejects come out in row groups of ROW_GROUP_ROWS rows
+    (the last one shorter), not one row group per batch; every row once, in order."""
+    from curation.schema import ROW_GROUP_ROWS
+
+    n = 2 * ROW_GROUP_ROWS + 600
+    src = _records_file(tmp_path / "in.parquet", n, row_group=500)
+    with DatasetWriter(tmp_path / "out") as writer:
+        run_pipeline(Pipeline(ParquetReader(batch_size=7), [EvenOnly(), Sink("records")]),
+                     parquet_shards([(src, n)], rows_per_shard=n), writer, executor="local")
+        manifest = writer.close()
+    half = n // 2
+    for table in ("records", "rejects"):
+        (shard,) = manifest["tables"][table]["shards"]
+        meta = pq.ParquetFile(tmp_path / "out" / shard["path"]).metadata
+        sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+        assert sizes == [ROW_GROUP_ROWS] * (half // ROW_GROUP_ROWS) + [half % ROW_GROUP_ROWS], (table, sizes)
+    ids = Dataset(tmp_path / "out", verify=True).read("records").column("record_id").to_pylist()
+    assert ids == [f"t:{i}" for i in range(0, n, 2)]
