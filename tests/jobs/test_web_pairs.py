@@ -301,3 +301,40 @@ def test_run_with_dedup_stages_from_a_toml_config(site, tmp_path, capsys, local_
     # every URL is a record or a reject of one stage, and the build saw exactly the records
     assert ds.rows("records") + len(rejects) == 81
     assert m["stages"]["build"]["in"] == ds.rows("records") == m["stages"]["dedup"]["out"]
+
+
+def test_the_example_config_loads_as_is_and_with_every_commented_key_and_names_every_key(tmp_path):
+    """jobs/configs/web_pairs.example.toml is what users copy: it must load, each commented-out setting must
+    load once uncommented (no key a user would find refused, no table header that swallows the keys after it),
+    and every WebPairsConfig key must be in it."""
+    import dataclasses
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from jobs.config import load_config
+
+    example = Path(__file__).resolve().parents[2] / "jobs" / "configs" / "web_pairs.example.toml"
+    text = example.read_text()
+    assert load_config(example, WebPairsConfig).clip_model == "ViT-B-32"
+    lines, uncommented = [], []
+    for line in text.splitlines():
+        m = re.match(r"^# ?([a-z_]+ = .*)$", line)
+        if m:
+            try:
+                tomllib.loads(m.group(1))
+            except tomllib.TOMLDecodeError:
+                pass
+            else:
+                line = m.group(1)
+                uncommented.append(line.split(" = ")[0])
+        lines.append(line)
+    assert len(uncommented) >= 15, uncommented
+    full = tmp_path / "full.toml"
+    full.write_text("\n".join(lines) + "\n")
+    load_config(full, WebPairsConfig)
+    top = tomllib.loads(full.read_text())
+    assert [k for k in uncommented if k not in top] == []  # each a top-level key, none inside a table
+    keys = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
+    missing = sorted({f.name for f in dataclasses.fields(WebPairsConfig)} - keys)
+    assert missing == [], f"keys the example does not show: {missing}"
