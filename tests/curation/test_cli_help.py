@@ -104,3 +104,48 @@ def test_version(capsys):
     out = capsys.readouterr().out.strip()
     assert out == f"curate {version()}"
     assert out.split()[1][0].isdigit()
+
+
+def test_every_command_and_option_the_readme_names_exists():
+    """The README's command table and the `curate ...` lines of the README and docs/ name only commands and
+    options the CLI has (exactly: argparse would also take an abbreviation)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    readme = "\n".join(p.read_text() for p in [root / "README.md", *sorted((root / "docs").glob("*.md"))])
+    readme = re.sub(r"\\\n\s*", " ", readme)  # shell line continuations
+    subs = _subparsers(build_parser([], every_command=True))
+    options = {name: {o for a in sub._actions for o in a.option_strings} for name, sub in subs.items()}
+    checked, unknown = 0, []
+    for line in readme.splitlines():
+        for m in re.finditer(r"`curate ([a-z]+)\b([^`]*)`", line):
+            cmd, rest = m.group(1), m.group(2)
+            if cmd not in subs:
+                unknown.append(f"curate {cmd}")
+                continue
+            # a command table row names its command's options anywhere in the row (but in the spans of other
+            # commands it names); other inline code, only in its own span
+            if line.startswith("| `curate ") and m.start() == 2:
+                scope = re.sub(r"`curate [a-z]+\b[^`]*`", "", line[m.end():]) + rest
+            else:
+                scope = rest
+            for opt in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", scope):
+                checked += 1
+                if opt not in options[cmd] and opt not in ("--help", "--version", "--verbose"):
+                    unknown.append(f"curate {cmd} {opt}")
+        code = re.match(r"^\s*(?:[A-Z_]+=\S+ )*curate (.*)$", line)
+        if code and not line.lstrip().startswith("|"):
+            argv = shlex.split(code.group(1).split("  #")[0])
+            if argv and argv[0] in subs:
+                checked += 1
+                flags = [o.strip("[]").split("=")[0] for o in argv if o.strip("[").startswith("--")]
+                unknown += [f"curate {argv[0]} {o}" for o in flags if o not in options[argv[0]]]
+                if any(a.startswith("[") for a in argv):
+                    continue  # a synopsis: its options are checked, it is not a command line
+                try:
+                    build_parser(argv).parse_args(argv)
+                except SystemExit:
+                    unknown.append(line.strip())
+    assert checked >= 40 and unknown == [], unknown
