@@ -161,39 +161,47 @@ def _read_b(path: Path, images_path: Path) -> tuple[int, int, int]:
     return n, peak, uniq
 
 
-def reader_memory(a: pa.Table, work: Path) -> dict:
-    """What QwenVLReader holds over layout (a) as the project writes it (DatasetWriter), image bytes read
-    but not decoded (the rows as they leave its shuffle buffer of 256): the peak, sampled at every row, of
-    Arrow's allocated bytes plus Python's (tracemalloc), against the unique image bytes of one row group;
-    and Python's peak between samples."""
+def reader_memory(a: pa.Table, work: Path, images_once: bool = False) -> dict:
+    """What QwenVLReader holds over the VG-like samples as the project writes them (DatasetWriter; with
+    `images_once`, split as `--images-once` splits them: layout (b)), image bytes read but not decoded (the
+    rows as they leave its shuffle buffer of 256): the peak, sampled at every row, of Arrow's allocated bytes
+    plus Python's (tracemalloc), against the unique image bytes of one row group of samples; and Python's
+    peak between samples."""
     import tracemalloc
 
     from curation.dataset import DatasetWriter
+    from curation.image_table import split_images
     from formats.reader import QwenVLReader
 
-    with DatasetWriter(work / "a-dataset") as w:
-        w.write("samples", a)
-        w.close()
-    shard = next((work / "a-dataset" / "samples").glob("*.parquet"))
-    pf = pq.ParquetFile(shard)
     unique = 0
-    for g in range(pf.num_row_groups):
-        t = pf.read_row_group(g, columns=["images"]).column(0).combine_chunks().flatten()
+    for batch in a.to_batches(max_chunksize=1024):  # the row groups DatasetWriter writes
+        t = batch.column("images").flatten()
         keys, data = t.field("key").to_pylist(), t.field("image")
         unique = max(unique, sum(len(data[keys.index(k)].as_py()) for k in set(keys)))
-    r = QwenVLReader(work / "a-dataset", buffer_size=256)
+    out = work / ("b-dataset" if images_once else "a-dataset")
+    with DatasetWriter(out) as w:
+        if images_once:
+            samples, images = split_images(a, set())
+            w.write("samples", samples)
+            w.write("images", images)
+        else:
+            w.write("samples", a)
+        w.close()
+    shard_bytes = sum(f.stat().st_size for f in out.rglob("*.parquet"))
+    r = QwenVLReader(out, buffer_size=256)
     arrow0 = pa.total_allocated_bytes()
     tracemalloc.start()
     held = arrow_held = n = 0
     try:
-        for _ in r._shuffled(r._rows(0, r.total_rows), 0):
+        for row in r._shuffled(r._rows(0, r.total_rows), 0):
+            assert row["images"][0]["image"]  # the bytes are there (joined by key with images_once)
             arrow_now = pa.total_allocated_bytes() - arrow0
             held, arrow_held = max(held, arrow_now + tracemalloc.get_traced_memory()[0]), max(arrow_held, arrow_now)
             n += 1
         py_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    return {"rows": n, "shard_bytes": shard.stat().st_size, "unique_image_bytes_per_row_group": unique,
+    return {"rows": n, "shard_bytes": shard_bytes, "unique_image_bytes_per_row_group": unique,
             "peak_held_bytes": held, "peak_arrow_held_bytes": arrow_held, "peak_python_bytes": py_peak,
             "ratio": round(held / unique, 2)}
 
@@ -230,6 +238,7 @@ def images_once(n_images: int, per_image: int, runs: int, work: Path, size: tupl
         mem["b"] = {"peak_row_group_bytes": peak, "unique_image_bytes_held": uniq, "ratio": round(peak / uniq, 2)}
     res["reader_memory"] = mem
     res["reader_memory"]["QwenVLReader over (a)"] = reader_memory(a, work)
+    res["reader_memory"]["QwenVLReader over (b), --images-once"] = reader_memory(a, work, images_once=True)
     res["reader_samples_per_cpu_s"] = {k: round(statistics.median(v), 1) for k, v in rates.items()}
     res["datasets_cache_bytes"] = {
         "a": _hf_cache([pa_dir / "samples" / "part-00000.parquet"], work / "hf-a"),
@@ -256,7 +265,7 @@ def main(argv=None) -> int:
         size = tuple(int(v) for v in args.image_size.lower().split("x"))
         if args.memory_only:
             a, _, _, _ = _layouts(args.images, 50, size)
-            print(json.dumps(reader_memory(a, root), indent=1))
+            print(json.dumps({"a": reader_memory(a, root), "b (--images-once)": reader_memory(a, root, images_once=True)}, indent=1))
             return 0
         out["reader"] = reader_throughput(_demo_dataset(root), args.runs)
         print(json.dumps(out["reader"], indent=1))

@@ -4,11 +4,12 @@
 has one. Its YAML header holds
 
 - `configs`: one config per table with shards (`records`, `samples`,
-  `sequences`, `rejects`), its `data_files` the manifest's shard paths (exact
+  `sequences`, `images`, `rejects`), its `data_files` the manifest's shard paths (exact
   paths, so that `datasets` reads the same shards the manifest lists and never
   a stray file); `samples` is the default config;
 - `dataset_info`: each config's features, from the table's Arrow schema, with
-  the encoded image columns (`records.image`, `samples.images[].image`) typed
+  the encoded image columns (`records.image`, `samples.images[].image`,
+  `images.image`) typed
   `image`, so `load_dataset(DIR, "samples")` decodes them to PIL images with
   no extra code.
 
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 CARD = "README.md"
 MARKER = "<!-- dataset card written by qwen-vl-curation; rewritten on every run -->"
 # encoded image bytes, by table: paths of field names (a list's items are entered transparently)
-IMAGE_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {"records": (("image",),), "samples": (("images", "image"),)}
-_ORDER = ("samples", "sequences", "records", "rejects")
+IMAGE_COLUMNS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "records": (("image",),), "samples": (("images", "image"),), "images": (("image",),),
+}
+_ORDER = ("samples", "sequences", "images", "records", "rejects")
 _PRIMITIVE = {
     pa.string(): "string", pa.large_string(): "large_string", pa.binary(): "binary", pa.large_binary(): "large_binary",
     pa.bool_(): "bool", pa.int8(): "int8", pa.int16(): "int16", pa.int32(): "int32", pa.int64(): "int64",
@@ -106,6 +109,10 @@ def render_card(manifest: Mapping[str, Any], root: Path) -> str:
     lines.append("")
     if build:
         lines.append(f"Samples in the `{build.get('format')}` token format, tasks {', '.join(build.get('tasks') or [])}.")
+        if build.get("images_once"):
+            lines.append("Each image is stored once, in `images` (`key`, `image`, `width`, `height`; the shard of the same name "
+                         "as the samples'); a sample's `images[].image` is null: join on `images[].key`. "
+                         "`QwenVLReader` and `curate export` do the join.")
         if "min_pixels" in build:
             lines.append(f"Qwen2-VL / Qwen2.5-VL images sized by smart_resize with min_pixels {build['min_pixels']} "
                          f"and max_pixels {build['max_pixels']}: train at the same limits.")

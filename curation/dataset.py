@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
-from curation.schema import ROW_GROUP_ROWS, SCHEMA_VERSION, TABLE_SCHEMAS, conform, parquet_write_options
+from curation.schema import ROW_GROUP_ROWS, SCHEMA_VERSION, TABLE_SCHEMAS, conform, parquet_write_options, row_group_rows
 
 __all__ = [
     "DEFAULT_SHARD_BYTES",
@@ -151,7 +151,8 @@ class ShardWriter:
         name = f"{self.prefix}{len(self.shards):05d}.parquet"
         final = self.root / self.table / name
         tmp = final.with_name(f".{name}.tmp")
-        pq.write_table(table, tmp, row_group_size=self.row_group_rows, **parquet_write_options(self.table))
+        size = min(self.row_group_rows, row_group_rows(self.table, table.num_rows, table.nbytes))
+        pq.write_table(table, tmp, row_group_size=size, **parquet_write_options(self.table))
         os.replace(tmp, final)
         self.shards.append(
             ShardInfo(
@@ -611,5 +612,21 @@ class Dataset:
         return pa.concat_tables(tables)
 
     def iter_batches(self, table: str, batch_size: int = 1024, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
+        """The rows of `table`, shard by shard; samples whose images are stored once (an `images` table) come
+        with their image bytes filled in by key, as self-contained rows."""
+        from curation.image_table import fill_images
+
         for p in self.shard_paths(table):
-            yield from pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=columns)
+            part = self.image_part(p) if table == "samples" and (columns is None or "images" in columns) else None
+            for batch in pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=columns):
+                yield fill_images(batch, part)
+
+    def image_part(self, samples_shard: Path | str):
+        """The listed images part beside a samples shard (images stored once), or None."""
+        from curation.image_table import IMAGES_TABLE, ImagePart
+
+        name = Path(samples_shard).name
+        for shard in self.shards(IMAGES_TABLE):
+            if Path(shard["path"]).name == name:
+                return ImagePart(self._check_rows(shard))
+        return None

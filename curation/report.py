@@ -306,7 +306,7 @@ def _figure(image: Mapping[str, Any] | None, shapes: Sequence[Mapping[str, Any]]
     )
 
 
-def _galleries(page: _Page, con, per_task: int) -> None:
+def _galleries(page: _Page, con, per_task: int, images_table: bool = False) -> None:
     from formats.grammar import shapes_in_pixels
 
     tasks = [r[0] for r in con.execute("select distinct task from samples").fetchall()]
@@ -335,8 +335,10 @@ def _galleries(page: _Page, con, per_task: int) -> None:
             text = (prompt or "") + (target or "")
             images = images or []
             first = dict(images[0]) if images else None
-            if first is not None and first.get("image") is None:
-                found = con.execute("select image from records where record_id = ? limit 1", [record_id]).fetchone()
+            if first is not None and first.get("image") is None:  # stored once (images table), or in the records
+                found = (con.execute("select image from images where key = ? limit 1", [first["key"]]).fetchone()
+                         if images_table else None)
+                found = found or con.execute("select image from records where record_id = ? limit 1", [record_id]).fetchone()
                 first["image"] = found[0] if found else None
             shapes = []
             if first is not None and first.get("width") and first.get("height"):
@@ -536,7 +538,7 @@ def report_html(path: Path | str, per_task: int = 4) -> tuple[str, dict[str, Any
     _funnel(page, manifest)
     _distributions(page, con, manifest, tables)
     if "samples" in tables:
-        _galleries(page, con, per_task)
+        _galleries(page, con, per_task, images_table="images" in tables)
     _clip_pairs(page, con, manifest, tables)
     _rejects(page, con)
     _duplicates(page, con)

@@ -53,8 +53,9 @@ import pyarrow.parquet as pq
 
 from curation.errors import InputError
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
+from curation.image_table import IMAGES_TABLE, split_images
 from curation.schema import (
-    ANNOTATION_COLUMNS, ROW_GROUP_BYTES, ROW_GROUP_ROWS, TABLE_SCHEMAS, parquet_write_options, rejects_from_pylist,
+    ANNOTATION_COLUMNS, ROW_GROUP_ROWS, TABLE_SCHEMAS, parquet_write_options, rejects_from_pylist, row_group_rows,
 )
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -221,6 +222,7 @@ class Sink:
     table: str
     pack: int | None = None
     format: str | None = None  # of packed sequences
+    images_once: bool = False  # samples: each image's bytes once, in the images table (curation/image_table.py)
 
 
 @dataclass
@@ -327,26 +329,25 @@ class _PartWriter:
         self.pending_rows += batch.num_rows
         self.pending_bytes += batch.nbytes
         self.rows += batch.num_rows
-        if self.pending_bytes >= ROW_GROUP_BYTES:
-            self._flush(self.pending_rows)
-        elif self.pending_rows >= ROW_GROUP_ROWS:
-            self._flush(self.pending_rows - self.pending_rows % ROW_GROUP_ROWS)
+        size = row_group_rows(self.table, self.pending_rows, self.pending_bytes)
+        if self.pending_rows >= size:
+            self._flush(self.pending_rows - self.pending_rows % size, size)
 
-    def _flush(self, rows: int) -> None:
-        """Write the first `rows` pending rows; keep the rest."""
+    def _flush(self, rows: int, size: int = ROW_GROUP_ROWS) -> None:
+        """Write the first `rows` pending rows in row groups of `size`; keep the rest."""
         if rows == 0:
             return
         if self.writer is None:
             self.file = _HashingFile(self.tmp)
             self.writer = pq.ParquetWriter(self.file, self.schema, **parquet_write_options(self.table))
         table = pa.concat_tables(self.pending)
-        self.writer.write_table(table.slice(0, rows), row_group_size=ROW_GROUP_ROWS)
+        self.writer.write_table(table.slice(0, rows), row_group_size=size)
         rest = table.slice(rows)
         self.pending = [rest] if rest.num_rows else []
         self.pending_rows, self.pending_bytes = rest.num_rows, rest.nbytes
 
     def close(self) -> dict | None:
-        self._flush(self.pending_rows)
+        self._flush(self.pending_rows, row_group_rows(self.table, self.pending_rows, self.pending_bytes))
         if self.writer is None:
             return None
         self.writer.close()
@@ -442,6 +443,7 @@ class _Flow:
         self.members: list[tuple[str, str, int]] = []
         self.by_task: Counter = Counter()
         self.annotations: Counter = Counter()
+        self.image_keys: set[str] = set()  # images this shard's images part holds (images_once)
         self.calls = 0
 
     def _count(self, name: str) -> dict:
@@ -492,6 +494,9 @@ class _Flow:
         kept, rejects = split_rejects(batch, TABLE_SCHEMAS[sink.table])
         if items is not None:
             rejects = pa.concat_tables([rejects, items])
+        if sink.images_once and sink.table == "samples":
+            kept, images = split_images(kept, self.image_keys)
+            self.part(IMAGES_TABLE).write(images)
         self.part(sink.table).write(kept)
         self.part("rejects").write(rejects)
         for stage, reason in zip(rejects.column("stage").to_pylist(), rejects.column("reason").to_pylist()):

@@ -33,9 +33,11 @@ __all__ = [
     "SAMPLE_SCHEMA",
     "REJECT_SCHEMA",
     "SEQUENCE_SCHEMA",
+    "IMAGES_SCHEMA",
     "TABLE_SCHEMAS",
     "ROW_GROUP_ROWS",
     "ROW_GROUP_BYTES",
+    "row_group_rows",
     "parquet_write_options",
     "REJECT_COLUMNS",
     "conform",
@@ -141,16 +143,37 @@ SEQUENCE_SCHEMA = pa.schema(
     ]
 )
 
+# Images stored once, beside samples built with `images_once` (curation/image_table.py): the samples of
+# samples/part-K.parquet reference these of images/part-K.parquet by key, with a null `image`.
+IMAGES_SCHEMA = pa.schema(
+    [
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("image", pa.binary()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+    ]
+)
+
 TABLE_SCHEMAS: dict[str, pa.Schema] = {
     "records": RECORD_SCHEMA,
     "samples": SAMPLE_SCHEMA,
     "rejects": REJECT_SCHEMA,
     "sequences": SEQUENCE_SCHEMA,
+    "images": IMAGES_SCHEMA,
 }
 
 # How the tables are written (every writer of a shard takes these).
 ROW_GROUP_ROWS = 1024
 ROW_GROUP_BYTES = 64 << 20  # a row group of records with large images closes earlier
+# The images table (images stored once) is read by key, a row group at a time, by readers that keep one or two:
+# its row groups stay small whatever the image size.
+IMAGES_ROW_GROUP_BYTES = 4 << 20
+
+
+def row_group_rows(table: str, rows: int, nbytes: int) -> int:
+    """Rows per row group for `rows` rows of `table` taking `nbytes`: ROW_GROUP_ROWS, fewer for large rows."""
+    limit = IMAGES_ROW_GROUP_BYTES if table == "images" else ROW_GROUP_BYTES
+    return max(1, min(ROW_GROUP_ROWS, limit * rows // max(nbytes, 1)))
 # A sample row carries its image's bytes, and the samples of one image are adjacent (a record's samples are
 # built together), so a row group holds ~50 copies of each Visual Genome image. Parquet folds a column chunk's
 # equal values into its dictionary page: each image's bytes are stored once per row group, and a reader that

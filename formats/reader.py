@@ -55,6 +55,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from curation.dataset import Dataset
+from curation.image_table import ImagePart, fill_images
 from formats.coords import image_pad_count
 from formats.images import qwen2_vl_patches, qwen_vl_pixels
 from formats.sft import IGNORE, sft_ids_and_labels
@@ -320,17 +321,25 @@ class QwenVLReader(IterableDataset):
                 pos += shard["rows"]
                 continue
             pf = _open(self.path / shard["path"])
+            part = self._image_part(shard["path"])
             for g in range(pf.num_row_groups):
                 n = pf.metadata.row_group(g).num_rows
                 lo, hi = max(start, pos), min(end, pos + n)
                 if lo < hi:
                     names = _columns(pf, columns, self.images)
-                    yield from self._row_group(pf, g, names, lo - pos, hi - pos, shard["path"])
+                    yield from self._row_group(pf, g, names, lo - pos, hi - pos, shard["path"], part)
                 pos += n
                 if pos >= end:
                     return
 
-    def _row_group(self, pf, g: int, names: list[str], lo: int, hi: int, shard: str) -> Iterator[dict]:
+    def _image_part(self, shard: str) -> ImagePart | None:
+        """Where the images of a samples shard are, when they are stored once (an `images` table)."""
+        if not self.images or not shard.startswith("samples/"):
+            return None
+        return self.dataset.image_part(self.path / shard)
+
+    def _row_group(self, pf, g: int, names: list[str], lo: int, hi: int, shard: str,
+                   part: ImagePart | None = None) -> Iterator[dict]:
         """Rows [lo, hi) of row group g, read in batches of READ_BATCH rows; one bytes object per image.
 
         Samples of one image carry the same bytes (self-contained rows): a row group of Visual-Genome-like
@@ -345,7 +354,7 @@ class QwenVLReader(IterableDataset):
         for batch in pf.iter_batches(batch_size=size, row_groups=[g], columns=names):
             a, b = max(lo, at), min(hi, at + batch.num_rows)
             if a < b:
-                for row in _batch_rows(batch.slice(a - at, b - a), recent):
+                for row in _batch_rows(fill_images(batch.slice(a - at, b - a), part), recent):
                     row["_shard"] = shard
                     yield row
             at += batch.num_rows
@@ -455,9 +464,10 @@ class _Members:
             return self.cache[shard_path]
         pf = _open(self.reader.path / shard_path)
         names = _columns(pf, _SAMPLE_COLUMNS, self.reader.images)
+        part = self.reader._image_part(shard_path)
         rows = {}
         for g in range(pf.num_row_groups):  # batched, one bytes object per image key (see _row_group)
-            for r in self.reader._row_group(pf, g, names, 0, pf.metadata.row_group(g).num_rows, shard_path):
+            for r in self.reader._row_group(pf, g, names, 0, pf.metadata.row_group(g).num_rows, shard_path, part):
                 rows[r["sample_id"]] = r
         self.cache[shard_path] = rows
         while len(self.cache) > self.cache_shards:

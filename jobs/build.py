@@ -41,8 +41,12 @@ def build_steps(
     batch_size: int = 512,
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    images_once: bool = False,
 ) -> list:
     """[BuildSamples, Sink(samples)]; a bad format, task list or pixel limit raises ValueError here.
+
+    `images_once`: each image's bytes once per output shard in the `images` table, the samples referencing
+    them by key (curation/image_table.py).
 
     `min_pixels` / `max_pixels`: the Qwen2-VL / Qwen2.5-VL smart_resize limits
     the samples are built at (image pad counts, Qwen2.5-VL boxes); recorded in
@@ -54,7 +58,7 @@ def build_steps(
     stage = BuildSamples(format=format, tasks=tasks, rounding=rounding, max_tokens=pack,
                          min_pixels=min_pixels, max_pixels=max_pixels)
     stage.batch_size = batch_size
-    return [stage, Sink("samples", pack=pack, format=format)]
+    return [stage, Sink("samples", pack=pack, format=format, images_once=images_once)]
 
 
 def build_extra(writer, summary: dict, steps: list, runner: str) -> dict:
@@ -64,7 +68,7 @@ def build_extra(writer, summary: dict, steps: list, runner: str) -> dict:
     extra: dict = {
         "build": {"records": records, "format": stage.format, "tasks": list(stage.tasks), "runner": runner,
                   "min_pixels": stage.options.min_pixels, "max_pixels": stage.options.max_pixels,
-                  "samples_by_task": summary["samples_by_task"]}
+                  "images_once": sink.images_once, "samples_by_task": summary["samples_by_task"]}
     }
     if sink.pack is not None:
         per_task = {}

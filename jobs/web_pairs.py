@@ -115,6 +115,7 @@ class WebPairsConfig:
     # `max_pixels` above is the download's decompression-bomb limit, another thing)
     vision_min_pixels: int = DEFAULT_VISION_MIN_PIXELS
     vision_max_pixels: int = DEFAULT_VISION_MAX_PIXELS
+    images_once: bool = False  # each image once per output shard in an `images` table (`curate build --images-once`)
     # input shards, output and runtime
     shard_rows: int = DEFAULT_SHARD_ROWS
     task_cpus: float = 1.0
@@ -318,8 +319,8 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     with writer or open_output(cfg, job="web_pairs") as writer:
         init_ray(cfg.ray_address)
         t0 = time.time()
-        build = build_steps(cfg.format, cfg.tasks, cfg.pack,
-                            min_pixels=cfg.vision_min_pixels, max_pixels=cfg.vision_max_pixels)
+        build = build_steps(cfg.format, cfg.tasks, cfg.pack, min_pixels=cfg.vision_min_pixels,
+                            max_pixels=cfg.vision_max_pixels, images_once=cfg.images_once)
         extra: dict = {}
         if needs_two_passes(cfg):  # filters first; dedup, semantic dedup, the top fraction; then build
             first = _download_pipeline(cfg, [*_first_pass_stages(cfg), Sink("records")])

@@ -49,6 +49,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS,
                    help=f"Qwen2-VL/2.5-VL smart_resize upper limit in pixels (default {DEFAULT_MAX_PIXELS}, the model files'); "
                         "train at the same limits")
+    p.add_argument("--images-once", action="store_true",
+                   help="store each image's bytes once per output shard, in an `images` table the samples reference "
+                        "by key (for many samples per image, as Visual Genome's ~50; default: every sample row carries its bytes)")
     p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: Ray for inputs of more than one input shard, else in this process; local: this process; ray: a Ray job")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
     p.add_argument("--batch-size", type=int, default=512, help="records per batch")
@@ -72,6 +75,7 @@ def build_dataset(
     shard_rows: int = DEFAULT_SHARD_ROWS,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    images_once: bool = False,
 ) -> dict:
     """Records of `input_dir` -> samples (+ sequences) in `out`; returns the manifest.
 
@@ -88,7 +92,7 @@ def build_dataset(
     min_pixels = DEFAULT_MIN_PIXELS if min_pixels is None else min_pixels
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     try:
-        steps = build_steps(format, tasks, pack, rounding, batch_size, min_pixels, max_pixels)
+        steps = build_steps(format, tasks, pack, rounding, batch_size, min_pixels, max_pixels, images_once)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     check_out_dir(out)
@@ -97,7 +101,7 @@ def build_dataset(
     config = {
         "command": "build", "input": str(input_dir), "format": format, "tasks": list(steps[0].tasks),
         "pack": pack, "rounding": rounding, "shard_rows": shard_rows,
-        "min_pixels": min_pixels, "max_pixels": max_pixels,
+        "min_pixels": min_pixels, "max_pixels": max_pixels, "images_once": images_once,
     }
     identity = {**config, "input": str(Path(input_dir).resolve())}
     with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:
@@ -115,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
         args.input, args.out, format=args.format, tasks=args.tasks, pack=args.pack, rounding=args.rounding,
         runner=args.runner, ray_address=args.ray_address, batch_size=args.batch_size,
         overwrite=args.overwrite, verify=args.verify, resume=args.resume, shard_rows=args.shard_rows,
-        min_pixels=args.min_pixels, max_pixels=args.max_pixels,
+        min_pixels=args.min_pixels, max_pixels=args.max_pixels, images_once=args.images_once,
     )
     t = m["tables"]
     st = m["stages"].get("build", {})
