@@ -116,3 +116,15 @@ def test_reader_export_validate_sql_and_datasets_on_images_stored_once(both, tmp
 
     by_key = {im["key"]: im["image"] for r in _by_id(Dataset(both["rows"])).values() for im in r["images"]}
     assert Image.open(io.BytesIO(by_key[first["key"]])).size == first["image"].size
+
+
+def test_the_report_draws_thumbnails_from_the_images_table(both):
+    import re
+
+    from curation.report import report_html
+
+    pages = {name: report_html(both[name])[0] for name in ("rows", "once")}
+    thumbs = {name: re.findall(r"<img[^>]*src='(data:image/[^']+)'[^>]*class='[^']*thumb|class='thumb'[^>]*>\s*<img[^>]*src='(data:image/[^']+)'", page)
+              for name, page in pages.items()}
+    srcs = {name: sorted(a or b for a, b in found) for name, found in thumbs.items()}
+    assert srcs["once"] == srcs["rows"] and len(srcs["rows"]) >= 4
