@@ -74,7 +74,7 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
         f'id_col = "id"\nclip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"\n'
         f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"\nmin_clip_score = 0.15\n'
         'tasks = ["caption", "ocr"]\npack = 1024\nallow_private_network = true\n'
-        'format = "qwen2-vl"\nvision_min_pixels = 3136\nvision_max_pixels = 50176\n'
+        'format = "qwen2-vl"\nvision_min_pixels = 3136\nvision_max_pixels = 50176\nimages_once = true\n'
     )
     assert main(["run", str(job)]) == 0
     m = Dataset(tmp_path / "out").manifest
@@ -94,6 +94,12 @@ def test_run_from_a_toml_config(site, tmp_path, capsys, local_ray):
         assert s["prompt"].startswith("<|vision_start|><|image_pad|><|vision_end|>")
         assert image_pad_count(r["height"], r["width"], min_pixels=3136, max_pixels=50176) <= 50176 // 784
     assert "run:" in capsys.readouterr().out
+    # images_once: each record's image once in the images table, the samples without bytes, joined on reading
+    assert m["build"]["images_once"] is True and m["tables"]["images"]["rows"] == len(rec)
+    raw = Dataset(tmp_path / "out").read("samples", columns=["images"]).column(0).to_pylist()
+    assert all(im["image"] is None for ims in raw for im in ims)
+    assert all(im["image"] for b in Dataset(tmp_path / "out").iter_batches("samples") for r in b.to_pylist() for im in r["images"])
+    assert main(["validate", str(tmp_path / "out")]) == 0
 
 
 def test_run_keeps_the_clip_top_fraction_in_a_second_pass(site, tmp_path, local_ray):
