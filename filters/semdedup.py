@@ -6,14 +6,19 @@ cosine similarity to another one is above a threshold. Here:
 
 1. `ClipScore(keep_embeddings=True)` (filters/clip_score.py) measures
    `clip_embedding`, the L2-normalised image embedding, in the first pass;
-2. `find_semantic_duplicates` runs on a worker (one Ray task through
-   `curation.runner.run_remote`, on a GPU when the cluster has one): it reads
-   the `record_id` and `clip_embedding` columns of the scored shards itself,
-   clusters them with spherical k-means in torch (`kmeans`), and within each
-   cluster walks the members in record-id order, keeping a member unless its
-   cosine similarity to an already kept member is above `threshold`
-   (`semantic_duplicates`). It returns only the dropped ids, each with the
-   kept record and the similarity: the driver never holds an embedding;
+2. the global step, after the first pass (`jobs/dedup.py` `semantic_step`):
+   `fit_centroids` runs spherical k-means in torch (`kmeans`) on one worker
+   (a GPU when the cluster has one) over a strided sample of the embeddings
+   (256 a cluster, as faiss; at most FIT_ROWS unless the clusters need 39 each),
+   and saves the centroids beside the job's work files; then a shuffle on
+   the cluster (`curation.runner.group_by_key`) assigns every record to its
+   nearest centroid in the map tasks (`assign_rows`) and, in the reduce
+   tasks, walks each cluster's members in record-id order, keeping a member
+   unless its cosine similarity to an already kept member is above
+   `threshold` (`cluster_duplicates`, `semantic_duplicates`). No task holds
+   more than a sample and a partition of the embeddings, and the driver
+   receives only the dropped ids, each with the kept record and the
+   similarity;
 3. `SemanticDedup`, a stage of the second pass, drops them: reason
    `semantic_duplicate`, detail naming the kept record and the similarity.
 
@@ -38,9 +43,21 @@ from curation.reasons import SEMANTIC_DUPLICATE
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
-__all__ = ["kmeans", "semantic_duplicates", "find_semantic_duplicates", "write_duplicates", "default_clusters", "SemanticDedup", "check_settings"]
+__all__ = ["kmeans", "semantic_duplicates", "fit_centroids", "assign_rows", "cluster_duplicates", "write_duplicates",
+           "default_clusters", "SemanticDedup", "check_settings"]
 
 ROWS_PER_CLUSTER = 1000
+# The k-means fit reads a strided sample of the embeddings: FIT_PER_CLUSTER per cluster (faiss's
+# max_points_per_centroid: more does not move the centroids), at most FIT_ROWS (what one task holds) unless
+# the clusters need more, never fewer than MIN_FIT_PER_CLUSTER per cluster (faiss's min_points_per_centroid).
+FIT_PER_CLUSTER = 256
+MIN_FIT_PER_CLUSTER = 39
+FIT_ROWS = 1_000_000
+
+
+def fit_sample_rows(clusters: int, fit_rows: int | None = None) -> int:
+    """How many embeddings the fit of `clusters` clusters reads (when there are that many)."""
+    return min(FIT_PER_CLUSTER * clusters, max(fit_rows or FIT_ROWS, MIN_FIT_PER_CLUSTER * clusters))
 
 
 def check_settings(threshold: float, clusters: int | None) -> None:
@@ -112,40 +129,92 @@ def semantic_duplicates(ids: Sequence[str], x, labels, threshold: float) -> dict
     return out
 
 
-def find_semantic_duplicates(paths: Sequence[str], threshold: float, clusters: int | None = None,
-                             seed: int = 0) -> dict:
-    """The whole global step, on one worker: read the embeddings of `paths`, cluster, find the duplicates.
+def _embeddings(table: pa.Table, where: str = "") -> tuple[list[str], np.ndarray]:
+    """(record ids, L2-normalised float32 embeddings) of the rows of `table` with a `clip_embedding`."""
+    table = table.filter(table.column("clip_embedding").is_valid())
+    if table.num_rows == 0:
+        return [], np.zeros((0, 0), np.float32)
+    flat = table.column("clip_embedding").combine_chunks()
+    lengths = pc.list_value_length(flat).unique().to_pylist()
+    if len(lengths) != 1:
+        raise ValueError(f"{where or 'clip_embedding'}: clip_embedding rows of different lengths {sorted(lengths)}")
+    x = flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, lengths[0]).astype(np.float32)
+    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    ids = table.column("record_id").to_pylist() if "record_id" in table.column_names else []
+    return ids, x
 
-    Returns {"duplicates": {dropped: [kept, similarity]}, "embedded": N, "clusters": k, "device": ...}.
+
+def fit_centroids(files: Sequence[tuple[str, int]], clusters: int | None, out_path: str, seed: int = 0,
+                  fit_rows: int | None = None) -> dict:
+    """The global step, on one worker (a GPU when the cluster has one): spherical k-means over the embeddings
+    of `files` ((path, rows) pairs), or over a strided sample of them when there are more than the fit needs
+    (`fit_sample_rows`; `fit_rows` in place of FIT_ROWS); the centroids are saved to `out_path` (.npy) for
+    the tasks that assign every record (`assign_rows`). Returns {"embedded": N, "clusters": k, "fit_rows":
+    rows fitted, "device": ...}.
     """
     import pyarrow.parquet as pq
     import torch
 
-    ids: list[str] = []
+    total = sum(rows for _, rows in files)
+    wanted = clusters or default_clusters(total)
+    stride = max(1, math.ceil(total / fit_sample_rows(wanted, fit_rows)))
     chunks: list[np.ndarray] = []
-    dim = None
-    for path in paths:
-        t = pq.read_table(path, columns=["record_id", "clip_embedding"])
-        t = t.filter(t.column("clip_embedding").is_valid())
-        if t.num_rows == 0:
+    embedded, dim = 0, None
+    for path, _ in files:
+        _, x = _embeddings(pq.read_table(path, columns=["clip_embedding"]), str(path))
+        if not len(x):
             continue
-        flat = t.column("clip_embedding").combine_chunks()
-        lengths = set(pc.list_value_length(flat).unique().to_pylist())
-        if len(lengths) != 1 or (dim is not None and lengths != {dim}):
-            raise ValueError(f"{path}: clip_embedding rows of different lengths {sorted(lengths)} (expected {dim})")
-        dim = lengths.pop()
-        chunks.append(flat.flatten().to_numpy(zero_copy_only=False).reshape(-1, dim).astype(np.float32))
-        ids += t.column("record_id").to_pylist()
-    if not ids:
-        return {"duplicates": {}, "embedded": 0, "clusters": 0, "device": "cpu"}
+        if dim is not None and x.shape[1] != dim:
+            raise ValueError(f"{path}: clip_embedding of {x.shape[1]} values, {dim} in the files before")
+        dim = x.shape[1]
+        first = (-embedded) % stride  # every stride-th embedding over all files
+        chunks.append(x[first::stride])
+        embedded += len(x)
+    if not embedded:
+        return {"embedded": 0, "clusters": 0, "fit_rows": 0, "device": "cpu"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    x = torch.nn.functional.normalize(torch.from_numpy(np.concatenate(chunks)).to(device), dim=1)
-    k = min(clusters or default_clusters(len(ids)), len(ids))
+    sample = torch.from_numpy(np.concatenate(chunks)).to(device)
+    k = min(clusters or default_clusters(embedded), len(sample))
     with torch.inference_mode():
-        _, labels = kmeans(x, k, seed=seed)
-        dups = semantic_duplicates(ids, x, labels, threshold)
-    return {"duplicates": {d: [kept, sim] for d, (kept, sim) in dups.items()}, "embedded": len(ids), "clusters": k,
-            "device": device}
+        centroids, _ = kmeans(sample, k, seed=seed)
+    np.save(out_path, centroids.float().cpu().numpy())
+    return {"embedded": embedded, "clusters": k, "fit_rows": len(sample), "device": device}
+
+
+_CENTROIDS: dict[str, np.ndarray] = {}
+
+
+def assign_rows(batch: pa.Table, centroids_path: str) -> pa.Table | None:
+    """The map side: (key = nearest centroid, record_id, clip_embedding) of each embedded record of `batch`."""
+    if centroids_path not in _CENTROIDS:  # once per worker process
+        _CENTROIDS.clear()
+        _CENTROIDS[centroids_path] = np.load(centroids_path)
+    centroids = _CENTROIDS[centroids_path]
+    ids, x = _embeddings(batch.select(["record_id", "clip_embedding"]))
+    if not ids:
+        return None
+    labels = (x @ centroids.T).argmax(axis=1)
+    return pa.table({"key": pa.array(labels, pa.int64()), "record_id": pa.array(ids, pa.string()),
+                     "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])})
+
+
+DUPLICATE_SCHEMA = pa.schema([("record_id", pa.string()), ("kept", pa.string()), ("similarity", pa.float32())])
+
+
+def cluster_duplicates(rows: pa.Table | None, threshold: float) -> pa.Table:
+    """The reduce side: the duplicates within each cluster of `rows` (every member of its clusters)."""
+    import torch
+
+    if rows is None or rows.num_rows < 2:
+        return DUPLICATE_SCHEMA.empty_table()
+    emb = rows.column("embedding").combine_chunks()
+    x = torch.from_numpy(emb.flatten().to_numpy().reshape(len(emb), -1).copy())
+    labels = torch.from_numpy(rows.column("key").to_numpy())
+    with torch.inference_mode():
+        found = semantic_duplicates(rows.column("record_id").to_pylist(), x, labels, threshold)
+    items = sorted(found.items())
+    return pa.table({"record_id": [d for d, _ in items], "kept": [k for _, (k, _) in items],
+                     "similarity": [s for _, (_, s) in items]}, schema=DUPLICATE_SCHEMA)
 
 
 def write_duplicates(duplicates: Mapping[str, Sequence], path) -> str:

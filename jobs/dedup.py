@@ -130,35 +130,46 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
         figures.update({"pairs": sum(p.num_rows for p in pairs), "duplicates": decisions.num_rows,
                         "grouping_seconds": round(time.time() - t0, 3)})
     if "semantic" in dedup:
-        steps.append(semantic_step(files, work_dir, semantic_threshold, semantic_clusters, figures, executor, keep_embeddings))
+        steps.append(semantic_step(files, work_dir, semantic_threshold, semantic_clusters, figures, executor, keep_embeddings,
+                                   shard_rows, partitions))
     return steps, figures
 
 
 def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, threshold: float, clusters: int | None,
-                  figures: dict, executor: str = "ray", keep_embeddings: bool = True) -> Stage:
-    """SemDeDup over the records' `clip_embedding` column: k-means and the within-cluster pairs in one task
-    (a GPU when the cluster has one); the stage that drops what it found, naming the kept record."""
+                  figures: dict, executor: str = "ray", keep_embeddings: bool = True,
+                  shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None, fit_rows: int | None = None) -> Stage:
+    """SemDeDup over the records' `clip_embedding` column: k-means on one worker (a GPU when the cluster has
+    one), then the records assigned to clusters and each cluster's pairs checked in a shuffle on the cluster;
+    the stage that drops what it found, naming the kept record."""
     from curation.runner import run_remote
-    from filters.semdedup import SemanticDedup, check_settings, find_semantic_duplicates, write_duplicates
+    from filters.semdedup import (SemanticDedup, assign_rows, check_settings, cluster_duplicates, fit_centroids,
+                                  write_duplicates)
 
     try:
         check_settings(threshold, clusters)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    paths = [str(f) for f, _ in files]
-    missing = (f"{paths[0] if paths else 'the input'}: semantic dedup needs the CLIP image embeddings: make the input with "
-               "`curate filter ... --clip-model M --keep-embeddings` (or keep_embeddings = true in a job)")
-    if paths and "clip_embedding" not in pq.ParquetFile(paths[0]).schema_arrow.names:
+    files = [(str(f), rows) for f, rows in files]
+    missing = (f"{files[0][0] if files else 'the input'}: semantic dedup needs the CLIP image embeddings: make the input "
+               "with `curate filter ... --clip-model M --keep-embeddings` (or keep_embeddings = true in a job)")
+    if files and "clip_embedding" not in pq.ParquetFile(files[0][0]).schema_arrow.names:
         raise InputError(missing)
     t0 = time.time()
-    found = (find_semantic_duplicates(paths, threshold, clusters) if executor == "local"
-             else run_remote(find_semantic_duplicates, paths, threshold, clusters, gpus=1.0))
-    if found["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
+    centroids = str(Path(work_dir) / "semantic_centroids.npy")
+    fit = (fit_centroids(files, clusters, centroids, fit_rows=fit_rows) if executor == "local"
+           else run_remote(fit_centroids, files, clusters, centroids, 0, fit_rows, gpus=1.0))
+    if fit["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
         raise InputError(missing)
-    figures["semantic"] = {"threshold": threshold, "embedded": found["embedded"], "clusters": found["clusters"],
-                           "duplicates": len(found["duplicates"]), "device": found["device"],
+    found = []
+    if fit["embedded"]:
+        found = group_by_key(parquet_shards(files, shard_rows), ParquetReader(batch_size=4096, columns=("record_id", "clip_embedding")),
+                             functools.partial(assign_rows, centroids_path=centroids),
+                             functools.partial(cluster_duplicates, threshold=threshold), partitions, executor)
+    duplicates = {r["record_id"]: (r["kept"], r["similarity"]) for t in found for r in t.to_pylist()}
+    figures["semantic"] = {"threshold": threshold, "embedded": fit["embedded"], "clusters": fit["clusters"],
+                           "fit_rows": fit["fit_rows"], "duplicates": len(duplicates), "device": fit["device"],
                            "seconds": round(time.time() - t0, 3)}
-    return SemanticDedup(write_duplicates(found["duplicates"], Path(work_dir) / "semantic_duplicates.parquet"),
+    return SemanticDedup(write_duplicates(duplicates, Path(work_dir) / "semantic_duplicates.parquet"),
                          keep_embeddings=keep_embeddings)
 
 

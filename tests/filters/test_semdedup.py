@@ -142,7 +142,8 @@ def test_semantic_dedup_on_a_local_ray_finds_the_planted_copies_only(local_ray, 
         assert kept == f"of {original}" and 0.995 < float(sim) <= 1.0
     assert len(planted) == 1 and len(found) == len(copies) + 1
     embedded = m["semdedup"]["embedded"]
-    assert m["semdedup"] == {"threshold": 0.995, "embedded": embedded, "clusters": 3, "duplicates": len(found), "device": "cpu"}
+    assert m["semdedup"] == {"threshold": 0.995, "embedded": embedded, "clusters": 3, "fit_rows": embedded,
+                             "duplicates": len(found), "device": "cpu"}
     # the top fraction is taken over the records that are not duplicates: ceil(0.5 x (N - duplicates))
     cut = m["clip_keep_fraction"]["*"]
     assert cut["scored"] == embedded - len(found) and cut["kept"] == math.ceil(0.5 * cut["scored"])
@@ -208,3 +209,44 @@ def test_curate_dedup_semantic_on_embeddings_kept_by_filter(local_ray, tmp_path,
     manifest = Dataset(out).manifest
     assert manifest["dedup"]["semantic"]["duplicates"] == len(found)
     assert Dataset(out).rows("records") == Dataset(scored).rows("records") - len(found)
+
+
+def test_the_global_step_fits_on_a_sample_and_groups_on_partitions_like_one_process(tmp_path):
+    """k-means fitted on a strided sample (past FIT_ROWS) and the clusters checked in several reduce partitions
+    find exactly what one process finds over all embeddings with the same centroids; every planted copy."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import torch
+
+    import filters.semdedup as sd
+    from jobs.dedup import semantic_step
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(8, 32)).astype(np.float32)
+    x = centers[rng.integers(0, 8, 1200)] + 0.3 * rng.normal(size=(1200, 32)).astype(np.float32)
+    ids = [f"r:{i:05d}" for i in range(1200)]
+    copies = {f"r:{i:05d}-c": f"r:{i:05d}" for i in range(0, 1200, 97)}  # near copies of every 97th record
+    x = np.concatenate([x, x[::97] + 0.001 * rng.normal(size=(len(copies), 32)).astype(np.float32)])
+    ids += list(copies)
+    files = []
+    for k, lo in enumerate(range(0, len(ids), 400)):  # four files; one row without an embedding
+        emb = [list(map(float, v)) for v in x[lo:lo + 400]]
+        if k == 0:
+            emb[3] = None
+        path = tmp_path / f"part-{k}.parquet"
+        pq.write_table(pa.table({"record_id": ids[lo:lo + 400], "clip_embedding": pa.array(emb, pa.list_(pa.float32()))}),
+                       path, row_group_size=100)
+        files.append((path, len(ids[lo:lo + 400])))
+    figures: dict = {}
+    semantic_step(files, tmp_path, 0.99, 8, figures, executor="local", shard_rows=200, partitions=3, fit_rows=300)
+    got = {r["record_id"]: r["kept"] for r in pq.read_table(tmp_path / "semantic_duplicates.parquet").to_pylist()}
+    fig = figures["semantic"]
+    assert fig["embedded"] == len(ids) - 1 and fig["clusters"] == 8 and fig["fit_rows"] < fig["embedded"] // 3
+    # one process, all embeddings, the same centroids
+    centroids = np.load(tmp_path / "semantic_centroids.npy")
+    keep = [i for i in range(len(ids)) if i != 3]
+    xs = x[keep] / np.linalg.norm(x[keep], axis=1, keepdims=True)
+    labels = torch.from_numpy((xs @ centroids.T).argmax(axis=1))
+    want = sd.semantic_duplicates([ids[i] for i in keep], torch.from_numpy(xs), labels, 0.99)
+    assert got == {d: kept for d, (kept, _) in want.items()}
+    assert all(got.get(c) == o for c, o in copies.items())
