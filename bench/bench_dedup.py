@@ -73,7 +73,7 @@ def group(files, k: int, executor: str):
     from jobs.dedup import dedup_pairs
 
     pairs = dedup_pairs(files, ("phash",), k, shard_rows=SHARD_ROWS, executor=executor)
-    return pairs, decide_duplicates(pairs)
+    return pairs, decide_duplicates(pairs, k)
 
 
 def brute_sample(hashes, k: int, sample: int, seed: int):

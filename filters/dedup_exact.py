@@ -121,7 +121,7 @@ def dedup_pairs_of_group(rows: pa.Table | None, max_distance: int | None) -> pa.
     return pa.concat_tables(out) if out else PAIR_SCHEMA.empty_table()
 
 
-def decide_duplicates(pairs: Iterable[pa.Table]) -> pa.Table:
+def decide_duplicates(pairs: Iterable[pa.Table], max_distance: int | None = None) -> pa.Table:
     """Decisions (record_id, reason, kept, detail) for the records that an earlier kept record duplicates.
 
     `pairs`: tables of PAIR_SCHEMA from the grouping (exact and perceptual).
@@ -129,21 +129,40 @@ def decide_duplicates(pairs: Iterable[pa.Table]) -> pa.Table:
     an earlier record that is kept, and names the first such record (the
     leader rule: no chains, so a near-duplicate is always within the distance
     setting of the record it names).
+
+    With `max_distance` (perceptual dedup on), records of one and the same
+    pHash are one set: a pair of pHashes within the distance pairs every member
+    of one set with every member of the other, and the members of a set pair
+    with each other, without those pairs being listed (a large set comes as a
+    star, `filters.phash.identical_stars`). The decisions are those of the
+    full list of pairs.
     """
     pairs = list(pairs)
     attributes: dict[str, tuple] = {}
-    earlier: dict[str, set[str]] = {}
+    earlier: dict[str, set[str]] = {}  # record-level pairs: exact keys (and all pairs without max_distance)
+    near: dict[int, set[int]] = {}  # set-level pairs: pHashes within max_distance
     for t in pairs:
         for side in ("a", "b"):
             for rid, sha, url, ph in zip(*(t.column(c).to_pylist() for c in (side, f"{side}_sha256", f"{side}_url", f"{side}_phash"))):
                 attributes[rid] = (sha, url, ph)
-        for a, b in zip(t.column("a").to_pylist(), t.column("b").to_pylist()):
-            earlier.setdefault(b, set()).add(a)
+        for a, b, pa_, pb in zip(*(t.column(c).to_pylist() for c in ("a", "b", "a_phash", "b_phash"))):
+            if max_distance is not None and pa_ is not None and pb is not None and hamming(pa_, pb) <= max_distance:
+                near.setdefault(pa_, set()).add(pb)
+                near.setdefault(pb, set()).add(pa_)
+            else:
+                earlier.setdefault(b, set()).add(a)
     dropped: dict[str, str] = {}  # record -> the kept record it duplicates
-    for rid in sorted(earlier):
-        kept = [a for a in earlier[rid] if a not in dropped]
+    first_kept: dict[int, str] = {}  # pHash -> its first kept record (at most one of a set is kept)
+    candidates = earlier.keys() | {rid for rid, (_, _, ph) in attributes.items() if ph in near}
+    for rid in sorted(candidates):
+        kept = [a for a in earlier.get(rid, ()) if a not in dropped]
+        ph = attributes[rid][2]
+        if ph in near:  # the first kept record of its own set and of each set within the distance
+            kept += [first_kept[h] for h in (ph, *near[ph]) if h in first_kept]
         if kept:
             dropped[rid] = min(kept)
+        elif ph in near:
+            first_kept.setdefault(ph, rid)
     rows = {"record_id": [], "reason": [], "kept": [], "detail": []}
     for rid, kept in dropped.items():
         sha, url, ph = attributes[rid]

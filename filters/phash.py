@@ -45,6 +45,7 @@ __all__ = [
     "band_keys",
     "band_rows",
     "candidate_pairs",
+    "identical_stars",
     "PAIR_SCHEMA",
     "pairs_table",
     "PHash",
@@ -217,15 +218,56 @@ def _pairs_in_sorted_groups(keys: np.ndarray, small: int = 32) -> tuple[np.ndarr
     return np.concatenate(left), np.concatenate(right)
 
 
+# More records than this with one and the same hash (a placeholder image a crawl met 100,000 times) are not
+# paired with each other and with every neighbour (g^2 / 2 pairs): the first by record id stands for them, the
+# others pair with it alone, at distance 0 (`identical_stars`); `decide_duplicates` treats them as one.
+IDENTICAL_STAR = 16
+
+
+def identical_stars(rows: pa.Table, limit: int = IDENTICAL_STAR) -> tuple[pa.Table, pa.Table]:
+    """(the rows without the members of large identical-hash sets but their first, the star pairs (first,
+    member) of those sets). A set of at most `limit` records is left whole."""
+    hashes = rows.column("phash").to_numpy()
+    ids = np.asarray(rows.column("record_id").to_pylist(), dtype=object)
+    _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
+    hot = np.flatnonzero(counts > limit)
+    if not len(hot):
+        return rows, PAIR_SCHEMA.empty_table()
+    order = np.argsort(inverse, kind="stable")
+    starts = np.r_[0, np.cumsum(counts)]
+    records = {}  # hash index -> distinct record ids (a record has a row per band key in this partition)
+    for h in hot:
+        members = sorted(set(ids[order[starts[h]:starts[h + 1]]]))
+        if len(members) > limit:
+            records[int(h)] = members
+    if not records:
+        return rows, PAIR_SCHEMA.empty_table()
+    first = {h: m[0] for h, m in records.items()}
+    keep = np.array([(int(h) not in first) or ids[r] == first[int(h)] for r, h in enumerate(inverse)])
+    star_i, star_j, seen = [], [], set()
+    row_of = {rid: r for r, rid in enumerate(ids)}  # any row of a record will do: the attributes are the same
+    for h, members in records.items():
+        for m in members[1:]:
+            if m not in seen:
+                seen.add(m)
+                star_i.append(row_of[first[h]])
+                star_j.append(row_of[m])
+    return rows.filter(pa.array(keep)), pairs_table(rows, star_i, star_j, [0] * len(star_i))
+
+
 def candidate_pairs(rows: pa.Table | None, k: int, chunk_rows: int = 65_536) -> pa.Table:
     """Pairs (a < b by record_id) of records sharing a band key and within distance k (the reduce side).
 
     A pair found in several bands is listed once. The sorted keys are taken
     in slices of about `chunk_rows` rows, cut between groups, so memory follows
-    the slice's candidates, not the partition's.
+    the slice's candidates, not the partition's. A large set of identical
+    hashes is one record and a star (`identical_stars`).
     """
     if rows is None or rows.num_rows < 2:
         return PAIR_SCHEMA.empty_table()
+    rows, stars = identical_stars(rows)
+    if stars.num_rows:
+        return pa.concat_tables([candidate_pairs(rows, k, chunk_rows), stars])
     keys = rows.column("key").to_numpy()
     order = np.argsort(keys, kind="stable")
     sorted_keys = keys[order]

@@ -123,7 +123,7 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
         figures["eval_images"] = evals.num_rows
     if any(k in dedup for k in ("exact", "url", "phash")):
         pairs = dedup_pairs(files, dedup, max_distance, shard_rows, partitions, executor)
-        decisions = decide_duplicates(pairs)
+        decisions = decide_duplicates(pairs, max_distance if "phash" in dedup else None)
         path = Path(work_dir) / "dedup_decisions.parquet"
         pq.write_table(decisions, path)
         steps.append(DedupDecide(str(path)))

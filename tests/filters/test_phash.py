@@ -152,3 +152,41 @@ def test_decontaminate_refuses_a_folder_without_images(tmp_path):
 
     with pytest.raises(InputError, match="no decodable images"):
         eval_hashes(tmp_path)
+
+
+def test_a_large_set_of_identical_hashes_is_a_star_and_decides_as_the_full_pairs():
+    """300 copies of one placeholder (one hash) among near neighbours: the grouping lists a star, not the
+    45,000 pairs of the copies with each other and with every neighbour, and the decisions are those of the
+    full list of pairs (brute force)."""
+    from filters.dedup_exact import decide_duplicates
+    from filters.phash import IDENTICAL_STAR
+
+    rng = np.random.default_rng(7)
+
+    def flip(h: int, *bits: int) -> int:  # h with those bits flipped, as a signed 64-bit value
+        u = (h & (2**64 - 1)) ^ sum(1 << b for b in bits)
+        return u - 2**64 if u >= 2**63 else u
+
+    base = 0x0F0F_3C3C_5A5A_9999
+    hashes = [base] * 300 + [flip(base, 3, 17)] * 40 + [flip(base, 1)] + [flip(base, 5, 9, 30)] * 3
+    hashes += [int(x) for x in rng.integers(-(2**62), 2**62, 200)]  # unrelated
+    ids = [f"r{i:04d}" for i in rng.permutation(len(hashes))]  # the copies' ids interleave with the others'
+    batch = pa.table({"record_id": ids, "phash": pa.array(hashes, pa.int64())})
+    k = 4
+    got = candidate_pairs(band_rows(batch, k), k)
+    full_i, full_j, full_d = [], [], []
+    h = np.array(hashes, dtype=np.int64)
+    for i in range(len(h)):
+        d = hamming_array(h[i], h[i + 1:])
+        for j in np.flatnonzero(d <= k):
+            full_i.append(i)
+            full_j.append(i + 1 + j)
+            full_d.append(int(d[j]))
+    from filters.phash import pairs_table
+
+    full = pairs_table(batch, full_i, full_j, full_d)
+    assert full.num_rows > 50_000 and got.num_rows < 1_000 and 300 > IDENTICAL_STAR
+    want = {r["record_id"]: (r["kept"], r["reason"]) for r in decide_duplicates([full]).to_pylist()}
+    assert {r["record_id"]: (r["kept"], r["reason"]) for r in decide_duplicates([got], k).to_pylist()} == want
+    assert {r["record_id"]: (r["kept"], r["reason"]) for r in decide_duplicates([full], k).to_pylist()} == want
+    assert len(want) >= 300
