@@ -196,26 +196,43 @@ def pairs_table(rows: pa.Table, i, j, dist) -> pa.Table:
     return pa.table(out, schema=PAIR_SCHEMA)
 
 
-def _pairs_in_sorted_groups(keys: np.ndarray, small: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of rows with equal keys; `keys` sorted. Vectorised per offset for small groups."""
+def _pairs_in_sorted_groups(keys: np.ndarray, small: int = 32) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int]]]:
+    """Index pairs (i < j) of rows with equal keys, `keys` sorted, vectorised per offset, for the groups of at
+    most `small` rows; and (start, size) of the larger groups (hot buckets), left to `_near_in_group`."""
     n = len(keys)
     if n < 2:
-        return np.empty(0, np.int64), np.empty(0, np.int64)
+        return np.empty(0, np.int64), np.empty(0, np.int64), []
     starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
     sizes = np.diff(np.r_[starts, n])
     group_of = np.repeat(np.arange(len(starts)), sizes)
     big = sizes > small
-    left, right = [], []
+    left, right = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
     for d in range(1, min(small, int(sizes.max())) + 1):
         i = np.arange(n - d)
         same = (group_of[:-d] == group_of[d:]) & ~big[group_of[:-d]]
         left.append(i[same])
         right.append(i[same] + d)
-    for g in np.flatnonzero(big):  # hot buckets (many equal bands): all their pairs, one group at a time
-        a, b = np.triu_indices(int(sizes[g]), 1)
-        left.append(a + starts[g])
-        right.append(b + starts[g])
-    return np.concatenate(left), np.concatenate(right)
+    hot = [(int(starts[g]), int(sizes[g])) for g in np.flatnonzero(big)]
+    return np.concatenate(left), np.concatenate(right), hot
+
+
+def _near_in_group(hashes: np.ndarray, k: int, block: int = 1 << 22) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j, distance) of the pairs i < j of `hashes` within k: a block of rows against the rest at a time,
+    about `block` comparisons, so a hot bucket of g rows never holds its g^2 / 2 candidate pairs at once."""
+    u = np.asarray(hashes).view(np.uint64)
+    g = len(u)
+    rows = max(1, block // max(g, 1))
+    out_i, out_j, out_d = [np.empty(0, np.int64)], [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for b0 in range(0, g - 1, rows):
+        b1 = min(g - 1, b0 + rows)
+        d = np.bitwise_count(u[b0:b1, None] ^ u[None, :])
+        ii, jj = np.nonzero(d <= k)
+        later = jj > ii + b0
+        ii, jj = ii[later] + b0, jj[later]
+        out_i.append(ii)
+        out_j.append(jj)
+        out_d.append(d[ii - b0, jj].astype(np.int64))
+    return np.concatenate(out_i), np.concatenate(out_j), np.concatenate(out_d)
 
 
 # More records than this with one and the same hash (a placeholder image a crawl met 100,000 times) are not
@@ -282,13 +299,19 @@ def candidate_pairs(rows: pa.Table | None, k: int, chunk_rows: int = 65_536) -> 
         hi = int(bounds[min(g, len(bounds) - 1)])
         if hi <= lo:
             hi = int(bounds[np.searchsorted(bounds, lo, side="right")])
-        i, j = _pairs_in_sorted_groups(sorted_keys[lo:hi])
+        i, j, hot = _pairs_in_sorted_groups(sorted_keys[lo:hi])
         i, j = order[i + lo], order[j + lo]
         dist = hamming_array(hashes[i], hashes[j])
         near = dist <= k
         found_i.append(i[near])
         found_j.append(j[near])
         found_d.append(dist[near])
+        for start, size in hot:
+            rows_of = order[lo + start : lo + start + size]
+            a, b, d = _near_in_group(hashes[rows_of], k)
+            found_i.append(rows_of[a])
+            found_j.append(rows_of[b])
+            found_d.append(d)
         lo = hi
     return pairs_table(rows, np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d))
 

@@ -190,3 +190,24 @@ def test_a_large_set_of_identical_hashes_is_a_star_and_decides_as_the_full_pairs
     assert {r["record_id"]: (r["kept"], r["reason"]) for r in decide_duplicates([got], k).to_pylist()} == want
     assert {r["record_id"]: (r["kept"], r["reason"]) for r in decide_duplicates([full], k).to_pylist()} == want
     assert len(want) >= 300
+
+
+def test_a_hot_bucket_of_distinct_hashes_is_compared_in_blocks_as_brute_force():
+    """600 distinct hashes sharing a band (a hot bucket, beyond the vectorised offsets): the pairs within k,
+    compared a block of rows at a time, are exactly the brute-force pairs, whatever the block size."""
+    from filters.phash import _near_in_group
+
+    rng = np.random.default_rng(11)
+    low = rng.integers(0, 2**50, 600, dtype=np.int64)
+    hashes = (np.int64(0x1ABC) << np.int64(50)) | low  # the top 14 bits shared: one band value for k = 4
+    for i in range(0, 600, 7):  # near copies inside the bucket
+        hashes[i + 1 if i + 1 < 600 else i] = hashes[i] ^ np.int64(0b1010)
+    want = {(i, i + 1 + j, int(d[j])) for i in range(600) for d in [hamming_array(hashes[i], hashes[i + 1:])]
+            for j in np.flatnonzero(d <= 4)}
+    for block in (1, 599, 5_000, 1 << 22):
+        got = {(int(a), int(b), int(d)) for a, b, d in zip(*_near_in_group(hashes, 4, block))}
+        assert got == want and len(want) >= 80
+    ids = [f"h{i:03d}" for i in range(600)]
+    batch = pa.table({"record_id": ids, "phash": pa.array(hashes, pa.int64())})
+    pairs = {(r["a"], r["b"], r["distance"]) for r in candidate_pairs(band_rows(batch, 4), 4).to_pylist()}
+    assert pairs == {(ids[i], ids[j], d) for i, j, d in want}
