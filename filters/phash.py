@@ -245,11 +245,11 @@ def identical_stars(rows: pa.Table, limit: int = IDENTICAL_STAR) -> tuple[pa.Tab
     """(the rows without the members of large identical-hash sets but their first, the star pairs (first,
     member) of those sets). A set of at most `limit` records is left whole."""
     hashes = rows.column("phash").to_numpy()
-    ids = np.asarray(rows.column("record_id").to_pylist(), dtype=object)
     _, inverse, counts = np.unique(hashes, return_inverse=True, return_counts=True)
     hot = np.flatnonzero(counts > limit)
     if not len(hot):
         return rows, PAIR_SCHEMA.empty_table()
+    ids = np.asarray(rows.column("record_id").to_pylist(), dtype=object)
     order = np.argsort(inverse, kind="stable")
     starts = np.r_[0, np.cumsum(counts)]
     records = {}  # hash index -> distinct record ids (a record has a row per band key in this partition)
