@@ -18,7 +18,7 @@ EXAMPLES = """examples:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dir", help="dataset directory (with manifest.json)")
-    p.add_argument("sql", help="a query over the views records, samples, rejects (and sequences)")
+    p.add_argument("sql", help="a query over the views records, samples, rejects (and sequences; images for samples built with --images-once)")
     p.add_argument("--csv", action="store_true", help="print CSV with a header")
     p.add_argument(
         "--allow-path", action="append", default=[], metavar="PATH",
