@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from typing import IO, Iterator
 
 from curation.errors import InputError
@@ -66,6 +67,13 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
             seen[sid] = (row.get("task"), row.get("num_tokens") or 0)
             for problem in check_sample(row, **limits):
                 yield sid, problem
+    for shard in ds.shards("images"):  # images stored once: once per part (a sample's missing key is found above)
+        import pyarrow.parquet as pq
+
+        counts = Counter(pq.read_table(ds.path / shard["path"], columns=["key"]).column(0).to_pylist())
+        for key, n in counts.items():
+            if n > 1:
+                yield shard["path"], f"image key {key!r} stored {n} times"
     limit = (ds.manifest.get("packing") or {}).get("max_tokens")
     for rb in ds.iter_batches("sequences", batch_size=4096):
         for seq in rb.to_pylist():

@@ -128,3 +128,24 @@ def test_the_report_draws_thumbnails_from_the_images_table(both):
               for name, page in pages.items()}
     srcs = {name: sorted(a or b for a, b in found) for name, found in thumbs.items()}
     assert srcs["once"] == srcs["rows"] and len(srcs["rows"]) >= 4
+
+
+def test_validate_reports_a_key_stored_twice_and_a_sample_whose_image_is_missing(both, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from curation.cli import main
+    from curation.dataset import DatasetWriter
+
+    src = Dataset(both["once"])
+    samples = pa.concat_tables([pq.read_table(p) for p in src.shard_paths("samples")])
+    images = pa.concat_tables([pq.read_table(p) for p in src.shard_paths(IMAGES_TABLE)])
+    gone = images.column("key")[0].as_py()
+    broken = pa.concat_tables([images.slice(1), images.slice(2, 1)])  # the first key gone, the third twice
+    with DatasetWriter(tmp_path / "broken") as w:
+        w.write("samples", samples)
+        w.write(IMAGES_TABLE, broken)
+        w.close()
+    assert main(["validate", str(tmp_path / "broken")]) == 1
+    out = capsys.readouterr().out
+    twice = images.column("key")[2].as_py()
+    assert f"image key {twice!r} stored 2 times" in out and f"image {gone!r} has no bytes" in out
