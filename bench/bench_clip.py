@@ -72,7 +72,7 @@ def main() -> None:
 
     import pyarrow.parquet as pq
 
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
     from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
     from curation.runtime import run_local
     from curation.schema import records_from_pylist

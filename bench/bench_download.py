@@ -8,7 +8,7 @@ threads, no resize, no re-encode, sha256, X-Robots-Tag check on) three ways,
 interleaved run by run:
 
   plain     img2dataset's engine as it is (its urlopen, its retry loop)
-  crawl     through `curation.crawl.fetching` with allow_private_network:
+  crawl     through `curation.crawl.fetch.fetching` with allow_private_network:
             the guarded opener (resolve once, connect to the checked list),
             redirect handler, bounded body reads, the tool's user agent,
             per-host slots (max_per_host = threads) and request counts
@@ -57,7 +57,7 @@ def make_site(folder: Path, n: int) -> list[str]:
 @contextlib.contextmanager
 def checks_computed_but_loopback_allowed():
     """`checked`: the policy functions run in full on every URL and address; their answers are ignored."""
-    import curation.crawl as crawl
+    import curation.crawl.fetch as crawl
 
     real_refusal, real_allowed = crawl.url_refusal, crawl.address_allowed
     crawl.url_refusal = lambda url, allow_private=False: (real_refusal(url, False), None)[1]
@@ -69,8 +69,8 @@ def checks_computed_but_loopback_allowed():
 
 
 def download(shard_file: Path, n: int, way: str, threads: int) -> tuple[float, float, int]:
-    from curation.crawl import FetchPolicy, fetching
-    from curation.download import _CollectingWriter
+    from curation.crawl.fetch import FetchPolicy, fetching
+    from curation.crawl.download import _CollectingWriter
     from img2dataset.downloader import Downloader
     from img2dataset.resizer import Resizer
 

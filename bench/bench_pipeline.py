@@ -126,7 +126,7 @@ def write_url_list(corpus: Path, base_url: str, path: Path, copies: int = 1) -> 
 
 
 def child_img2dataset(urls: str, out: str, shard_rows: str, threads: str) -> None:
-    """img2dataset alone, with the settings of curation/download.py (run_img2dataset, Img2datasetReader)."""
+    """img2dataset alone, with the settings of curation/crawl/download.py (run_img2dataset, Img2datasetReader)."""
     from curation.images import DEFAULT_MAX_PIXELS
 
     os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(DEFAULT_MAX_PIXELS)

@@ -169,7 +169,7 @@ def reader_memory(a: pa.Table, work: Path, images_once: bool = False) -> dict:
     peak between samples."""
     import tracemalloc
 
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
     from curation.image_table import split_images
     from formats.reader import QwenVLReader
 

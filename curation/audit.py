@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.errors import InputError
 from curation.schema import TABLE_SCHEMAS
 

@@ -523,7 +523,7 @@ def clean_record_rows(out_dir: str | os.PathLike, n: int, seed: int) -> list[dic
 def write_clean_records(root: str | os.PathLike, n: int, seed: int) -> Path:
     """`clean_record_rows` of a corpus generated in ROOT/www, written as the records dataset ROOT/records
     (returned): the input of a build, for tests and benchmarks."""
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
     from curation.schema import records_from_pylist
 
     root = Path(root)

@@ -1,6 +1,6 @@
 """Errors that the CLI turns into one line on stderr and exit status 2.
 
-Only InputError (and its subclasses, e.g. `curation.dataset.ManifestError`)
+Only InputError (and its subclasses, e.g. `curation.storage.dataset.ManifestError`)
 means bad input; `curate` shows any other exception as a bug, with its
 traceback and exit status 1. So code that detects bad input raises
 InputError itself, at the place that knows the file, line or option at fault.

@@ -2,7 +2,7 @@
 
 An image enters the flow in two places, the ingest image stage
 (`curation.importers.images.LoadImages`) and the download loop
-(`curation.download.Img2datasetReader`, in place of img2dataset's OpenCV
+(`curation.crawl.download.Img2datasetReader`, in place of img2dataset's OpenCV
 decode; `FromImg2dataset` for rows it did not check). Both call `decoded_size`, which
 
 - reads the header and refuses more than `max_pixels` pixels before any pixel

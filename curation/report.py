@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from curation.audit import connect
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.plots import PALETTE, bars_svg, boxplot_svg, funnel_svg, histogram_svg
 
 __all__ = ["QWEN_VL_MIXTURE", "SHAPE_COLORS", "write_report", "report_html"]

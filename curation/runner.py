@@ -59,7 +59,7 @@ from curation.schema import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
 
 __all__ = [
     "DEFAULT_SHARD_ROWS",

@@ -48,7 +48,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from curation.download import DEFAULT_MAX_PIXELS
+from curation.crawl.download import DEFAULT_MAX_PIXELS
 from curation.errors import InputError
 from curation.runtime import Resources
 from filters.base import Drop, Filter

@@ -25,7 +25,7 @@ import hashlib
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.netpolicy import normalize_url
+from curation.crawl.netpolicy import normalize_url
 from curation.reasons import DUPLICATE_IMAGE, DUPLICATE_URL, NEAR_DUPLICATE
 from curation.runtime import Resources
 from filters.base import Drop, Filter

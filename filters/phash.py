@@ -347,7 +347,7 @@ _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".t
 
 def eval_hashes(source: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> pa.Table:
     """(name, phash) of every evaluation image in a folder (searched recursively) or a records dataset."""
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     path = Path(source)
     names: list[str] = []

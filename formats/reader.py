@@ -1,7 +1,7 @@
 """The training side: a PyTorch IterableDataset over a dataset directory.
 
 `QwenVLReader(DIR, table="samples" | "sequences")` reads the manifest-listed
-shards only (`curation.dataset.Dataset`, each shard's row count checked) and
+shards only (`curation.storage.dataset.Dataset`, each shard's row count checked) and
 yields one training example per sample or packed sequence:
 
 - `input_ids`, `labels`, `attention_mask`, `position_ids` (int64 tensors).
@@ -54,7 +54,7 @@ import pyarrow.parquet as pq
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.image_table import ImagePart, fill_images
 from formats.coords import image_pad_count
 from formats.images import qwen2_vl_patches, qwen_vl_pixels

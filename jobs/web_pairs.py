@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
-from curation.dataset import Dataset, DatasetWriter
-from curation.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader, read_url_list, url_shards
+from curation.crawl.fetch import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
+from curation.storage.dataset import Dataset, DatasetWriter
+from curation.crawl.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
 from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
 from curation.runtime import Stage
@@ -58,7 +58,7 @@ class WebPairsConfig:
     url_col: str = "url"
     caption_col: str | None = "caption"
     id_col: str | None = None
-    # download (img2dataset's engine, inside each shard's task; curation/crawl.py)
+    # download (img2dataset's engine, inside each shard's task; curation/crawl/fetch.py)
     threads: int = 16
     timeout: int = 10
     retries: int = 2  # on 429, 5xx, timeouts and resets, with exponential backoff
@@ -144,7 +144,7 @@ def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_ex
 
 
 def fetch_policy(cfg: WebPairsConfig) -> FetchPolicy:
-    """How the download fetches (curation/crawl.py); a bad setting is an InputError naming it."""
+    """How the download fetches (curation/crawl/fetch.py); a bad setting is an InputError naming it."""
     if cfg.retries < 0:
         raise InputError(f"retries must be >= 0, got {cfg.retries}")
     try:

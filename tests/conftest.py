@@ -28,7 +28,7 @@ def local_ray():
 @pytest.fixture(scope="session")
 def assert_known_reasons():
     """check(DATASET_DIR or reject rows): every reject reason is one of curation/reasons.py; returns the rows."""
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
     from curation.reasons import REASONS
 
     def check(rejects):

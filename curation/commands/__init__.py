@@ -48,8 +48,8 @@ def add_output_arguments(p: argparse.ArgumentParser, verify: bool = True) -> Non
 
 
 def add_fetch_arguments(p: argparse.ArgumentParser, download: bool = True) -> None:
-    """Options of every command that fetches URLs (curation/crawl.py); `download=False`: the policy options only."""
-    from curation.crawl import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN
+    """Options of every command that fetches URLs (curation/crawl/fetch.py); `download=False`: the policy options only."""
+    from curation.crawl.fetch import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN
 
     p.add_argument(
         "--allow-private-network", action="store_true",

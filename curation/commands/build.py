@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from curation.commands import add_output_arguments, check_out_dir, check_positive
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 from curation.runner import DEFAULT_SHARD_ROWS
 

@@ -45,7 +45,7 @@ def export_dataset(path: str, to: str, out: str, tasks: str | None = None, verif
     import pyarrow as pa
 
     from curation.commands import check_out_dir
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
     from formats.export import EXPORTS, image_suffix
     from formats.tasks import parse_tasks
     from formats.tokenizer import MAX_KEY_BYTES

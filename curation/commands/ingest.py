@@ -158,7 +158,7 @@ def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int, policy) 
     """Fetch each record's image from PREFIX/FILE_NAME through the download path.
 
     The same reader as `curate download` (img2dataset's engine through
-    `curation.crawl`: address policy, user agent, opt-outs, per-host limits,
+    `curation.crawl.fetch`: address policy, user agent, opt-outs, per-host limits,
     retries), run in this process. A file name that is absolute or has a
     '..' part is refused before any request. Images land under `root` by the
     file name the annotation gives, so the image stage finds them as in a local
@@ -168,8 +168,8 @@ def _fetch(files: list[Path], prefix: str, root: Path, max_pixels: int, policy) 
     """
     from urllib.parse import quote
 
-    from curation.download import Img2datasetReader, download_reason
-    from curation.netpolicy import unsafe_file_name
+    from curation.crawl.download import Img2datasetReader, download_reason
+    from curation.crawl.netpolicy import unsafe_file_name
     from curation.reasons import BLOCKED_ADDRESS, OPTED_OUT, UNSAFE_FILE_NAME
     from curation.runner import InputShard
 
@@ -237,11 +237,11 @@ def ingest(
 ) -> dict:
     """Run the importers of `groups` into the dataset directory `out`; return the manifest.
 
-    `fetch` (a `curation.crawl.FetchPolicy`) is how images are fetched when
+    `fetch` (a `curation.crawl.fetch.FetchPolicy`) is how images are fetched when
     `images` is a URL prefix; default: the default policy (no private addresses).
     """
-    from curation.crawl import FetchPolicy
-    from curation.dataset import DatasetWriter
+    from curation.crawl.fetch import FetchPolicy
+    from curation.storage.dataset import DatasetWriter
     from curation.importers import get_importer
     from curation.images import DEFAULT_MAX_PIXELS
     from curation.importers.images import LoadImages
@@ -350,7 +350,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
 
 def _fetch_policy(args: argparse.Namespace):
     from curation.commands import fetch_settings
-    from curation.crawl import FetchPolicy
+    from curation.crawl.fetch import FetchPolicy
 
     settings = fetch_settings(args)
     try:

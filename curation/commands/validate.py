@@ -32,7 +32,7 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
     """(sample or sequence id, problem) for every problem in the dataset at `path`."""
     import pyarrow as pa
 
-    from curation.dataset import Dataset, ShardError
+    from curation.storage.dataset import Dataset, ShardError
     from curation.schema import SAMPLE_SCHEMA, conform
     from formats.grammar import check_sample
 
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace, stdout: IO[str] | None = None) -> int:
         count += 1
         if count <= args.max_problems:
             out.write(f"{sid}: {problem}\n")
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     ds = Dataset(args.dir)
     summary = f"validate: {ds.rows('samples')} samples, {ds.rows('sequences')} sequences, {count} problems"

@@ -6,7 +6,7 @@
 The source is the output folder (or single shard files). Samples whose
 `status` is not `success` are rejected with the reason that `curate download`
 gives the same error (`http_error`, `timeout`, `not_an_image`, ...; see
-`curation.download.download_reason`) and img2dataset's `error_message` in the
+`curation.crawl.download.download_reason`) and img2dataset's `error_message` in the
 detail. The record id is `SOURCE:` + img2dataset's `key`; the caption is the
 sample's `txt` / `caption`. The image bytes come from the shard, so
 `--images` is not needed; the image stage checks them like any other (full
@@ -21,7 +21,7 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from curation.download import download_reason
+from curation.crawl.download import download_reason
 from curation.errors import InputError
 from curation.importers.base import Importer, Item, open_parquet, partial
 from curation.reasons import INVALID_ANNOTATION, NO_ANNOTATIONS

@@ -4,7 +4,7 @@ import pytest
 
 from curation.audit import connect
 from curation.cli import main
-from curation.dataset import DatasetWriter
+from curation.storage.dataset import DatasetWriter
 from curation.schema import records_from_pylist
 
 

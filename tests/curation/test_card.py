@@ -5,7 +5,7 @@ import io
 import pytest
 
 from curation.card import MARKER, features_yaml
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.schema import TABLE_SCHEMAS, records_from_pylist
 
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from curation.cli import main
-from curation.dataset import DatasetWriter
+from curation.storage.dataset import DatasetWriter
 from curation.schema import records_from_pylist, rejects_from_pylist, make_reject
 from jobs.demo import DEMO_CLIP_DIR
 

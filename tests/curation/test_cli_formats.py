@@ -5,7 +5,7 @@ import json
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.schema import records_from_pylist
 
 PNG = b"\x89PNG fake bytes"

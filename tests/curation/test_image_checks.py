@@ -23,13 +23,13 @@ def _rejected(data, **kw):
 
 
 def test_one_pixel_limit_everywhere():
-    import curation.download
+    import curation.crawl.download
     import curation.importers.images
 
     assert DEFAULT_MAX_PIXELS == 89_478_485
-    assert curation.download.DEFAULT_MAX_PIXELS is DEFAULT_MAX_PIXELS
+    assert curation.crawl.download.DEFAULT_MAX_PIXELS is DEFAULT_MAX_PIXELS
     assert curation.importers.images.LoadImages().max_pixels == DEFAULT_MAX_PIXELS
-    assert curation.download.FromImg2dataset("t").max_pixels == DEFAULT_MAX_PIXELS
+    assert curation.crawl.download.FromImg2dataset("t").max_pixels == DEFAULT_MAX_PIXELS
 
 
 @pytest.mark.parametrize(

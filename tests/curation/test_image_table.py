@@ -5,7 +5,7 @@ import io
 import pyarrow as pa
 import pytest
 
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.image_table import IMAGES_TABLE, fill_images, split_images
 from curation.schema import IMAGE_REF, SAMPLE_SCHEMA
 
@@ -134,7 +134,7 @@ def test_validate_reports_a_key_stored_twice_and_a_sample_whose_image_is_missing
     import pyarrow.parquet as pq
 
     from curation.cli import main
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
 
     src = Dataset(both["once"])
     samples = pa.concat_tables([pq.read_table(p) for p in src.shard_paths("samples")])

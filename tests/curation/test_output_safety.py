@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.schema import records_from_pylist
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_a_non_empty_output_needs_overwrite(records_dir, tmp_path, capsys):
 KILL_AT_CLOSE = textwrap.dedent(
     """
     import os, signal, sys
-    from curation import dataset
+    from curation.storage import dataset
     from curation.cli import main
 
     def die(self, *a, **k):  # the new run is complete in staging, the old one not yet replaced

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import curation.reasons as reasons_module
-from curation.download import download_reason
+from curation.crawl.download import download_reason
 from curation.reasons import REASONS, check_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -131,7 +131,7 @@ def test_former_names_are_gone_from_the_source():
         ("image too small", "image_too_small"),
         ("aspect ratio too large", "aspect_ratio_too_large"),
         ("blurrer not defined", "download_error"),
-        # curation.crawl: the crawler's own refusals and limits
+        # curation.crawl.fetch: the crawler's own refusals and limits
         ("blocked address: http://10.0.0.1/a.jpg: 10.0.0.1 is private", "blocked_address"),
         ("blocked address: file:///etc/passwd: scheme file: is not http or https", "blocked_address"),
         ("blocked address: rebind.example resolves to 127.0.0.1: 127.0.0.1 is loopback", "blocked_address"),

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from curation.cli import main
-from curation.dataset import DatasetWriter
+from curation.storage.dataset import DatasetWriter
 from curation.plots import bars_svg, boxplot_svg, funnel_svg, histogram_svg, nice_ticks
 from curation.report import write_report
 from curation.schema import make_reject, records_from_pylist, rejects_from_pylist

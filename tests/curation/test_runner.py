@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.runner import (
     ParquetReader, Pipeline, Sink, fit_cpus, parquet_shards, run_pipeline,
 )
@@ -110,7 +110,7 @@ RUN_AND_MAYBE_DIE = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
     from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
     from test_runtime import EvenOnly
     from test_runner import Slow
@@ -168,7 +168,7 @@ def test_a_driver_killed_mid_job_resumes_to_the_same_output(tmp_path):
 def test_resume_refuses_a_different_config(tmp_path):
     with DatasetWriter(tmp_path / "out", config={"format": "qwen-vl", "tasks": ["caption"]}) as w:
         w.add_shard({"shard_id": 0, "rows_in": 1, "files": [], "stages": {}})
-    from curation.dataset import OutputError
+    from curation.storage.dataset import OutputError
 
     with pytest.raises(OutputError, match="different config .*keys: format"):
         DatasetWriter(tmp_path / "out", resume=True, config={"format": "qwen2-vl", "tasks": ["caption"]})

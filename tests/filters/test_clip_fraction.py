@@ -7,7 +7,7 @@ import random
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 from curation.runtime import run_local, split_rejects
 from curation.schema import records_from_pylist

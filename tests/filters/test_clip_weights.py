@@ -9,7 +9,7 @@ import time
 import pytest
 
 from curation.cli import main
-from curation.dataset import DatasetWriter
+from curation.storage.dataset import DatasetWriter
 from curation.errors import InputError
 from curation.schema import records_from_pylist
 from filters.clip_score import ClipModelSpec, load_clip, pretrained_weights

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.democorpus import generate_corpus
 from curation.errors import InputError
 from curation.runtime import run_local, split_rejects

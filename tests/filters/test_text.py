@@ -202,7 +202,7 @@ def test_item_rejects_reach_the_rejects_table_through_the_runner(tmp_path):
     """The runner's sink turns the caption rows into reject rows, counted under stage `text`."""
     import pyarrow.parquet as pq
 
-    from curation.dataset import Dataset, DatasetWriter
+    from curation.storage.dataset import Dataset, DatasetWriter
     from curation.runner import ParquetReader, Pipeline, Sink, parquet_shards, run_pipeline
 
     rows = [rec(0, ["A red barn in a field.", "barn 🐄"]), rec(1, ["sunset"]), rec(2, ["A dog on a sofa."])]

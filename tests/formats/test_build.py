@@ -3,7 +3,7 @@
 import pyarrow as pa
 import pytest
 
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.runner import ParquetReader, Pipeline, Sink, parquet_shards, run_pipeline
 from curation.schema import REJECT_SCHEMA, SAMPLE_SCHEMA, conform
 from formats.build import BUILD_COLUMNS, BuildSamples, build_samples, sample_id

@@ -218,7 +218,7 @@ def test_llama_factory_entry_and_rows_follow_its_documented_sharegpt_schema(tmp_
     import json
 
     from curation.cli import main
-    from curation.dataset import DatasetWriter
+    from curation.storage.dataset import DatasetWriter
 
     with DatasetWriter(tmp_path / "in") as w:
         w.write("records", records_from_pylist([

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from curation.dataset import DatasetWriter
+from curation.storage.dataset import DatasetWriter
 from curation.schema import records_from_pylist
 from formats.images import qwen2_vl_patches, qwen_vl_pixels
 from formats.coords import image_pad_count
@@ -50,7 +50,7 @@ def _all(reader):
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_sample_decodes_to_its_text_with_num_tokens_ids(built, fmt):
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     rows = {r["sample_id"]: r for r in Dataset(built[fmt]).read("samples").to_pylist()}
     assert {r["task"] for r in rows.values()} == set(TASKS.split(","))
@@ -110,7 +110,7 @@ def test_labels_of_the_spec_sft_example_position_by_position():
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_packed_sequences_restart_positions_per_sample(built, fmt):
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     ds = Dataset(built[fmt])
     samples = {r["sample_id"]: r for r in ds.read("samples", columns=["sample_id", "num_tokens"]).to_pylist()}
@@ -136,7 +136,7 @@ def test_qwen_vl_images_are_448_bicubic_clip_normalised(built):
     # independent reference: torchvision's transform as Qwen-VL's visual receptor builds it
     from torchvision import transforms
 
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     row = Dataset(built["qwen-vl"]).read("samples").to_pylist()[0]
     data = row["images"][0]["image"]
@@ -173,7 +173,7 @@ def test_reader_qwen2_pixels_match_transformers_and_the_pads(built, fmt):
     from PIL import Image
     from transformers import Qwen2VLImageProcessor
 
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     rows = {r["sample_id"]: r for r in Dataset(built[fmt]).read("samples").to_pylist()}
     proc = Qwen2VLImageProcessor(min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS)
@@ -201,7 +201,7 @@ def test_two_ranks_times_three_workers_read_every_sample_once(built):
         for batch in r.loader(batch_size=5, num_workers=3):
             ids += batch["id"]
             assert set(batch["_workers"]) == {3}
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     want = Dataset(built["qwen-vl"]).read("samples", columns=["sample_id"]).column(0).to_pylist()
     assert len(ids) == len(want) and sorted(ids) == sorted(want)
@@ -256,7 +256,7 @@ def test_pad_collate_pads_and_concatenates(built):
 def test_reader_trusts_only_manifest_listed_shards(built, tmp_path):
     import shutil
 
-    from curation.dataset import ShardError
+    from curation.storage.dataset import ShardError
 
     copy = tmp_path / "copy"
     shutil.copytree(built["qwen-vl"], copy)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset, DatasetWriter
+from curation.storage.dataset import Dataset, DatasetWriter
 from curation.democorpus import generate_corpus
 from curation.schema import records_from_pylist
 from jobs.dedup import DedupConfig, needs_phash, run

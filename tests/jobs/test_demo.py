@@ -171,7 +171,7 @@ def test_work_files_live_and_die_in_the_output_staging(demo):
 
 
 def test_a_second_demo_replaces_the_first_only_when_complete(demo, tmp_path, capsys):
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     out, _ = demo
     other = tmp_path / "mine"
@@ -261,7 +261,7 @@ def test_load_dataset_reads_the_demo_output_with_decoded_images(demo, tmp_path, 
     from datasets import load_dataset
     from PIL import Image
 
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     out, _ = demo
     ds = Dataset(out)

@@ -8,7 +8,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.democorpus import generate_corpus
 from jobs.config import config_from_dict
 from jobs.demo import DEMO_CLIP_DIR, serve_directory

@@ -48,7 +48,7 @@ def run_ingest(tmp_path, assert_known_reasons):
     Every reject reason is checked against curation/reasons.py.
     """
     from curation.commands.ingest import ingest
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     def run(groups, images=None, out=None, **kw):
         out = out or tmp_path / "out"

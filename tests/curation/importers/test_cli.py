@@ -90,7 +90,7 @@ def test_broken_file_structure_is_one_line_naming_the_file(tmp_path, capsys, kin
 
 
 def test_a_size_that_is_not_a_number_is_a_reject_naming_the_record(tmp_path, capsys):
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     path = tmp_path / "textvqa.json"
     path.write_text(json.dumps({"data": [{"image_id": "a", "question_id": 7, "image_width": "wide", "image_height": 4, "question": "q", "answers": ["x"]}]}))

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from curation.cli import main
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.importers.jsonstream import load_json
 
 

@@ -30,7 +30,7 @@ def test_webdataset_shards(tmp_path, run_ingest, local_ray):
         _add(tar, "000000001.json", json.dumps({"key": "000000001", "url": "https://x/1.jpg", "status": "failed_to_download", "error_message": "HTTP Error 404"}).encode())
     pq.write_table(pa.table({"key": ["000000000"]}), out / "00000.parquet")  # metadata beside the tars: ignored
     from curation.commands.ingest import ingest
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
 
     ingest({"img2dataset": [out]}, tmp_path / "out", source="laion", use_ray=True, num_cpus=2)
     ds = Dataset(tmp_path / "out")

@@ -3,7 +3,7 @@
 import json
 from collections import Counter
 
-from curation.crawl import FetchPolicy
+from curation.crawl.fetch import FetchPolicy
 from curation.importers.jsonstream import load_json
 from jobs.demo import serve_directory
 
@@ -67,7 +67,7 @@ def test_a_url_prefix_goes_through_the_address_policy(tmp_path, run_ingest):
 
 def test_ingest_command_takes_the_fetch_options(tmp_path, capsys):
     from curation.cli import main
-    from curation.dataset import Dataset
+    from curation.storage.dataset import Dataset
     from netfixtures import FaultServer
 
     path = _coco(tmp_path / "captions.json", ["img/a.jpg", "noai.jpg"])

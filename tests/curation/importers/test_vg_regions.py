@@ -1,7 +1,7 @@
 import json
 from collections import Counter
 
-from curation.dataset import Dataset
+from curation.storage.dataset import Dataset
 from curation.importers.jsonstream import load_json
 
 

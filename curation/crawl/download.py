@@ -3,12 +3,12 @@
 1. `read_url_list` reads parquet, csv, tsv or jsonl, checks the named columns,
    gives every row a `record_id` (`SOURCE:ID` from an id column, or the row
    number) and marks duplicate URLs: `duplicate_of` names the record of the
-   first row with the same normalised URL (`curation.netpolicy.normalize_url`),
+   first row with the same normalised URL (`curation.crawl.netpolicy.normalize_url`),
    across the whole list, so a URL is downloaded once however the list is cut.
 2. `url_shards` cuts the list into input shards; `Img2datasetReader`, inside
    each shard's task, runs img2dataset's own `Downloader` + `Resizer` over the
    shard's URLs (no resize, no re-encode of JPEGs), fetching through
-   `curation.crawl.fetching`: the address policy at connection time, the
+   `curation.crawl.fetch.fetching`: the address policy at connection time, the
    tool's user agent, X-Robots-Tag opt-outs honoured, per-host limits, retries
    with backoff. Duplicates are not fetched; they come out as rows to reject.
 3. `FromImg2dataset`, a stage, turns img2dataset's rows into records; every
@@ -49,10 +49,10 @@ import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from curation.crawl import BLOCKED_PREFIX, FetchPolicy, fetching
+from curation.crawl.fetch import BLOCKED_PREFIX, FetchPolicy, fetching
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
-from curation.netpolicy import duplicate_of, interleave_by_host
+from curation.crawl.netpolicy import duplicate_of, interleave_by_host
 from curation.reasons import is_reason
 from curation.reasons import (
     ASPECT_RATIO_TOO_LARGE,
@@ -324,7 +324,7 @@ def download_reason(message: str | None) -> str:
     lower = text.lower()
     if not text:
         return DOWNLOAD_ERROR
-    if text.startswith(BLOCKED_PREFIX):  # curation.crawl: the address policy refused the URL or a redirect
+    if text.startswith(BLOCKED_PREFIX):  # curation.crawl.fetch: the address policy refused the URL or a redirect
         return BLOCKED_ADDRESS
     if text.startswith(CHECK_PREFIX):  # _CheckedResizer: the image's own decode check
         reason = text[len(CHECK_PREFIX):].split(":", 1)[0]
@@ -338,7 +338,7 @@ def download_reason(message: str | None) -> str:
     if (
         "cv_io_max_image_pixels" in lower  # OpenCV's limit
         or lower == "image area too large"  # img2dataset's max_image_area
-        or lower.startswith("body larger than")  # curation.crawl's max_bytes
+        or lower.startswith("body larger than")  # curation.crawl.fetch's max_bytes
     ):
         return IMAGE_TOO_LARGE
     if lower == "image decoding error" or text.startswith("OpenCV("):  # cv2.imdecode gave None, or asserted
@@ -412,7 +412,7 @@ class Img2datasetReader:
 
     Runs inside the shard's task: the shard's URLs go through img2dataset's
     download loop (its threads, X-Robots-Tag check, resizer with no resize and
-    no re-encode, EXIF off), fetching through `curation.crawl.fetching`
+    no re-encode, EXIF off), fetching through `curation.crawl.fetch.fetching`
     with `policy` (address policy, user agent, per-host limit, retries with
     backoff), and every row it would have written comes out here instead, in
     batches, while the next ones download; nothing touches the disk. The rows

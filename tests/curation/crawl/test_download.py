@@ -13,9 +13,9 @@ import pytest
 from PIL import Image
 
 from curation.cli import main
-from curation.crawl import FetchPolicy
-from curation.dataset import Dataset, DatasetWriter
-from curation.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
+from curation.crawl.fetch import FetchPolicy
+from curation.storage.dataset import Dataset, DatasetWriter
+from curation.crawl.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
 from curation.errors import InputError
 from curation.runner import Pipeline, Sink, run_pipeline
 
@@ -93,7 +93,7 @@ def url_table(base):
 @pytest.mark.parametrize("shard_rows", [100, 4])
 def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows, assert_known_reasons):
     base, _ = site
-    # loopback on purpose (allow_private_network); no retries: tests/curation/test_crawl.py covers them
+    # loopback on purpose (allow_private_network); no retries: tests/curation/crawl/test_fetch.py covers them
     reader = Img2datasetReader(threads=4, timeout=TIMEOUT, retries=0, max_pixels=10_000_000,
                                policy=FetchPolicy(allow_private_network=True))
     pipeline = Pipeline(reader, [FromImg2dataset("t", max_pixels=10_000_000), Sink("records")])
@@ -228,7 +228,7 @@ def test_url_list_errors_name_the_file_and_column(tmp_path):
 def test_one_complete_decode_per_image_in_the_download_loop(monkeypatch):
     """img2dataset would keep a JPEG's bytes: it is checked by PIL (1/8 DCT scale) instead of OpenCV's full
     decode; other images go through img2dataset's resizer (re-encoded to JPEG) and its result is checked."""
-    import curation.download as dl
+    import curation.crawl.download as dl
     from img2dataset.resizer import Resizer
 
     calls = []

@@ -4,7 +4,7 @@ import ipaddress
 
 import pytest
 
-from curation.netpolicy import (
+from curation.crawl.netpolicy import (
     address_allowed,
     duplicate_of,
     interleave_by_host,

@@ -4,8 +4,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from curation import dataset as dataset_mod
-from curation.dataset import Dataset, DatasetWriter, ManifestError, OutputError, ShardError, ShardWriter
+from curation.storage import dataset as dataset_mod
+from curation.storage.dataset import Dataset, DatasetWriter, ManifestError, OutputError, ShardError, ShardWriter
 from curation.schema import records_from_pylist
 
 
@@ -192,7 +192,7 @@ def test_missing_dataset_directory_is_a_manifest_error(tmp_path):
 
 def test_adopted_shards_are_linked_once_and_listed_with_their_checksums(tmp_path):
     """A first pass written in the staging hands its shards to the output without a row passing through."""
-    from curation.dataset import Dataset, DatasetWriter
+    from curation.storage.dataset import Dataset, DatasetWriter
     from curation.schema import rejects_from_pylist
 
     out = DatasetWriter(tmp_path / "out")

@@ -4,7 +4,7 @@ img2dataset's `Downloader` stays the engine (threads, its `download_image`,
 X-Robots-Tag check, resizer, hashes). `fetching(policy)` changes, for one
 block, only how that engine opens URLs and retries:
 
-- **Address policy at connection time** (`curation.netpolicy`): only http and
+- **Address policy at connection time** (`curation.crawl.netpolicy`): only http and
   https; each connection resolves its host once, checks every address the
   resolver returns, and connects to those checked addresses (no second lookup
   that DNS rebinding could answer differently). Each redirect is checked
@@ -49,7 +49,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
-from curation.netpolicy import (
+from curation.crawl.netpolicy import (
     address_allowed,
     is_retryable_status,
     parse_host,
@@ -403,7 +403,7 @@ def _check_engine(downloader) -> None:
     if not ok:
         raise RuntimeError(
             "this img2dataset's downloader does not open URLs through img2dataset.downloader.urllib.request.urlopen; "
-            "curation.crawl cannot apply the address policy to it (see curation/crawl.py)"
+            "curation.crawl.fetch cannot apply the address policy to it (see curation/crawl/fetch.py)"
         )
 
 

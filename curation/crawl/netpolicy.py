@@ -2,7 +2,7 @@
 
 Which URLs may be fetched and which addresses may be connected to, how URLs
 compare as duplicates, and how long to wait before a retry. No I/O here:
-`curation.crawl` applies these rules where img2dataset opens its connections.
+`curation.crawl.fetch` applies these rules where img2dataset opens its connections.
 
 Address policy (without `allow_private`): a connection may go only to a
 globally routable unicast address. Refused, with what they are:

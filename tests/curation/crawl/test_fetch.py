@@ -1,6 +1,6 @@
 """Downloading like a trustworthy crawler (issue 9), against a loopback fault server.
 
-The in-process tests run img2dataset's engine through `curation.crawl` with
+The in-process tests run img2dataset's engine through `curation.crawl.fetch` with
 `net_guard` on: no name goes to DNS, and any connect() outside 127.0.0.0/8 and
 ::1 fails the test before it happens. Private, link-local and metadata
 addresses appear only as answers of the stub resolver or as address literals
@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from curation.cli import main
-from curation.crawl import FetchPolicy, fetching
-from curation.dataset import Dataset
-from curation.download import FromImg2dataset, Img2datasetReader, read_url_list
+from curation.crawl.fetch import FetchPolicy, fetching
+from curation.storage.dataset import Dataset
+from curation.crawl.download import FromImg2dataset, Img2datasetReader, read_url_list
 from curation.runner import InputShard
 from netfixtures import PUBLIC_NAME, PUBLIC_STANDIN, FaultServer, NetGuard
 
