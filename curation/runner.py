@@ -35,6 +35,7 @@ never listed twice.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -75,6 +76,9 @@ __all__ = [
     "ParquetReader",
     "run_remote",
     "group_by_key",
+    "Beside",
+    "read_part",
+    "rewrite_part",
 ]
 
 log = logging.getLogger(__name__)
@@ -212,7 +216,16 @@ class InputShard:
     path: str  # a Parquet file
     row_groups: tuple[int, ...] | None = None  # a slice of it; None = the whole file
     rows: int = 0
-    first_row: int = 0  # the input row number of its first row
+    first_row: int = 0  # the input row number of its first row (in its file, for a URL list's shards)
+    skip: int = 0  # rows of the first listed row group before the shard's first row
+    label: str | None = None  # the file's label in a multi-file URL list (record ids SOURCE:LABEL:ROW)
+    source_url: str | None = None  # the file the user named (a text list's shards read its Parquet copy)
+    duplicates: str | None = None  # a `Beside` index folder that holds rows of this shard (e.g. duplicate URLs)
+    checked: bool = False  # the `Beside` index was complete when the shard was submitted
+
+    def identity(self) -> dict:
+        """What the shard is, compared on resume: its file and row range."""
+        return {"file": self.source_url or self.path, "first_row": self.first_row, "rows": self.rows}
 
 
 @dataclass(frozen=True)
@@ -394,6 +407,34 @@ class _HashingFile:
         self._f.close()
 
 
+def read_part(staging: str | Path, info: dict | None, columns: list[str] | None = None,
+              missing_ok: bool = False) -> pa.Table | None:
+    """A part a shard task wrote into the staging (`info` from its result's files), or None (`missing_ok`:
+    also when a rewrite that left no rows took it away)."""
+    if info is None or (missing_ok and not (Path(staging) / info["path"]).is_file()):
+        return None
+    return pq.read_table(Path(staging) / info["path"], columns=columns)
+
+
+def rewrite_part(staging: str | Path, table: str, shard_id: int, info: dict | None,
+                 fn: Callable[[pa.Table], pa.Table], extra: pa.Table | None = None) -> dict | None:
+    """Rewrite a shard's part of `table` as `fn(rows)` plus the `extra` rows whose record_id it does not hold
+    yet (so a rewrite that was killed and is run again adds nothing twice); the part is replaced whole (a
+    temporary name, then a rename). Returns its new file info (None: no rows, and no part)."""
+    old = read_part(staging, info, missing_ok=True)
+    rows = fn(old) if old is not None else TABLE_SCHEMAS[table].empty_table()
+    if extra is not None and extra.num_rows:
+        have = rows.column("record_id")
+        extra = extra.filter(pc.invert(pc.is_in(extra.column("record_id"), have)))
+        rows = pa.concat_tables([rows, extra.select(rows.column_names).cast(rows.schema)])
+    part = _PartWriter(Path(staging), table, shard_id)
+    part.write(rows)
+    out = part.close()
+    if out is None and info is not None:
+        (Path(staging) / info["path"]).unlink(missing_ok=True)
+    return out
+
+
 def _item_rejects(batch: pa.Table) -> pa.Table | None:
     """Rejects of single annotations (a box, a phrase) that a stage wrote as JSON into `item_rejects`."""
     if "item_rejects" not in batch.column_names:
@@ -428,6 +469,7 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
         note(rows_in, run.counts)
     result = run.finish(rows_in)
     result.update({k: v for k, v in extra.items() if k not in result})
+    result["input"] = shard.identity()
     return result
 
 
@@ -599,6 +641,81 @@ def _make_pools(steps: Sequence[Stage | Sink], total_cpus: float, total_gpus: fl
     return pools
 
 
+@dataclass
+class Beside:
+    """A hash shuffle over a pipeline's input shards, run on the cluster beside the pipeline itself
+    (the duplicate-URL index of a download, `curation.crawl.urls`).
+
+    - `keys(shard)`: a shard's key rows (a `key` int64 column and what the reduce needs), in map tasks of
+      about `map_rows` rows (several shards each), cut into `partitions` parts by key;
+    - `reduce(p, rows)`: partition p's rows (None when none came) -> {shard_id: n}, the rows it wrote
+      for each shard (it writes them itself, into `folder`);
+    - the merged counts are the index, `folder/index.json`, written by the driver (a resumed run finds it);
+    - a shard submitted once the index is complete gets `checked`, and `duplicates = folder` if the index
+      holds rows for it; with `fix`, shards start at once, and one that ran before the index was complete
+      is corrected afterwards by `fix(result)` in a task (its new result); without `fix`, shards wait for
+      the index.
+    """
+
+    keys: Callable[[InputShard], Iterator[pa.Table]]
+    reduce: Callable[[int, pa.Table | None], dict]
+    folder: str
+    fix: Callable[[dict], dict] | None = None
+    partitions: int | None = None
+    map_rows: int = 500_000
+
+    def index_path(self) -> Path:
+        return Path(self.folder) / "index.json"
+
+    def load(self) -> dict[int, int] | None:
+        p = self.index_path()
+        if not p.is_file():
+            return None
+        return {int(k): int(v) for k, v in json.loads(p.read_text())["rows_by_shard"].items()}
+
+    def save(self, counts: dict[int, int]) -> None:
+        p = self.index_path()
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(".index.json.tmp")
+        tmp.write_text(json.dumps({"rows_by_shard": {str(k): v for k, v in sorted(counts.items())},
+                                   "rows": sum(counts.values())}))
+        os.replace(tmp, p)
+
+    def mark(self, shard: InputShard, index: dict[int, int] | None) -> InputShard:
+        if index is None:
+            return shard
+        return dataclasses.replace(shard, checked=True, duplicates=self.folder if index.get(shard.shard_id) else None)
+
+
+def _beside_map(keys, partitions: int, *shards: InputShard) -> list[pa.Table]:
+    emitted = [t for s in shards for t in keys(s) if t is not None and t.num_rows]
+    if not emitted:
+        return [pa.table({"key": pa.array([], pa.int64())})] * partitions
+    return _partition(pa.concat_tables(emitted, promote_options="permissive"), partitions)
+
+
+def _beside_reduce(reduce, partition: int, *parts: pa.Table) -> dict:
+    parts = tuple(t for t in parts if t.num_rows)
+    rows = pa.concat_tables(parts, promote_options="permissive") if parts else None
+    return {int(k): int(v) for k, v in reduce(partition, rows).items()}
+
+
+def _beside_local(beside: Beside, shards: Sequence[InputShard]) -> dict[int, int]:
+    mapped = [_beside_map(beside.keys, 1, s) for s in shards]
+    counts = _beside_reduce(beside.reduce, 0, *(m[0] for m in mapped))
+    beside.save(counts)
+    return counts
+
+
+def _check_resume(shard: InputShard, done: dict[int, dict | None]) -> None:
+    before = done.get(shard.shard_id)
+    if before is not None and before != shard.identity():
+        raise InputError(
+            f"input shard {shard.shard_id} was {before['file']} rows {before['first_row']}+{before['rows']} in the "
+            f"interrupted run, now {shard.identity()['file']} rows {shard.first_row}+{shard.rows}: the input changed; "
+            "rerun without --resume")
+
+
 def run_pipeline(
     pipeline: Pipeline,
     shards: Iterable[InputShard],
@@ -606,6 +723,7 @@ def run_pipeline(
     total_shards: int | None = None,
     executor: str = "ray",
     total_rows: int | None = None,
+    beside: Beside | None = None,
 ) -> dict:
     """Run every input shard not yet done in `writer`'s staging; returns the merged results.
 
@@ -613,20 +731,34 @@ def run_pipeline(
     pools); "local": the same shard runs one after another in this process
     (small inputs, tests). Finished shards are recorded in the writer (its
     done markers) as they come, so a killed driver loses only the shards in flight.
-    `total_rows` (the input's rows, when `shards` is
-    a generator) sizes the progress bars (`curation.console.ShardProgress`).
+    `shards` may be a generator (planning that streams): it is consumed as
+    tasks are submitted. `total_rows` (the input's rows, when known) sizes the
+    progress bars (`curation.console.ShardProgress`). `beside`: a shuffle over
+    the same shards, run beside them (`Beside`).
     """
     from curation.console import ShardProgress
 
     if total_rows is None and isinstance(shards, Sequence):
         total_rows = sum(s.rows for s in shards)  # for the progress bars' totals and ETA
     rows_progress = ShardProgress(writer.staging, total_rows, pipeline.stage_names())
+    done_before = writer.done_inputs()
     if executor == "local":
-        done_before = writer.done_shards()
+        shards = list(shards)
+        index = None
+        if beside is not None:
+            index = beside.load()
+            if index is None:
+                index = _beside_local(beside, shards)
+            for r in writer.shard_results():  # shards of an interrupted run that ran before the index
+                if not r.get("duplicates_checked") and beside.fix is not None:
+                    writer.add_shard(beside.fix(r) if index.get(int(r["shard_id"])) else {**r, "duplicates_checked": True})
         progress = _Progress(total_shards, len(done_before))
         for shard in shards:
+            _check_resume(shard, done_before)
             if shard.shard_id not in done_before:
+                shard = beside.mark(shard, index) if beside is not None else shard
                 result = _run_shard(shard, pipeline.reader, pipeline.steps, str(writer.staging), {})
+                result["duplicates_checked"] = True
                 writer.add_shard(result)
                 progress(result)
                 rows_progress.finished(result)
@@ -650,28 +782,48 @@ def run_pipeline(
     task = ray.remote(_shard_task).options(num_cpus=task_cpus, max_retries=3, retry_exceptions=False,
                                            scheduling_strategy="SPREAD")
     staging = str(writer.staging)
-    done_before = writer.done_shards()
     progress = _Progress(total_shards, len(done_before))
     pending: dict[Any, InputShard] = {}
     it = iter(shards)
     exhausted = False
+    queue: list[InputShard] = []  # planned, not yet submitted (metadata only)
+    shuffle = _BesideRun(beside, writer, total_cpus) if beside is not None else None
     try:
         while True:
-            while not exhausted and len(pending) < in_flight:
+            # plan ahead: enough shards for the free slots, and, while the index is being made, for its maps
+            while not exhausted and (len(queue) < in_flight or (shuffle is not None and shuffle.wants_input())):
                 shard = next(it, None)
                 if shard is None:
                     exhausted = True
+                    if shuffle is not None:
+                        shuffle.planned_all()
                     break
-                if shard.shard_id in done_before:
-                    continue
+                _check_resume(shard, done_before)
+                if shuffle is not None:
+                    shuffle.add(shard)
+                if shard.shard_id not in done_before:
+                    queue.append(shard)
+            may_start = shuffle is None or shuffle.index is not None or beside.fix is not None
+            while may_start and queue and len(pending) < in_flight:
+                shard = queue.pop(0)
+                if shuffle is not None:
+                    shard = beside.mark(shard, shuffle.index)
                 pending[task.remote(shard, pipeline.reader, pipeline.steps, staging, pools)] = shard
-            if not pending:
+            if shuffle is not None:
+                for result in shuffle.poll():  # corrected shards, once the index is complete
+                    writer.add_shard(result)
+            if not pending and (exhausted and not queue) and (shuffle is None or shuffle.finished()):
                 break
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+            waiting = list(pending) + (shuffle.refs() if shuffle is not None else [])
+            if waiting:
+                ray.wait(waiting, num_returns=1, timeout=0.5)
             rows_progress.poll()
+            ready = ray.wait(list(pending), num_returns=len(pending), timeout=0)[0] if pending else []
             for ref in ready:
                 pending.pop(ref)
                 result = _get(ref)
+                if shuffle is not None:
+                    result = shuffle.finished_shard(result)
                 writer.add_shard(result)
                 progress(result)
                 rows_progress.finished(result)
@@ -679,10 +831,116 @@ def run_pipeline(
         rows_progress.close()
         for ref in pending:
             ray.cancel(ref, force=True)
+        if shuffle is not None:
+            shuffle.cancel()
         for actors in pools.values():
             for a in actors:
                 ray.kill(a)
     return writer.shard_summary(pipeline.stage_names())
+
+
+class _BesideRun:
+    """A `Beside` shuffle in flight on the driver: its map tasks as shards are planned, its reduce tasks
+    when planning is done, the index when they are, and the corrections of shards that ran before it."""
+
+    def __init__(self, beside: Beside, writer: "DatasetWriter", cpus: float):
+        import ray
+
+        self.beside, self.writer = beside, writer
+        self.index = beside.load()  # a resumed run's
+        self.parts = beside.partitions or max(2, int(2 * cpus))
+        self.map_task = ray.remote(_beside_map).options(num_returns=self.parts, max_retries=3)
+        self.reduce_task = ray.remote(_beside_reduce).options(max_retries=3)
+        self.fix_task = ray.remote(_fix_task).options(max_retries=3) if beside.fix is not None else None
+        self.batch: list[InputShard] = []
+        self.batch_rows = 0
+        self.maps: list[list] = []
+        self.reduces: list = []
+        self.max_maps = max(2, int(cpus))
+        self.unchecked: list[dict] = []  # results of shards that ran before the index
+        self.fixes: dict[Any, int] = {}
+        if self.index is not None:  # resumed with the index: shards of the interrupted run still to correct
+            self.unchecked = [r for r in writer.shard_results() if not r.get("duplicates_checked")]
+
+    def wants_input(self) -> bool:
+        import ray
+
+        if self.index is not None or self.reduces:
+            return False
+        running = [m[0] for m in self.maps[-2 * self.max_maps:]]
+        busy = len(running) - len(ray.wait(running, num_returns=len(running), timeout=0)[0]) if running else 0
+        return busy < self.max_maps
+
+    def add(self, shard: InputShard) -> None:
+        if self.index is not None:
+            return
+        self.batch.append(shard)
+        self.batch_rows += shard.rows
+        if self.batch_rows >= self.beside.map_rows:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.batch:
+            refs = self.map_task.remote(self.beside.keys, self.parts, *self.batch)
+            self.maps.append(refs if self.parts > 1 else [refs])
+            self.batch, self.batch_rows = [], 0
+
+    def planned_all(self) -> None:
+        if self.index is not None:
+            return
+        self._flush()
+        self.reduces = [self.reduce_task.remote(self.beside.reduce, p, *(m[p] for m in self.maps)) for p in range(self.parts)]
+        self.maps = []  # the reduce tasks hold them now
+
+    def refs(self) -> list:
+        return list(self.reduces) + list(self.fixes)
+
+    def poll(self) -> list[dict]:
+        import ray
+
+        if self.index is None and self.reduces and len(ray.wait(self.reduces, num_returns=len(self.reduces), timeout=0)[0]) == len(self.reduces):
+            counts: Counter = Counter()
+            for ref in self.reduces:
+                counts.update(_get(ref))
+            self.reduces = []
+            self.beside.save(dict(counts))
+            self.index = dict(counts)
+            log.info("index beside the pipeline: %d rows for %d shard(s)", sum(counts.values()), len(counts))
+        out = []
+        if self.index is not None:
+            while self.unchecked:
+                r = self.unchecked.pop()
+                if self.index.get(int(r["shard_id"])) and self.fix_task is not None:
+                    self.fixes[self.fix_task.remote(self.beside.fix, r)] = int(r["shard_id"])
+                else:
+                    out.append({**r, "duplicates_checked": True})
+        if self.fixes:
+            ready, _ = ray.wait(list(self.fixes), num_returns=len(self.fixes), timeout=0)
+            for ref in ready:
+                self.fixes.pop(ref)
+                out.append(_get(ref))
+        return out
+
+    def finished_shard(self, result: dict) -> dict:
+        if result.get("duplicates_checked"):
+            return result
+        if self.index is not None and not self.index.get(int(result["shard_id"])):
+            return {**result, "duplicates_checked": True}
+        self.unchecked.append(result)
+        return result
+
+    def finished(self) -> bool:
+        return self.index is not None and not self.unchecked and not self.fixes
+
+    def cancel(self) -> None:
+        import ray
+
+        for ref in [*self.reduces, *self.fixes]:
+            ray.cancel(ref, force=True)
+
+
+def _fix_task(fix, result: dict) -> dict:
+    return fix(result)
 
 
 def _get(ref):

@@ -24,8 +24,8 @@ run its first half.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,12 @@ from typing import Callable
 
 from curation.crawl.fetch import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
 from curation.storage.dataset import Dataset, DatasetWriter
-from curation.crawl.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader, read_url_list, url_shards
+from curation.crawl.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader
+from curation.crawl.urls import DUPLICATES_DIR, DuplicatesReduce, UrlColumns, UrlKeys, UrlList, fix_shard
 from curation.errors import InputError
-from curation.runner import DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
+from curation.runner import (
+    DEFAULT_SHARD_ROWS, Beside, ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline, run_remote,
+)
 from curation.runtime import Stage
 from jobs.build import DEFAULT_MAX_PIXELS as DEFAULT_VISION_MAX_PIXELS
 from jobs.build import DEFAULT_MIN_PIXELS as DEFAULT_VISION_MIN_PIXELS
@@ -52,7 +55,7 @@ RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
 
 @dataclass(frozen=True)
 class WebPairsConfig:
-    urls: str
+    urls: str | tuple[str, ...]  # a file, a folder, a glob, or several; local or any fsspec URL (curation/storage/fs.py)
     out: str
     source: str = "web"
     url_col: str = "url"
@@ -164,28 +167,44 @@ def _batch(cfg: WebPairsConfig) -> int:
     return cfg.clip_batch_size or CPU_BATCH_SIZE
 
 
+def url_list(cfg: WebPairsConfig) -> UrlList:
+    """The config's URL list: its files listed and the first one's columns checked (fail fast, before any output)."""
+    urls = UrlList([cfg.urls] if isinstance(cfg.urls, str) else list(cfg.urls),
+                   UrlColumns(cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col))
+    urls.check()
+    return urls
+
+
 def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
     # batches of the CLIP batch size: scoring starts while the rest of the shard still downloads
     reader = Img2datasetReader(threads=cfg.threads, timeout=cfg.timeout, retries=cfg.retries, max_pixels=cfg.max_pixels,
-                               batch_size=_batch(cfg), policy=fetch_policy(cfg))
+                               batch_size=_batch(cfg), policy=fetch_policy(cfg),
+                               columns=UrlColumns(cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col))
     return Pipeline(reader, [FromImg2dataset(cfg.source, cfg.max_pixels), *after], task_cpus=cfg.task_cpus)
 
 
-def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline) -> dict:
-    urls = read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)
-    log.info("%d URLs in %d input shard(s) of <= %d; stages: %s", urls.num_rows, math.ceil(urls.num_rows / cfg.shard_rows),
-             cfg.shard_rows, " -> ".join(pipeline.stage_names()))
-    shards = url_shards(urls, writer.staging, cfg.shard_rows, skip=writer.done_shards())
-    return run_pipeline(pipeline, shards, writer, total_shards=math.ceil(urls.num_rows / cfg.shard_rows), total_rows=urls.num_rows)
+def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline, urls: UrlList,
+              correct_after: bool = False) -> dict:
+    """The URL list's shards through `pipeline`, planned as they go (curation/crawl/urls.py), with the
+    duplicate-URL shuffle beside them. `correct_after` (a download, records only): shards start at once
+    and those that ran before the duplicates were known are corrected after; else they wait for them."""
+    log.info("%d URL list file(s); input shards of <= %d rows; stages: %s", len(urls.files), cfg.shard_rows,
+             " -> ".join(pipeline.stage_names()))
+    staging = str(writer.staging)
+    folder = str(writer.staging / DUPLICATES_DIR)
+    fix = functools.partial(fix_shard, staging=staging, folder=folder) if correct_after else None
+    beside = Beside(UrlKeys(urls.columns), DuplicatesReduce(folder), folder, fix=fix)
+    shards = urls.shards(cfg.shard_rows, staging, convert=run_remote)
+    return run_pipeline(pipeline, shards, writer, beside=beside)
 
 
 def download(cfg: WebPairsConfig) -> dict:
     """URL list → records + rejects (no filters); returns the manifest."""
-    read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
+    urls = url_list(cfg)  # fail fast on bad input
     fetch_policy(cfg)
     with open_output(cfg, job="download") as writer:
         init_ray(cfg.ray_address)
-        _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]))
+        _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]), urls, correct_after=True)
         return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
 
 
@@ -313,7 +332,7 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     """
     from jobs.dedup import check_settings
 
-    read_url_list(cfg.urls, cfg.source, cfg.url_col, cfg.caption_col, cfg.id_col)  # fail fast on bad input
+    urls = url_list(cfg)  # fail fast on bad input
     fetch_policy(cfg)
     check_settings(cfg.dedup, cfg.max_hamming_distance)
     with writer or open_output(cfg, job="web_pairs") as writer:
@@ -324,10 +343,10 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
         extra: dict = {}
         if needs_two_passes(cfg):  # filters first; dedup, semantic dedup, the top fraction; then build
             first = _download_pipeline(cfg, [*_first_pass_stages(cfg), Sink("records")])
-            summary, extra = _two_passes(cfg, writer, lambda w: _run_urls(cfg, w, first), [Sink("records"), *build])
+            summary, extra = _two_passes(cfg, writer, lambda w: _run_urls(cfg, w, first, urls), [Sink("records"), *build])
         else:
             pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
-            summary = _run_urls(cfg, writer, pipeline)
+            summary = _run_urls(cfg, writer, pipeline, urls)
         writer.timings["pipeline"] = time.time() - t0
         config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
         return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, "ray")})

@@ -39,3 +39,69 @@ def assert_known_reasons():
         return rejects
 
     return check
+
+
+class S3Server:
+    """A real S3 API on loopback: moto's server mode in a thread of the test process, on a free port.
+
+    `env` is what a process needs to reach it (endpoint, dummy credentials, region, and no instance
+    metadata lookups); `fs()` an s3fs filesystem on it; `put(url, data)` / `mkbucket(name)` to arrange.
+    """
+
+    def __init__(self):
+        import logging
+
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing",
+                    "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                    "AWS_EC2_METADATA_DISABLED": "true", "AWS_CONFIG_FILE": os.devnull,
+                    "AWS_SHARED_CREDENTIALS_FILE": os.devnull}
+
+    def fs(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, key="testing", secret="testing", skip_instance_cache=True)
+
+    def mkbucket(self, name: str) -> None:
+        self.fs().mkdir(name)
+
+    def put(self, url: str, data: bytes) -> str:
+        with self.fs().open(url, "wb") as f:
+            f.write(data)
+        return url
+
+    def stop(self) -> None:
+        self._server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """The loopback S3 for the session; its environment is set in this process while it runs (so the
+    fsspec URLs `s3://...` of a test reach it) and handed to the subprocesses a test starts."""
+    server = S3Server()
+    before = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
+    try:
+        yield server
+    finally:
+        for k, v in before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_server):
+    """The loopback S3 with no bucket left by another test."""
+    fs = s3_server.fs()
+    for bucket in fs.ls(""):
+        fs.rm(bucket, recursive=True)
+    yield s3_server

@@ -11,14 +11,20 @@ __all__ = ["add_arguments", "run"]
 
 EXAMPLES = """examples:
   curate download urls.parquet --out raw
+  curate download laion-parts/ --out raw                 a folder of Parquet parts (ids web:PART-STEM:ROW)
+  curate download 'parts/*.parquet' extra.csv --out raw  a glob and a file, read in that order
+  curate download s3://corpus/urls/ --out raw            object storage (credentials: AWS_* variables, ~/.aws)
   curate download links.csv --out raw --url-col link --caption-col alt --id-col key
   curate download urls.parquet --out raw --shard-rows 5000 --resume      continue a run that was killed"""
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("urls", help="URL list: .parquet, .csv, .tsv or .jsonl")
+    p.add_argument("urls", nargs="+", metavar="URLS",
+                   help="URL list: files (.parquet, .csv, .tsv, .jsonl), folders of them, globs; local or any "
+                        "fsspec URL (s3://, gs://, hf://, https://)")
     p.add_argument("--out", required=True, help="output dataset directory")
-    p.add_argument("--source", default="web", help="dataset name; record ids are SOURCE:ID")
+    p.add_argument("--source", default="web",
+                   help="dataset name; record ids are SOURCE:ROW (one file), SOURCE:FILE:ROW (several), SOURCE:ID (--id-col)")
     p.add_argument("--url-col", default="url", help="column of the image URLs")
     p.add_argument("--caption-col", default="caption", help="column of the captions; '' for none")
     p.add_argument("--id-col", default=None, help="column of stable ids (default: row number)")
@@ -35,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from jobs.web_pairs import WebPairsConfig, download
 
     cfg = WebPairsConfig(
-        urls=args.urls, out=args.out, source=args.source, url_col=args.url_col,
+        urls=args.urls[0] if len(args.urls) == 1 else tuple(args.urls), out=args.out, source=args.source, url_col=args.url_col,
         caption_col=args.caption_col or None, id_col=args.id_col, threads=args.threads, timeout=args.timeout,
         shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
         **fetch_settings(args),

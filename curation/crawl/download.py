@@ -1,11 +1,9 @@
 """Download: a URL list becomes records through img2dataset's real engine.
 
-1. `read_url_list` reads parquet, csv, tsv or jsonl, checks the named columns,
-   gives every row a `record_id` (`SOURCE:ID` from an id column, or the row
-   number) and marks duplicate URLs: `duplicate_of` names the record of the
-   first row with the same normalised URL (`curation.crawl.netpolicy.normalize_url`),
-   across the whole list, so a URL is downloaded once however the list is cut.
-2. `url_shards` cuts the list into input shards; `Img2datasetReader`, inside
+1. The URL list is read, planned and deduplicated by `curation.crawl.urls`:
+   input shards cut from file metadata, each shard's rows (`record_id`, `url`,
+   `caption`, ...) read in its own task, duplicate URLs found by a shuffle.
+2. `Img2datasetReader`, inside
    each shard's task, runs img2dataset's own `Downloader` + `Resizer` over the
    shard's URLs (no resize, no re-encode of JPEGs), fetching through
    `curation.crawl.fetch.fetching`: the address policy at connection time, the
@@ -45,14 +43,13 @@ from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
+from curation.crawl.urls import UrlColumns
 from curation.crawl.fetch import BLOCKED_PREFIX, FetchPolicy, fetching
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
-from curation.crawl.netpolicy import duplicate_of, interleave_by_host
+from curation.crawl.netpolicy import interleave_by_host
 from curation.reasons import is_reason
 from curation.reasons import (
     ASPECT_RATIO_TOO_LARGE,
@@ -71,9 +68,6 @@ from curation.runtime import Resources, Stage, ensure_reject_columns, scoped_env
 from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
 __all__ = [
-    "URL_LIST_FORMATS",
-    "read_url_list",
-    "url_shards",
     "Img2datasetReader",
     "FromImg2dataset",
     "download_reason",
@@ -83,88 +77,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 URL_LIST_FORMATS = (".parquet", ".csv", ".tsv", ".jsonl")
-
-
-def _read_any(path: Path) -> pa.Table:
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".parquet":
-            return pq.read_table(path)
-        if suffix == ".csv":
-            return pacsv.read_csv(path)
-        if suffix == ".tsv":
-            return pacsv.read_csv(path, parse_options=pacsv.ParseOptions(delimiter="\t"))
-        if suffix == ".jsonl":
-            return pajson.read_json(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: unreadable {suffix[1:]} URL list: {str(exc).splitlines()[0]}") from exc
-    raise InputError(f"{path}: unknown URL list format {suffix or '(none)'}; use one of {', '.join(URL_LIST_FORMATS)}")
-
-
-def read_url_list(
-    path: Path | str,
-    source: str,
-    url_col: str = "url",
-    caption_col: str | None = "caption",
-    id_col: str | None = None,
-) -> pa.Table:
-    """The URL list as a table of `record_id`, `url`, `caption`, `meta` (nullable), `duplicate_of`.
-
-    A `meta` column, when the list has one, travels into the records' `meta`.
-    `duplicate_of` is null for the first row of each normalised URL and names
-    that row's record_id on every later row with the same URL.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: URL list not found")
-    table = _read_any(path)
-    for role, col in (("URL", url_col), ("caption", caption_col), ("id", id_col)):
-        if col and col not in table.column_names:
-            raise InputError(f"{path}: no {role} column {col!r} (columns: {', '.join(table.column_names)})")
-    n = table.num_rows
-
-    def text(col: str) -> pa.ChunkedArray:
-        try:
-            return pc.cast(table.column(col), pa.string())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            raise InputError(f"{path}: column {col!r} of type {table.column(col).type} is not text: {str(exc).splitlines()[0]}") from exc
-
-    if id_col:
-        ids = text(id_col)
-        if ids.null_count:
-            raise InputError(f"{path}: column {id_col!r} has {ids.null_count} empty ids")
-        record_ids = pc.binary_join_element_wise(pa.scalar(f"{source}"), ids, ":")
-        if len(pc.unique(record_ids)) != n:
-            raise InputError(f"{path}: column {id_col!r} has duplicate ids")
-    else:
-        record_ids = pa.array([f"{source}:{i}" for i in range(n)], pa.string())
-    captions = text(caption_col) if caption_col else pa.nulls(n, pa.string())
-    meta = text("meta") if "meta" in table.column_names else pa.nulls(n, pa.string())
-    urls = text(url_col)
-    dups = duplicate_of(record_ids.to_pylist(), urls.to_pylist())
-    out = {"record_id": record_ids, "url": urls, "caption": captions, "meta": meta,
-           "duplicate_of": pa.array(dups, pa.string())}
-    for col in STRUCTURED_ANNOTATIONS:  # a URL list may carry them as JSON or Arrow lists
-        if col in table.column_names:
-            out[col] = _annotation_json(path, table, col)
-    return pa.table(out)
-
-
-def _annotation_json(path: Path, table: pa.Table, col: str) -> pa.Array:
-    """An annotation column as JSON text (checked here, parsed after download)."""
-    values = table.column(col).to_pylist()
-    if pa.types.is_string(table.column(col).type) or pa.types.is_large_string(table.column(col).type):
-        for i, v in enumerate(values):
-            if v is None:
-                continue
-            try:
-                parsed = json.loads(v)
-            except json.JSONDecodeError as exc:
-                raise InputError(f"{path}: row {i + 1}, column {col!r}: invalid JSON: {exc.msg}") from exc
-            if not isinstance(parsed, list):
-                raise InputError(f"{path}: row {i + 1}, column {col!r}: expected a JSON list")
-        return pa.array(values, pa.string())
-    return pa.array([json.dumps(v) if v is not None else None for v in values], pa.string())
 
 
 class FromImg2dataset(Stage):
@@ -368,29 +280,6 @@ def _parse_annotations(batch: pa.Table, col: str) -> pa.Array:
 # ------------------------------------------------------- download on the workers
 
 
-def url_shards(urls: pa.Table, staging: Path | str, rows_per_shard: int, skip: set[int] | frozenset = frozenset()):
-    """Cut a URL list (from `read_url_list`) into input shards of `rows_per_shard` rows.
-
-    Each shard's rows go to `STAGING/inputs/part-K.parquet`, read by the task
-    that downloads it; ids count shards in list order, so they depend only on
-    the list and `rows_per_shard`. Shards in `skip` (done) are not written again.
-    """
-    from curation.runner import InputShard
-
-    if rows_per_shard <= 0:
-        raise InputError(f"rows per shard must be positive, got {rows_per_shard}")
-    folder = Path(staging) / "inputs"
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, start in enumerate(range(0, urls.num_rows, rows_per_shard)):
-        path = folder / f"part-{k:05d}.parquet"
-        part = urls.slice(start, rows_per_shard)
-        if k not in skip:
-            tmp = path.with_name(f".{path.name}.tmp")
-            pq.write_table(part, tmp)
-            os.replace(tmp, path)
-        yield InputShard(k, str(path), None, part.num_rows, start)
-
-
 class _CollectingWriter:
     """img2dataset's sample-writer interface, handing each row to `emit` instead of a file."""
 
@@ -435,11 +324,30 @@ class Img2datasetReader:
     max_pixels: int = DEFAULT_MAX_PIXELS
     batch_size: int = 256
     policy: FetchPolicy = field(default_factory=FetchPolicy)
+    # a URL list's columns (curation.crawl.urls): the shard is a slice of a list file, read here, its
+    # duplicate URLs taken from the shard's index (`shard.duplicates`) when it was complete at submission
+    columns: "UrlColumns | None" = None
 
     def __call__(self, shard) -> "Iterator[pa.Table]":
-        urls = pq.read_table(shard.path)
+        checked = {"duplicates_checked": True} if self.columns is None or shard.checked else {}
+        if self.columns is not None:
+            from curation.crawl.urls import read_slice, shard_duplicates
+
+            urls = read_slice(shard, self.columns)
+            dup = pa.nulls(urls.num_rows, pa.string())
+            if shard.duplicates:
+                found = shard_duplicates(shard.duplicates, shard.shard_id)
+                of = dict(zip(found.column("record_id").to_pylist(), found.column("duplicate_of").to_pylist()))
+                dup = pa.array([of.get(r) for r in urls.column("record_id").to_pylist()], pa.string())
+            urls = urls.append_column("duplicate_of", dup)
+        else:
+            urls = pq.read_table(shard.path)
         if urls.num_rows == 0:
-            return {}
+            return checked
+        counts = yield from self._fetch(shard, urls)
+        return {**(counts or {}), **checked}
+
+    def _fetch(self, shard, urls: pa.Table):
         if "duplicate_of" in urls.column_names:
             dup = pc.is_valid(urls.column("duplicate_of"))
             duplicates, urls = urls.filter(dup), urls.filter(pc.invert(dup))

@@ -343,3 +343,37 @@ def unsafe_file_name(name: object) -> Optional[str]:
     if ".." in parts:
         return f"file name {name!r} climbs out of the prefix with '..'"
     return None
+
+
+# an http(s) URL that `normalize_url` returns as it is: lowercase host, a path, no fragment, no blanks
+_PLAIN_URL = r"^https?://[a-z0-9.\-]+(:[1-9][0-9]{0,4})?/[^#\s]*$"
+_DEFAULT_PORT_URL = r"^(http://[^/]*:80/|https://[^/]*:443/)"
+
+
+def normalize_urls(urls) -> "pa.Array":
+    """`normalize_url` over an Arrow string array, vectorised: URLs already in normal form (most of a
+    crawl's) are recognised by Arrow's regex kernels and kept; only the others go through Python.
+    Nulls stay null."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(urls, pa.ChunkedArray):
+        urls = urls.combine_chunks()
+    urls = urls.cast(pa.string())
+    plain = pc.and_(
+        pc.match_substring_regex(urls, _PLAIN_URL),
+        pc.invert(pc.or_(pc.match_substring_regex(urls, _DEFAULT_PORT_URL), pc.ends_with(urls, "?"))),
+    )
+    plain = pc.fill_null(plain, True)  # nulls: kept (null)
+    if pc.all(plain).as_py():
+        return urls
+    other = pc.indices_nonzero(pc.invert(plain))
+    fixed = pa.array([normalize_url(u) for u in pc.take(urls, other).to_pylist()], pa.string())
+    out = urls.to_pylist() if len(other) * 4 > len(urls) else None
+    if out is not None:
+        for i, v in zip(other.to_pylist(), fixed.to_pylist()):
+            out[i] = v
+        return pa.array(out, pa.string())
+    # few to fix: scatter them into the array without a Python list of every URL
+    mask = pc.invert(plain)
+    return pc.replace_with_mask(urls, mask, fixed)

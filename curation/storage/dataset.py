@@ -23,6 +23,7 @@ count against it (Parquet footer, cheap); `Dataset(path, verify=True)` and
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -262,6 +263,7 @@ class DatasetWriter:
         if self.out.exists() and not self.out.is_dir():
             raise OutputError(f"{self.out}: exists and is not a directory")
         own = self.out / CURATE_DIR
+        self._made = [p for p in (self.out, own) if not p.exists()]  # what to take away again (`discard`)
         own.mkdir(parents=True, exist_ok=True)
         self._lock = _Lock(own / "lock")
         try:
@@ -311,6 +313,14 @@ class DatasetWriter:
     def done_shards(self) -> set[int]:
         """Ids of the input shards whose output this run (or the run it resumes) completed."""
         return {int(p.stem) for p in (self.staging / "done").glob("*.json")}
+
+    def done_inputs(self) -> dict[int, dict | None]:
+        """The done input shards, each with what it was (`InputShard.identity`: file and row range), to check
+        on resume that the input is the same."""
+        out = {}
+        for p in (self.staging / "done").glob("*.json"):
+            out[int(p.stem)] = json.loads(p.read_text()).get("input")
+        return out
 
     def add_shard(self, result: Mapping[str, Any]) -> None:
         """Record a finished input shard (its files are in staging already): the resume marker."""
@@ -380,7 +390,22 @@ class DatasetWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.closed:
-            self.abort()
+            if exc_type is not None and issubclass(exc_type, InputError) and not self.resumed and not self.done_shards():
+                self.discard()  # bad input found once the run had begun (a later file of the list): nothing stays
+            else:
+                self.abort()
+
+    def discard(self) -> None:
+        """Give up a run that finished no shard: its staging goes, and the output folder if this run made it."""
+        self.abort()
+        shutil.rmtree(self.staging, ignore_errors=True)
+        own = self.out / CURATE_DIR
+        if own in self._made:
+            shutil.rmtree(own / "logs", ignore_errors=True)
+            (own / "lock").unlink(missing_ok=True)
+        for p in reversed(self._made):  # .curate, then the output folder, only while they hold nothing else
+            with contextlib.suppress(OSError):
+                p.rmdir()
 
     @property
     def work_dir(self) -> Path:
@@ -424,7 +449,7 @@ class DatasetWriter:
         files: dict[str, list[dict]] = {}
         nodes: Counter = Counter()
         fetches: dict[str, Counter] = {}  # the download reader's counts per host, by kind
-        input_shards = 0
+        input_shards = late_duplicates = 0
         for r in self.shard_results():  # written by the shard tasks
             input_shards += 1
             nodes[r.get("node") or "driver"] += 1
@@ -433,6 +458,7 @@ class DatasetWriter:
             for kind in ("requests_by_host", "retries_by_host", "blocked_by_host"):
                 if kind in r:
                     fetches.setdefault(kind, Counter()).update(r[kind])
+            late_duplicates += int(r.get("duplicate_urls_fetched") or 0)
         for p in sorted((self.staging / "adopted").glob("*.json")):  # taken over from an earlier pass (adopt)
             adopted = json.loads(p.read_text())
             files.setdefault(adopted["table"], []).extend(adopted["files"])
@@ -461,6 +487,8 @@ class DatasetWriter:
                 "requests": sum(fetches.get("requests_by_host", Counter()).values()),
                 **{kind: dict(c.most_common()) for kind, c in fetches.items()},
             }
+            # duplicate URLs fetched before the shuffle that finds them was complete (curation/crawl/urls.py)
+            manifest["download"]["duplicate_urls_fetched"] = late_duplicates
         if extra:
             manifest.update(extra)
         shutil.rmtree(self.staging / "work", ignore_errors=True)

@@ -54,7 +54,7 @@ def test_sql_sees_empty_samples_view(small_dataset, capsys):
     [
         (["sql", "{tmp}/nope", "select 1"], "no such dataset directory"),
         (["sql", "{ds}", "select nonsense from nowhere"], "SQL error"),
-        (["download", "{tmp}/missing.parquet", "--out", "{tmp}/o"], "missing.parquet: URL list not found"),
+        (["download", "{tmp}/missing.parquet", "--out", "{tmp}/o"], "missing.parquet: not found"),
         (["download", "{tmp}/links.csv", "--out", "{tmp}/o"], "no URL column 'url'"),
         (["filter", "{ds}", "--out", "{tmp}/o", "--clip-model", "{cfg}", "--clip-checkpoint", "{tmp}/broken.pt"], "cannot load CLIP weights"),
         (["filter", "{ds}", "--out", "{tmp}/o", "--clip-model", "{cfg}", "--clip-checkpoint", "{tmp}/absent.pt"], "checkpoint not found"),

@@ -246,3 +246,22 @@ def test_shards_are_written_in_row_groups_of_the_set_size_whatever_the_batches(t
         assert sizes == [ROW_GROUP_ROWS] * (half // ROW_GROUP_ROWS) + [half % ROW_GROUP_ROWS], (table, sizes)
     ids = Dataset(tmp_path / "out", verify=True).read("records").column("record_id").to_pylist()
     assert ids == [f"t:{i}" for i in range(0, n, 2)]
+
+
+def test_resume_refuses_an_input_that_changed(tmp_path):
+    """An input shard's identity is its file and row range: a resumed run over other files is refused."""
+    from curation.errors import InputError
+
+    a = _records_file(tmp_path / "a.parquet", 30)
+    b = _records_file(tmp_path / "b.parquet", 30)
+    pipeline = Pipeline(ParquetReader(batch_size=8), [Sink("records")])
+    writer = DatasetWriter(tmp_path / "out", config={"k": 1})
+    run_pipeline(pipeline, parquet_shards([(a, 30)], rows_per_shard=10)[:2], writer, executor="local")
+    writer.abort()  # as a killed run leaves it: two shards done
+    writer = DatasetWriter(tmp_path / "out", resume=True, config={"k": 1})
+    with pytest.raises(InputError, match=r"input shard 0 was .*a\.parquet rows 0\+10 in the interrupted run, now .*b\.parquet"):
+        run_pipeline(pipeline, parquet_shards([(b, 30)], rows_per_shard=10), writer, executor="local")
+    writer.abort()
+    writer = DatasetWriter(tmp_path / "out", resume=True, config={"k": 1})  # the same input: resumes
+    run_pipeline(pipeline, parquet_shards([(a, 30)], rows_per_shard=10), writer, executor="local")
+    assert writer.close()["tables"]["records"]["rows"] == 30

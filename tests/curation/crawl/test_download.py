@@ -15,7 +15,8 @@ from PIL import Image
 from curation.cli import main
 from curation.crawl.fetch import FetchPolicy
 from curation.storage.dataset import Dataset, DatasetWriter
-from curation.crawl.download import FromImg2dataset, Img2datasetReader, read_url_list, url_shards
+from curation.crawl.download import FromImg2dataset, Img2datasetReader
+from curation.crawl.urls import UrlColumns, UrlList, read_url_list
 from curation.errors import InputError
 from curation.runner import Pipeline, Sink, run_pipeline
 
@@ -81,7 +82,7 @@ NAMES = ["red.jpg", "blue.png", "photo.jpg", "html.jpg", "empty.jpg", "truncated
 def url_table(base):
     return pa.table(
         {
-            "record_id": [f"t:{n}" for n in NAMES] + ["t:refused"],
+            "name": [n for n in NAMES] + ["refused"],
             "url": [f"{base}/{n}" for n in NAMES] + ["http://127.0.0.1:1/refused.jpg"],
             "caption": [f"picture {n}" for n in NAMES] + ["picture refused"],
             "meta": [json.dumps({"name": n}) for n in NAMES] + [None],
@@ -94,11 +95,13 @@ def url_table(base):
 def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard_rows, assert_known_reasons):
     base, _ = site
     # loopback on purpose (allow_private_network); no retries: tests/curation/crawl/test_fetch.py covers them
+    columns = UrlColumns("t", id_col="name")
     reader = Img2datasetReader(threads=4, timeout=TIMEOUT, retries=0, max_pixels=10_000_000,
-                               policy=FetchPolicy(allow_private_network=True))
+                               policy=FetchPolicy(allow_private_network=True), columns=columns)
     pipeline = Pipeline(reader, [FromImg2dataset("t", max_pixels=10_000_000), Sink("records")])
+    pq.write_table(url_table(base), tmp_path / "urls.parquet", row_group_size=4)
     with DatasetWriter(tmp_path / "out") as writer:
-        shards = list(url_shards(url_table(base), writer.staging, shard_rows))
+        shards = list(UrlList(str(tmp_path / "urls.parquet"), columns).shards(shard_rows, str(writer.staging)))
         assert [s.rows for s in shards] == ([11] if shard_rows == 100 else [4, 4, 3])
         summary = run_pipeline(pipeline, shards, writer)  # one Ray task per shard downloads it
         manifest = writer.close()
@@ -113,7 +116,7 @@ def test_every_url_ends_as_a_record_or_a_reject(site, tmp_path, local_ray, shard
     out = Dataset(tmp_path / "out")
     records = {r["record_id"]: r for r in out.read("records").to_pylist()}
     rejects = {r["record_id"]: r for r in assert_known_reasons(tmp_path / "out")}
-    assert set(records) | set(rejects) == set(url_table(base).column("record_id").to_pylist())
+    assert set(records) | set(rejects) == {f"t:{n}" for n in url_table(base).column("name").to_pylist()}
     assert not set(records) & set(rejects)
     assert set(records) == {"t:red.jpg", "t:blue.png", "t:photo.jpg"}
     red = records["t:red.jpg"]
@@ -213,11 +216,11 @@ def test_url_list_errors_name_the_file_and_column(tmp_path):
         read_url_list(p, "web")
     bad = tmp_path / "urls.txt"
     bad.write_text("http://x\n")
-    with pytest.raises(InputError, match="unknown URL list format"):
+    with pytest.raises(InputError, match=r"urls.txt: not a URL list file of a known format \(.txt; use one of"):
         read_url_list(bad, "web")
     dup = tmp_path / "dup.csv"
     dup.write_text("url,caption,id\nhttp://x/a,a,1\nhttp://x/b,b,1\n")
-    with pytest.raises(InputError, match="duplicate ids"):
+    with pytest.raises(InputError, match=r"dup.csv: row 2: id '1' is used twice \(first in row 1 of .*dup.csv\)"):
         read_url_list(dup, "web", id_col="id")
     badjson = tmp_path / "ann.jsonl"
     badjson.write_text(json.dumps({"url": "http://x/a", "caption": "a", "qa": "[{oops"}) + "\n")
