@@ -1,4 +1,4 @@
-"""Audit: DuckDB over a dataset directory.
+"""Audit: DuckDB over a dataset directory, local or on object storage.
 
 Views `records`, `samples`, `rejects` (and `sequences` when the build packed)
 read exactly the shards that the manifest lists, so a half-written shard of a
@@ -12,7 +12,11 @@ for the listed shards (`allowed_paths`) and any paths the caller allows
 are neither installed nor loaded on demand (no `httpfs` fetched from the
 internet for an `http://` path); and the configuration is locked, so a query
 cannot `SET` its way out. `read_csv('/etc/passwd')` or `COPY ... TO '/tmp/x'`
-is a permission error.
+is a permission error. A dataset at an fsspec URL (`s3://bucket/prefix`) is
+read through that fsspec filesystem, registered with DuckDB
+(`register_filesystem`; no `httpfs` extension); the same allow-list holds, so a
+query reaches the dataset's listed objects and nothing else (no other bucket,
+prefix, local file or URL).
 """
 
 from __future__ import annotations
@@ -53,11 +57,11 @@ def _shard_error(ds: Dataset, exc: Exception) -> InputError | None:
         type(exc) is duckdb.Error or isinstance(exc, (duckdb.IOException, duckdb.InvalidInputException, duckdb.InternalException))
     ):
         return None
-    import pyarrow.parquet as pq
+    from curation.storage.fs import parquet_file
 
     for p in shards:
         try:
-            pq.read_metadata(p)
+            parquet_file(str(p)).metadata
         except Exception as bad:  # noqa: BLE001 - whatever the footer parser raises, the file is at fault
             first = str(bad).strip().splitlines()[0] if str(bad).strip() else type(bad).__name__
             return InputError(f"{p}: unreadable Parquet shard: {first}")
@@ -88,6 +92,10 @@ def _locked_down(ds: Dataset, allow: Sequence[Path | str]):
         else:
             files.append(p)
     con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    if not ds.local:  # a dataset on object storage: DuckDB reads it through the same fsspec filesystem
+        from curation.storage.fs import filesystem
+
+        con.register_filesystem(filesystem(str(ds.path))[0])
     if files:
         con.execute(f"set allowed_paths = {_sql_list(files)}")
     if dirs:

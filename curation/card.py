@@ -78,9 +78,9 @@ def features_yaml(schema: pa.Schema, table: str) -> list[dict]:
 def _shard_schema(root: Path, shards: list[dict], table: str) -> pa.Schema:
     if table in TABLE_SCHEMAS:
         return TABLE_SCHEMAS[table]
-    import pyarrow.parquet as pq
+    from curation.storage.fs import join, parquet_file
 
-    return pq.read_schema(root / shards[0]["path"])
+    return parquet_file(join(str(root), shards[0]["path"])).schema_arrow
 
 
 def render_card(manifest: Mapping[str, Any], root: Path) -> str:

@@ -140,7 +140,9 @@ class ShardProgress:
 
     def __init__(self, staging: Path | str, total_rows: int | None, stage_names: list[str], every: float = 10.0,
                  stream: IO[str] | None = None):
-        self.dir = Path(staging) / PROGRESS_DIR
+        # shard tasks note their progress in a local (or shared) staging only; on object storage the bars
+        # move as shards finish
+        self.dir = Path(staging) / PROGRESS_DIR if "://" not in str(staging) else None
         self.total = total_rows or None
         self.names = ["read"] + [n for n in stage_names if n != "read"]
         self.every = every
@@ -164,7 +166,7 @@ class ShardProgress:
         for shard_rows in self.done.values():
             for name, n in shard_rows.items():
                 rows[name] = rows.get(name, 0) + n
-        if self.dir.is_dir():
+        if self.dir is not None and self.dir.is_dir():
             for p in self.dir.glob("*.json"):
                 try:
                     shard = int(p.stem)

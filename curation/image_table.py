@@ -73,8 +73,10 @@ class ImagePart:
     """The images part beside a samples part: its keys indexed, its row groups read on demand (a few kept)."""
 
     def __init__(self, path: Path | str, keep_row_groups: int = 2):
-        self.path = Path(path)
-        self.file = pq.ParquetFile(self.path)
+        from curation.storage.fs import parquet_file
+
+        self.path = path
+        self.file = parquet_file(str(path))
         self.where: dict[str, tuple[int, int]] = {}
         for g in range(self.file.num_row_groups):
             keys = self.file.read_row_group(g, columns=["key"]).column(0).to_pylist()

@@ -544,12 +544,13 @@ def report_html(path: Path | str, per_task: int = 4) -> tuple[str, dict[str, Any
     _duplicates(page, con)
     _config(page, manifest)
     nav = "".join(f"<a href='#{a}'>{escape(t.split(':')[0])}</a>" for a, t in page.toc)
-    title = f"curate report: {Path(path).resolve().name}"
+    where = str(Path(path).resolve()) if ds.local else str(ds.path)
+    title = f"curate report: {Path(where).name}"
     html = (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         "<meta http-equiv='Content-Security-Policy' content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'\">"
         f"<meta name='viewport' content='width=device-width, initial-scale=1'><title>{escape(title)}</title><style>{_CSS}</style></head><body>"
-        f"<header><h1>{escape(title)}</h1><p>{escape(str(Path(path).resolve()))} · manifest of {escape(str(manifest.get('created', '?')))}"
+        f"<header><h1>{escape(title)}</h1><p>{escape(where)} · manifest of {escape(str(manifest.get('created', '?')))}"
         f" · report made {time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime())}</p></header>"
         f"<nav>{nav}</nav><main>{''.join(page.parts)}</main></body></html>"
     )
@@ -558,6 +559,15 @@ def report_html(path: Path | str, per_task: int = 4) -> tuple[str, dict[str, Any
 
 def write_report(path: Path | str, out: Path | str | None = None, per_task: int = 4) -> tuple[Path, dict[str, Any]]:
     """Write the page (default DIR/report.html) under a temporary name, then rename; returns its path and figures."""
+    from curation.storage import fs as storage
+
+    if out is None and not storage.is_local(str(path)):  # beside a dataset on object storage: one PUT, whole or not at all
+        target = storage.join(str(path), "report.html")
+        html, figures = report_html(path, per_task=per_task)
+        data = html.encode("utf-8")
+        with storage.open_file(target, "wb") as f:
+            f.write(data)
+        return target, {**figures, "bytes": len(data)}
     target = Path(out) if out is not None else Path(path) / "report.html"
     html, figures = report_html(path, per_task=per_task)
     tmp = target.with_name(f".{target.name}.tmp")

@@ -53,6 +53,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
+from curation.storage import fs as storage
+from curation.storage.fs import parquet_file
 from curation.runtime import Stage, scoped_env, split_rejects, stage_seconds, timed_call
 from curation.image_table import IMAGES_TABLE, split_images
 from curation.schema import (
@@ -265,7 +267,7 @@ def parquet_shards(files: Sequence[tuple[Path | str, int]], rows_per_shard: int 
     shards: list[InputShard] = []
     first = 0
     for path, _ in files:
-        meta = pq.ParquetFile(path).metadata
+        meta = parquet_file(str(path)).metadata
         group: list[int] = []
         n = 0
         for g in range(meta.num_row_groups):
@@ -289,7 +291,7 @@ class ParquetReader:
     columns: tuple[str, ...] | None = None
 
     def __call__(self, shard: InputShard) -> Iterator[pa.Table]:
-        f = pq.ParquetFile(shard.path)
+        f = parquet_file(shard.path)
         groups = list(shard.row_groups) if shard.row_groups is not None else list(range(f.num_row_groups))
         if not groups:
             return
@@ -322,13 +324,17 @@ class _PartWriter:
     150 row groups of 64 records and 150 of a few rejects.
     """
 
-    def __init__(self, root: Path, table: str, shard_id: int):
+    def __init__(self, root: Path | str, table: str, shard_id: int):
         self.table = table
         self.schema = TABLE_SCHEMAS[table]
         self.name = f"part-{shard_id:05d}.parquet"
-        self.final = root / table / self.name
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.final.with_name(f".{self.name}.tmp")
+        self.local = storage.is_local(str(root))
+        if self.local:
+            self.final = Path(root) / table / self.name
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.tmp = self.final.with_name(f".{self.name}.tmp")
+        else:  # object storage: written straight to its key; the upload completes (whole) on close, or never
+            self.final = self.tmp = storage.join(str(root), table, self.name)
         self.writer: pq.ParquetWriter | None = None
         self.file: _HashingFile | None = None
         self.rows = 0
@@ -365,7 +371,8 @@ class _PartWriter:
             return None
         self.writer.close()
         self.file.close()
-        os.replace(self.tmp, self.final)
+        if self.local:
+            os.replace(self.tmp, self.final)
         return {"path": f"{self.table}/{self.name}", "rows": self.rows, "bytes": self.file.size,
                 "sha256": self.file.sha256.hexdigest()}
 
@@ -374,8 +381,8 @@ class _HashingFile:
     """A file written front to back (as Parquet is) that hashes its bytes on the way: the shard's
     sha256 without reading it back."""
 
-    def __init__(self, path: Path):
-        self._f = open(path, "wb")
+    def __init__(self, path: Path | str):
+        self._f = storage.open_file(str(path), "wb")
         self.sha256 = hashlib.sha256()
         self.size = 0
 
@@ -411,9 +418,15 @@ def read_part(staging: str | Path, info: dict | None, columns: list[str] | None 
               missing_ok: bool = False) -> pa.Table | None:
     """A part a shard task wrote into the staging (`info` from its result's files), or None (`missing_ok`:
     also when a rewrite that left no rows took it away)."""
-    if info is None or (missing_ok and not (Path(staging) / info["path"]).is_file()):
+    if info is None:
         return None
-    return pq.read_table(Path(staging) / info["path"], columns=columns)
+    url = storage.join(str(staging), info["path"])
+    try:
+        return storage.read_parquet(url, columns=columns)
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise
 
 
 def rewrite_part(staging: str | Path, table: str, shard_id: int, info: dict | None,
@@ -427,11 +440,11 @@ def rewrite_part(staging: str | Path, table: str, shard_id: int, info: dict | No
         have = rows.column("record_id")
         extra = extra.filter(pc.invert(pc.is_in(extra.column("record_id"), have)))
         rows = pa.concat_tables([rows, extra.select(rows.column_names).cast(rows.schema)])
-    part = _PartWriter(Path(staging), table, shard_id)
+    part = _PartWriter(staging, table, shard_id)
     part.write(rows)
     out = part.close()
     if out is None and info is not None:
-        (Path(staging) / info["path"]).unlink(missing_ok=True)
+        storage.remove(storage.join(str(staging), info["path"]))
     return out
 
 
@@ -453,9 +466,10 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
     """Everything of one input shard, inside its task; returns what the driver records."""
     from curation.console import ProgressNote
 
-    staging_path = Path(staging)
+    staging_path = Path(staging) if storage.is_local(staging) else staging  # a URL on object storage
     run = _Flow(shard, steps, staging_path, pools)
-    note = ProgressNote(staging_path, shard.shard_id)  # rows per stage so far, for the driver's progress bars
+    # rows per stage so far, for the driver's progress bars (local staging only: not a PUT every half second)
+    note = ProgressNote(staging_path, shard.shard_id) if isinstance(staging_path, Path) else (lambda *a, **k: None)
     rows_in = 0
     batches = reader(shard)
     while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
@@ -476,7 +490,7 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
 class _Flow:
     """Runs batches of one shard through the steps, counting each stage and writing each sink."""
 
-    def __init__(self, shard: InputShard, steps: Sequence[Stage | Sink], staging: Path, pools: dict[int, list]):
+    def __init__(self, shard: InputShard, steps: Sequence[Stage | Sink], staging: Path | str, pools: dict[int, list]):
         self.shard, self.pools, self.staging = shard, pools, staging
         self.steps = [_local_stage(s) if isinstance(s, Stage) and i not in pools else s for i, s in enumerate(steps)]
         self.parts: dict[str, _PartWriter] = {}
@@ -663,23 +677,23 @@ class Beside:
     fix: Callable[[dict], dict] | None = None
     partitions: int | None = None
     map_rows: int = 500_000
+    # a list of at most this many rows, all planned before the first map task was due, is indexed in the
+    # driver (a bounded moment, no tasks to start: small jobs and the demo do not wait for workers)
+    local_rows: int = 100_000
 
-    def index_path(self) -> Path:
-        return Path(self.folder) / "index.json"
+    def index_path(self) -> str:
+        return storage.join(str(self.folder), "index.json")
 
     def load(self) -> dict[int, int] | None:
-        p = self.index_path()
-        if not p.is_file():
+        try:
+            saved = storage.read_json(self.index_path())
+        except FileNotFoundError:
             return None
-        return {int(k): int(v) for k, v in json.loads(p.read_text())["rows_by_shard"].items()}
+        return {int(k): int(v) for k, v in saved["rows_by_shard"].items()}
 
-    def save(self, counts: dict[int, int]) -> None:
-        p = self.index_path()
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(".index.json.tmp")
-        tmp.write_text(json.dumps({"rows_by_shard": {str(k): v for k, v in sorted(counts.items())},
-                                   "rows": sum(counts.values())}))
-        os.replace(tmp, p)
+    def save(self, counts: dict[int, int], seconds: float | None = None) -> None:
+        storage.write_json(self.index_path(), {"rows_by_shard": {str(k): v for k, v in sorted(counts.items())},
+                                               "rows": sum(counts.values()), "seconds": seconds})
 
     def mark(self, shard: InputShard, index: dict[int, int] | None) -> InputShard:
         if index is None:
@@ -700,10 +714,11 @@ def _beside_reduce(reduce, partition: int, *parts: pa.Table) -> dict:
     return {int(k): int(v) for k, v in reduce(partition, rows).items()}
 
 
-def _beside_local(beside: Beside, shards: Sequence[InputShard]) -> dict[int, int]:
+def _beside_local(beside: Beside, shards: Sequence[InputShard], before: float = 0.0) -> dict[int, int]:
+    t0 = time.monotonic()
     mapped = [_beside_map(beside.keys, 1, s) for s in shards]
     counts = _beside_reduce(beside.reduce, 0, *(m[0] for m in mapped))
-    beside.save(counts)
+    beside.save(counts, before + time.monotonic() - t0)
     return counts
 
 
@@ -847,11 +862,15 @@ class _BesideRun:
         import ray
 
         self.beside, self.writer = beside, writer
+        self.started = time.monotonic()
         self.index = beside.load()  # a resumed run's
         self.parts = beside.partitions or max(2, int(2 * cpus))
-        self.map_task = ray.remote(_beside_map).options(num_returns=self.parts, max_retries=3)
-        self.reduce_task = ray.remote(_beside_reduce).options(max_retries=3)
-        self.fix_task = ray.remote(_fix_task).options(max_retries=3) if beside.fix is not None else None
+        # no CPU reserved: the shard tasks hold every slot while they wait on the network, and the index must
+        # not queue behind them; this driver bounds how many of its tasks run at once instead (max_maps maps,
+        # then the reduces)
+        self.map_task = ray.remote(_beside_map).options(num_returns=self.parts, max_retries=3, num_cpus=0)
+        self.reduce_task = ray.remote(_beside_reduce).options(max_retries=3, num_cpus=0)
+        self.fix_task = ray.remote(_fix_task).options(max_retries=3, num_cpus=0) if beside.fix is not None else None
         self.batch: list[InputShard] = []
         self.batch_rows = 0
         self.maps: list[list] = []
@@ -888,6 +907,11 @@ class _BesideRun:
     def planned_all(self) -> None:
         if self.index is not None:
             return
+        if not self.maps and self.batch_rows <= self.beside.local_rows:  # a small list: here, at once
+            counts = _beside_local(self.beside, self.batch, time.monotonic() - self.started)
+            log.info("index in the driver (%d rows): %d rows for %d shard(s)", self.batch_rows, sum(counts.values()), len(counts))
+            self.index, self.batch, self.batch_rows = counts, [], 0
+            return
         self._flush()
         self.reduces = [self.reduce_task.remote(self.beside.reduce, p, *(m[p] for m in self.maps)) for p in range(self.parts)]
         self.maps = []  # the reduce tasks hold them now
@@ -903,7 +927,7 @@ class _BesideRun:
             for ref in self.reduces:
                 counts.update(_get(ref))
             self.reduces = []
-            self.beside.save(dict(counts))
+            self.beside.save(dict(counts), time.monotonic() - self.started)
             self.index = dict(counts)
             log.info("index beside the pipeline: %d rows for %d shard(s)", sum(counts.values()), len(counts))
         out = []

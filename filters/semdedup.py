@@ -152,8 +152,9 @@ def fit_centroids(files: Sequence[tuple[str, int]], clusters: int | None, out_pa
     the tasks that assign every record (`assign_rows`). Returns {"embedded": N, "clusters": k, "fit_rows":
     rows fitted, "device": ...}.
     """
-    import pyarrow.parquet as pq
     import torch
+
+    from curation.storage.fs import read_parquet
 
     total = sum(rows for _, rows in files)
     wanted = clusters or default_clusters(total)
@@ -161,7 +162,7 @@ def fit_centroids(files: Sequence[tuple[str, int]], clusters: int | None, out_pa
     chunks: list[np.ndarray] = []
     embedded, dim = 0, None
     for path, _ in files:
-        _, x = _embeddings(pq.read_table(path, columns=["clip_embedding"]), str(path))
+        _, x = _embeddings(read_parquet(str(path), columns=["clip_embedding"]), str(path))
         if not len(x):
             continue
         if dim is not None and x.shape[1] != dim:

@@ -29,6 +29,7 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from curation.storage.fs import parquet_file
 from curation.storage.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 from curation.runner import (DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, group_by_key, init_ray,
@@ -78,7 +79,7 @@ def check_settings(dedup: Sequence[str], max_hamming_distance: int) -> None:
 def needs_phash(files: Sequence[Path | str]) -> bool:
     """Whether some record with image bytes lacks a `phash` (from the Parquet footers: null counts)."""
     for f in files:
-        meta = pq.ParquetFile(f).metadata
+        meta = parquet_file(str(f)).metadata
         names = [meta.schema.column(i).name for i in range(meta.num_columns)]
         if "phash" not in names:
             return meta.num_rows > 0
@@ -96,7 +97,7 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
                 shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None, executor: str = "ray") -> list[pa.Table]:
     """The pairs of duplicate records among the records files, grouped on the cluster (step 2)."""
     shards = parquet_shards(files, shard_rows)
-    present = set(pq.ParquetFile(files[0][0]).schema_arrow.names) if files else set()
+    present = set(parquet_file(str(files[0][0])).schema_arrow.names) if files else set()
     reader = ParquetReader(batch_size=8192, columns=tuple(c for c in KEY_COLUMNS if c in present))
     k = max_distance if "phash" in dedup and "phash" in present else None
     if not ("exact" in dedup or "url" in dedup or k is not None):
@@ -152,7 +153,7 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
     files = [(str(f), rows) for f, rows in files]
     missing = (f"{files[0][0] if files else 'the input'}: semantic dedup needs the CLIP image embeddings: make the input "
                "with `curate filter ... --clip-model M --keep-embeddings` (or keep_embeddings = true in a job)")
-    if files and "clip_embedding" not in pq.ParquetFile(files[0][0]).schema_arrow.names:
+    if files and "clip_embedding" not in parquet_file(str(files[0][0])).schema_arrow.names:
         raise InputError(missing)
     t0 = time.time()
     centroids = str(Path(work_dir) / "semantic_centroids.npy")

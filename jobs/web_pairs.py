@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from curation.crawl.fetch import DEFAULT_DISALLOWED_HEADER_DIRECTIVES, DEFAULT_USER_AGENT_TOKEN, FetchPolicy
+from curation.storage import fs as storage
 from curation.storage.dataset import Dataset, DatasetWriter
 from curation.crawl.download import DEFAULT_MAX_PIXELS, FromImg2dataset, Img2datasetReader
 from curation.crawl.urls import DUPLICATES_DIR, DuplicatesReduce, UrlColumns, UrlKeys, UrlList, fix_shard
@@ -50,6 +51,9 @@ __all__ = ["WebPairsConfig", "fetch_policy", "filter_stages", "needs_two_passes"
 log = logging.getLogger(__name__)
 
 # settings that do not change what a run produces: a resumed run may differ in them
+# a URL list of at most this many rows has its duplicate URLs found in the driver, before the first shard
+# (curation.runner.Beside.local_rows); a longer one by the shuffle on the cluster, beside the downloads
+LOCAL_INDEX_ROWS = 100_000
 RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
 
 
@@ -142,8 +146,10 @@ def identity(cfg: WebPairsConfig, **extra) -> dict:
 def open_output(cfg: WebPairsConfig, inputs: tuple[str, ...] = (), **identity_extra) -> DatasetWriter:
     if cfg.shard_rows <= 0:
         raise InputError(f"shard_rows must be positive, got {cfg.shard_rows}")
-    return DatasetWriter(cfg.out, overwrite=cfg.overwrite, inputs=inputs, resume=cfg.resume,
-                         config=identity(cfg, **identity_extra))
+    from curation.storage.objects import open_writer
+
+    return open_writer(cfg.out, overwrite=cfg.overwrite, inputs=inputs, resume=cfg.resume,
+                       config=identity(cfg, **identity_extra))
 
 
 def fetch_policy(cfg: WebPairsConfig) -> FetchPolicy:
@@ -191,9 +197,9 @@ def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline, ur
     log.info("%d URL list file(s); input shards of <= %d rows; stages: %s", len(urls.files), cfg.shard_rows,
              " -> ".join(pipeline.stage_names()))
     staging = str(writer.staging)
-    folder = str(writer.staging / DUPLICATES_DIR)
+    folder = storage.join(staging, DUPLICATES_DIR)
     fix = functools.partial(fix_shard, staging=staging, folder=folder) if correct_after else None
-    beside = Beside(UrlKeys(urls.columns), DuplicatesReduce(folder), folder, fix=fix)
+    beside = Beside(UrlKeys(urls.columns), DuplicatesReduce(folder), folder, fix=fix, local_rows=LOCAL_INDEX_ROWS)
     shards = urls.shards(cfg.shard_rows, staging, convert=run_remote)
     return run_pipeline(pipeline, shards, writer, beside=beside)
 

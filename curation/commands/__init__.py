@@ -15,8 +15,21 @@ from curation.errors import InputError
 __all__ = ["add_output_arguments", "add_fetch_arguments", "fetch_settings", "check_out_dir", "check_positive"]
 
 
-def check_out_dir(path: str | os.PathLike, option: str = "--out") -> None:
-    """InputError unless `path` is a directory, or can be made one, that this process may write."""
+# commands whose --out may be on object storage (curation/storage/objects.py)
+OBJECT_STORAGE_OUTPUTS = ("download", "build", "run")
+
+
+def check_out_dir(path: str | os.PathLike, option: str = "--out", object_storage: bool = False) -> None:
+    """InputError unless `path` is a directory, or can be made one, that this process may write; or, with
+    `object_storage`, a filesystem URL (`s3://bucket/prefix`) whose kind is known."""
+    from curation.storage.fs import filesystem, is_local
+
+    if not is_local(str(path)):
+        if not object_storage:
+            raise InputError(f"{option} {path}: this command writes a local directory only (outputs on object "
+                             f"storage: curate {', '.join(OBJECT_STORAGE_OUTPUTS)})")
+        filesystem(str(path))  # an unknown protocol, or its library missing: one line
+        return
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise InputError(f"{option} {path}: exists and is not a directory")

@@ -83,6 +83,7 @@ def build_dataset(
     InputError before any output directory is touched.
     """
     from curation.runner import ParquetReader, Pipeline, init_ray, parquet_shards, run_pipeline
+    from curation.storage.fs import is_local
     from jobs.build import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, LOCAL_MAX_ROWS, build_extra, build_steps
 
     ds = Dataset(input_dir, verify=verify)  # ManifestError, an InputError, when it is not a finished dataset
@@ -95,7 +96,7 @@ def build_dataset(
         steps = build_steps(format, tasks, pack, rounding, batch_size, min_pixels, max_pixels, images_once)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    check_out_dir(out)
+    check_out_dir(out, object_storage=True)
     files = [(p, s["rows"]) for p, s in zip(ds.shard_paths("records"), ds.shards("records"))]
     used = "ray" if runner == "ray" or (runner == "auto" and ds.rows("records") > LOCAL_MAX_ROWS) else "local"
     config = {
@@ -103,8 +104,10 @@ def build_dataset(
         "pack": pack, "rounding": rounding, "shard_rows": shard_rows,
         "min_pixels": min_pixels, "max_pixels": max_pixels, "images_once": images_once,
     }
-    identity = {**config, "input": str(Path(input_dir).resolve())}
-    with DatasetWriter(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:
+    identity = {**config, "input": str(Path(input_dir).resolve()) if is_local(str(input_dir)) else str(input_dir)}
+    from curation.storage.objects import open_writer
+
+    with open_writer(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:
         t0 = time.time()
         if used == "ray":
             init_ray(ray_address)

@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--shard-rows", cfg.shard_rows), ("--threads", cfg.threads), ("--timeout", cfg.timeout),
                           ("--max-per-host", cfg.max_per_host)):
         check_positive(option, value)
-    check_out_dir(cfg.out)
+    check_out_dir(cfg.out, object_storage=True)
     m = download(cfg)
     s = m["stages"]["download"]
     print(f"download: {s['in']} URLs -> {s['out']} records, {sum(s['dropped'].values())} rejects -> {args.out}")

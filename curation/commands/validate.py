@@ -68,9 +68,9 @@ def validate_dataset(path: str) -> Iterator[tuple[str, str]]:
             for problem in check_sample(row, **limits):
                 yield sid, problem
     for shard in ds.shards("images"):  # images stored once: once per part (a sample's missing key is found above)
-        import pyarrow.parquet as pq
+        from curation.storage.fs import read_parquet
 
-        counts = Counter(pq.read_table(ds.path / shard["path"], columns=["key"]).column(0).to_pylist())
+        counts = Counter(read_parquet(str(ds.file(shard["path"])), columns=["key"]).column(0).to_pylist())
         for key, n in counts.items():
             if n > 1:
                 yield shard["path"], f"image key {key!r} stored {n} times"

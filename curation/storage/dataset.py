@@ -43,6 +43,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from curation.errors import InputError
+from curation.storage import fs as fs_
 from curation.schema import ROW_GROUP_ROWS, SCHEMA_VERSION, TABLE_SCHEMAS, conform, parquet_write_options, row_group_rows
 
 __all__ = [
@@ -91,6 +92,14 @@ class ShardInfo:
     rows: int
     bytes: int
     sha256: str
+
+
+def _sha256_url(url: str) -> str:
+    h = hashlib.sha256()
+    with fs_.open_file(url, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def sha256_file(path: Path) -> str:
@@ -194,8 +203,12 @@ def _resolved(path: Path | str) -> Path:
 
 def check_output(out: Path | str, inputs: tuple[Path | str, ...] = ()) -> None:
     """Refuse an output that is an input, lies inside one, or holds one."""
+    if not fs_.is_local(str(out)):
+        return
     o = _resolved(out)
     for inp in inputs:
+        if not fs_.is_local(str(inp)):  # on object storage: never a local output's folder
+            continue
         i = _resolved(inp)
         if o == i:
             raise OutputError(f"{out}: the output is the input; write to another directory")
@@ -446,6 +459,25 @@ class DatasetWriter:
 
     def close(self, config: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> dict:
         """Finish the run: manifest, then replace the old dataset with the new one."""
+        manifest = self._manifest(config, extra)
+        shutil.rmtree(self.staging / "work", ignore_errors=True)
+        staged_manifest = self.staging / MANIFEST
+        tmp = self.staging / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
+        os.replace(tmp, staged_manifest)
+        self._write_card(manifest)
+        self._swap_in(manifest, staged_manifest)
+        self.closed = True
+        self._lock.release()
+        return manifest
+
+    def _adopted(self) -> Iterator[dict]:
+        for p in sorted((self.staging / "adopted").glob("*.json")):  # taken over from an earlier pass (adopt)
+            yield json.loads(p.read_text())
+
+    def _manifest(self, config: Mapping[str, Any] | None, extra: Mapping[str, Any] | None, prefix: str = "") -> dict:
+        """The manifest of this run: every shard the tasks and this process wrote (paths relative to the
+        output, under `prefix`), the stage counts, timings, config, versions."""
         files: dict[str, list[dict]] = {}
         nodes: Counter = Counter()
         fetches: dict[str, Counter] = {}  # the download reader's counts per host, by kind
@@ -459,14 +491,13 @@ class DatasetWriter:
                 if kind in r:
                     fetches.setdefault(kind, Counter()).update(r[kind])
             late_duplicates += int(r.get("duplicate_urls_fetched") or 0)
-        for p in sorted((self.staging / "adopted").glob("*.json")):  # taken over from an earlier pass (adopt)
-            adopted = json.loads(p.read_text())
+        for adopted in self._adopted():
             files.setdefault(adopted["table"], []).extend(adopted["files"])
         for name, w in self.writers.items():  # written here, on the driver
             files.setdefault(name, []).extend(s.__dict__ for s in w.close())
         tables = {}
         for name, shards in files.items():
-            shards = sorted(shards, key=lambda f: f["path"])
+            shards = sorted(({**f, "path": prefix + f["path"]} for f in shards), key=lambda f: f["path"])
             tables[name] = {"rows": sum(f["rows"] for f in shards), "bytes": sum(f["bytes"] for f in shards), "shards": shards}
         for name in ("records", "samples", "rejects"):
             tables.setdefault(name, {"rows": 0, "bytes": 0, "shards": []})
@@ -491,15 +522,6 @@ class DatasetWriter:
             manifest["download"]["duplicate_urls_fetched"] = late_duplicates
         if extra:
             manifest.update(extra)
-        shutil.rmtree(self.staging / "work", ignore_errors=True)
-        staged_manifest = self.staging / MANIFEST
-        tmp = self.staging / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False, default=str))
-        os.replace(tmp, staged_manifest)
-        self._write_card(manifest)
-        self._swap_in(manifest, staged_manifest)
-        self.closed = True
-        self._lock.release()
         return manifest
 
     def _write_card(self, manifest: dict) -> None:
@@ -559,27 +581,54 @@ def _versions() -> dict[str, str]:
 
 
 class Dataset:
-    """Read side of a dataset directory; trusts only manifest-listed shards.
+    """Read side of a dataset directory, local or at an fsspec URL (`s3://bucket/prefix`); trusts only
+    manifest-listed shards.
 
     Every shard a read touches is checked against the manifest: it must exist
     and hold the listed number of rows (from its Parquet footer). With
     `verify=True` every shard's sha256 is checked when the dataset is opened.
+    `shard_paths` are Paths for a local dataset, URLs for one on object storage
+    (read them with `curation.storage.fs`: `parquet_file`, `read_parquet`).
     """
 
     def __init__(self, path: Path | str, verify: bool = False):
-        self.path = Path(path)
-        mpath = self.path / MANIFEST
-        if not self.path.is_dir():
+        self.local = fs_.is_local(str(path))
+        self.path: Path | str = Path(path) if self.local else str(path).rstrip("/")
+        mpath = self.file(MANIFEST)
+        if self.local and not self.path.is_dir():
             raise ManifestError(f"{self.path}: no such dataset directory")
-        if not mpath.is_file():
-            raise ManifestError(f"{mpath}: missing; not a finished dataset directory")
         try:
-            self.manifest = json.loads(mpath.read_text())
+            with fs_.open_file(mpath, "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            if not self.local:
+                self._remote_missing(mpath)
+            raise ManifestError(f"{mpath}: missing; not a finished dataset directory") from None
+        except InputError:
+            raise
+        except Exception as exc:  # a store's own errors: access denied, no such bucket
+            raise ManifestError(fs_.describe_error(str(mpath), exc)) from None
+        try:
+            self.manifest = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ManifestError(f"{mpath}: unreadable manifest: {exc}") from exc
         self._checked: set[str] = set()
         if verify:
             self.verify()
+
+    def _remote_missing(self, mpath: str) -> None:
+        fs, root = fs_.filesystem(str(self.path))
+        try:
+            exists = fs.exists(root)
+        except Exception as exc:
+            raise ManifestError(fs_.describe_error(str(self.path), exc)) from None
+        if not exists:
+            raise ManifestError(f"{self.path}: no such dataset (nothing at this URL)")
+        raise ManifestError(f"{mpath}: missing; not a finished dataset")
+
+    def file(self, rel: str) -> Path | str:
+        """The path (local) or URL (remote) of a file of the dataset, `rel` as the manifest lists it."""
+        return self.path / rel if self.local else fs_.join(str(self.path), rel)
 
     def tables(self) -> list[str]:
         return list(self.manifest.get("tables", {}))
@@ -588,17 +637,18 @@ class Dataset:
         info = self.manifest.get("tables", {}).get(table)
         return [] if info is None else list(info["shards"])
 
-    def _check_rows(self, shard: dict) -> Path:
-        path = self.path / shard["path"]
+    def _check_rows(self, shard: dict) -> Path | str:
+        path = self.file(shard["path"])
         if shard["path"] in self._checked:
             return path
-        if not path.is_file():
-            raise ShardError(f"{path}: shard listed in the manifest is missing")
-        size = path.stat().st_size
+        try:
+            size = fs_.file_size(str(path))
+        except FileNotFoundError:
+            raise ShardError(f"{path}: shard listed in the manifest is missing") from None
         if shard.get("bytes") is not None and size != shard["bytes"]:
             raise ShardError(f"{path}: shard has {size} bytes, the manifest says {shard['bytes']}; it was truncated or replaced")
         try:
-            rows = pq.ParquetFile(path).metadata.num_rows
+            rows = fs_.parquet_file(str(path)).metadata.num_rows
         except (pa.ArrowInvalid, OSError) as exc:
             raise ShardError(f"{path}: unreadable shard: {str(exc).splitlines()[0]}") from None
         if rows != shard["rows"]:
@@ -606,14 +656,14 @@ class Dataset:
         self._checked.add(shard["path"])
         return path
 
-    def shard_paths(self, table: str) -> list[Path]:
+    def shard_paths(self, table: str) -> list[Path | str]:
         """The manifest-listed shards of `table`, each checked to exist with its row count."""
         return [self._check_rows(s) for s in self.shards(table)]
 
     def verify_shard(self, shard: dict) -> Path:
         """Check one manifest entry's file: present, its row count, its sha256."""
         path = self._check_rows(shard)
-        digest = sha256_file(path)
+        digest = sha256_file(path) if self.local else _sha256_url(str(path))
         if digest != shard["sha256"]:
             raise ShardError(f"{path}: sha256 {digest[:16]}... differs from the manifest's {shard['sha256'][:16]}...")
         return path
@@ -636,7 +686,7 @@ class Dataset:
         if not paths:
             empty = schema.empty_table() if schema is not None else pa.table({})
             return empty.select(columns) if columns else empty
-        tables = [pq.read_table(p, columns=columns) for p in paths]
+        tables = [fs_.read_parquet(str(p), columns=columns) for p in paths]
         return pa.concat_tables(tables)
 
     def iter_batches(self, table: str, batch_size: int = 1024, columns: list[str] | None = None) -> Iterator[pa.RecordBatch]:
@@ -646,7 +696,7 @@ class Dataset:
 
         for p in self.shard_paths(table):
             part = self.image_part(p) if table == "samples" and (columns is None or "images" in columns) else None
-            for batch in pq.ParquetFile(p).iter_batches(batch_size=batch_size, columns=columns):
+            for batch in fs_.parquet_file(str(p)).iter_batches(batch_size=batch_size, columns=columns):
                 yield fill_images(batch, part)
 
     def image_part(self, samples_shard: Path | str):

@@ -29,6 +29,7 @@ another format.
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ from typing import Any, Sequence
 
 from curation.errors import InputError
 
-__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join"]
+__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join", "open_file",
+           "file_size", "parquet_file", "read_parquet", "write_bytes", "create_exclusive", "read_json", "write_json",
+           "exists", "remove", "listdir"]
 
 
 def protocol_of(url: str) -> str:
@@ -135,7 +138,7 @@ def expand(specs: Sequence[str] | str, suffixes: Sequence[str], what: str = "inp
                 if not files:
                     raise InputError(f"{spec}: the pattern matches no file")
                 for p, size in files:
-                    _check_suffix(spec, p, suffixes, what)
+                    _check_suffix(spec, _full(fs, p, local), suffixes, what)
                 found.extend((_full(fs, p, local), p, size) for p, size in files)
             elif fs.isdir(path):
                 listed = fs.find(path, detail=True)
@@ -144,14 +147,14 @@ def expand(specs: Sequence[str] | str, suffixes: Sequence[str], what: str = "inp
                     rel = posixpath.relpath(p, path)
                     if d.get("type") == "directory" or _is_hidden(rel):
                         continue
-                    _check_suffix(spec, p, suffixes, what)
+                    _check_suffix(spec, _full(fs, p, local), suffixes, what)
                     files.append((p, d.get("size")))
                 if not files:
                     raise InputError(f"{spec}: folder holds no {what} file ({', '.join(suffixes)})")
                 found.extend((_full(fs, p, local), p, size) for p, size in files)
             else:
                 info = fs.info(path)
-                _check_suffix(spec, path, suffixes, what)
+                _check_suffix(spec, _full(fs, path, local), suffixes, what)
                 found.append((_full(fs, path, local), path, info.get("size")))
         except InputError:
             raise
@@ -184,3 +187,104 @@ def _check_suffix(spec: str, path: str, suffixes: Sequence[str], what: str) -> N
             f"{path}: not a {what} file of a known format ({_suffix(path) or 'no suffix'}; "
             f"use one of {', '.join(suffixes)})" + (f", found under {spec}" if spec != path else "")
         )
+
+
+def open_file(url: str, mode: str = "rb"):
+    """A file object for a local path or fsspec URL."""
+    if is_local(str(url)):
+        return open(str(url).removeprefix("file://"), mode)
+    fs, path = filesystem(str(url))
+    return fs.open(path, mode)
+
+
+def file_size(url: str) -> int | None:
+    """Bytes of the file at a local path or fsspec URL (FileNotFoundError when there is none)."""
+    if is_local(str(url)):
+        return os.stat(str(url).removeprefix("file://")).st_size
+    fs, path = filesystem(str(url))
+    info = fs.info(path)
+    if info.get("type") == "directory":
+        raise FileNotFoundError(url)
+    return info.get("size")
+
+
+def parquet_file(url: str, **kwargs):
+    """`pyarrow.parquet.ParquetFile` of a local path or fsspec URL (a remote one read through fsspec)."""
+    import pyarrow.parquet as pq
+
+    if is_local(str(url)):
+        return pq.ParquetFile(str(url).removeprefix("file://"), **kwargs)
+    return pq.ParquetFile(open_file(url), **kwargs)
+
+
+def read_parquet(url: str, columns=None, **kwargs):
+    """A whole Parquet file (its `columns`) from a local path or fsspec URL."""
+    import pyarrow.parquet as pq
+
+    if is_local(str(url)):
+        return pq.read_table(str(url).removeprefix("file://"), columns=columns, **kwargs)
+    fs, path = filesystem(str(url))
+    return pq.read_table(path, columns=columns, filesystem=fs, **kwargs)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    """The whole object or file at `url` (a local file through a temporary name and a rename; an object
+    store's PUT is whole or nothing already)."""
+    url = str(url)
+    if is_local(url):
+        path = url.removeprefix("file://")
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+        return
+    fs, path = filesystem(url)
+    fs.pipe_file(path, data)
+
+
+def create_exclusive(url: str, data: bytes) -> bool:
+    """Write `url` only if nothing is there (O_EXCL locally, a conditional PUT, `If-None-Match: *`, on S3);
+    False when something was. Stores without conditional writes raise NotImplementedError."""
+    fs, path = filesystem(str(url))
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    except TypeError as exc:  # a filesystem whose pipe_file has no mode
+        raise NotImplementedError(f"{url}: this store has no conditional create: {exc}") from None
+    return True
+
+
+def read_json(url: str):
+    with open_file(url, "rb") as f:
+        return json.loads(f.read())
+
+
+def write_json(url: str, value) -> None:
+    write_bytes(url, json.dumps(value, indent=1, default=str).encode())
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(str(url))
+    return fs.exists(path)
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    """Delete a file, or every object under a prefix (`recursive`); nothing there is no error."""
+    fs, path = filesystem(str(url))
+    try:
+        fs.rm(path, recursive=recursive)
+    except FileNotFoundError:
+        pass
+
+
+def listdir(url: str) -> list[str]:
+    """The URLs (local: paths) of the files directly under `url`, sorted; [] when there is nothing."""
+    fs, path = filesystem(str(url))
+    local = is_local(str(url))
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return []
+    return sorted(_full(fs, e["name"], local) for e in entries if e.get("type") != "directory")

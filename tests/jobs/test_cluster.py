@@ -45,8 +45,10 @@ def _contents(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """Two nodes; the head started as init_ray starts one, so its API server sends nothing off the machine."""
+def cluster(s3_server):
+    """Two nodes; the head started as init_ray starts one, so its API server sends nothing off the machine.
+    Started once the loopback S3's environment is set, which every node's workers then inherit (as a real
+    cluster's nodes have their credentials)."""
     from ray.cluster_utils import Cluster
 
     from curation.runner import api_server_offline
@@ -73,3 +75,42 @@ def test_the_demo_on_two_nodes_equals_a_local_run(cluster, tmp_path):
     by_node = manifest["run"]["shards_by_node"]
     assert manifest["run"]["input_shards"] == 4 == sum(by_node.values())
     assert set(by_node) == nodes, by_node  # download, filters and build (one task per shard) on both nodes
+
+
+def test_a_download_from_and_into_s3_on_two_nodes_equals_a_local_run(cluster, s3, tmp_path):
+    """No shared filesystem: the list is read from S3 and the dataset written to S3 by tasks on both nodes."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from netfixtures import FaultServer
+
+    s3.mkbucket("corpus")
+    env = {**os.environ, **s3.env, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env.pop("RAY_ADDRESS", None)
+    flags = ["--allow-private-network", "--retries", "0", "--shard-rows", "4"]
+
+    def curate(*argv):
+        return subprocess.run([sys.executable, "-m", "curation.cli", *map(str, argv)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    with FaultServer() as server:
+        urls = [f"{server.base}/img/{i}.jpg" if i % 6 else f"{server.base}/404.jpg?{i}" for i in range(24)]
+        buf = io.BytesIO()
+        pq.write_table(pa.table({"url": urls, "caption": [f"picture {i}" for i in range(24)]}), buf)
+        s3.put("corpus/urls.parquet", buf.getvalue())
+        local = curate("download", "s3://corpus/urls.parquet", "--out", tmp_path / "local", *flags)
+        assert local.returncode == 0, local.stderr[-3000:]
+        run = curate("download", "s3://corpus/urls.parquet", "--out", "s3://corpus/raw", *flags,
+                     "--ray-address", cluster.address)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+    def contents(url):
+        ds = Dataset(url, verify=True)
+        return ({(r["record_id"], r["sha256"]) for r in ds.read("records", ["record_id", "sha256"]).to_pylist()},
+                {(r["record_id"], r["reason"]) for r in ds.read("rejects", ["record_id", "reason"]).to_pylist()})
+
+    assert contents("s3://corpus/raw") == contents(tmp_path / "local")
+    manifest = Dataset("s3://corpus/raw").manifest
+    by_node = manifest["run"]["shards_by_node"]
+    assert sum(by_node.values()) == 6 and set(by_node) == {n.node_id for n in cluster.list_all_nodes()}, by_node

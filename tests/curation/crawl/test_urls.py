@@ -3,6 +3,7 @@ found by the shuffle (its decisions against the one-process oracle, netpolicy.du
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -220,3 +221,55 @@ def test_a_shard_fetched_before_the_index_is_corrected_and_a_redone_correction_c
     assert rejects["web:3"]["reason"] == "http_error" and len(rejects) == 2
     assert manifest["download"]["duplicate_urls_fetched"] == 1
     assert manifest["tables"]["records"]["rows"] == 2 and manifest["tables"]["rejects"]["rows"] == 2
+
+
+@dataclasses.dataclass(frozen=True)
+class SlowKeys:
+    """UrlKeys that take their time: every shard is done before the duplicate index is."""
+
+    keys: UrlKeys
+    seconds: float = 4.0
+
+    def __call__(self, shard):
+        import time
+
+        time.sleep(self.seconds)
+        yield from self.keys(shard)
+
+
+def test_on_ray_shards_that_ran_before_the_index_are_corrected_by_tasks(tmp_path, local_ray):
+    """The runner's side of it: shards start at once (a download), the shuffle finishes after them, and the
+    shards holding copies are corrected in tasks before the manifest is written."""
+    import functools
+
+    from netfixtures import FaultServer
+
+    from curation.crawl.download import FromImg2dataset, Img2datasetReader
+    from curation.crawl.fetch import FetchPolicy
+    from curation.crawl.urls import fix_shard
+    from curation.runner import Beside, Pipeline, Sink, run_pipeline
+    from curation.storage.dataset import Dataset, DatasetWriter
+
+    with FaultServer() as server:
+        urls = [f"{server.base}/img/a.jpg", f"{server.base}/img/b.jpg", f"{server.base}/img/a.jpg#copy",
+                f"{server.base}/img/c.jpg", f"{server.base}/img/b.jpg#y", f"{server.base}/404.jpg"]
+        src = tmp_path / "urls.parquet"
+        pq.write_table(pa.table({"url": urls, "caption": [f"c{i}" for i in range(6)]}), src)
+        reader = Img2datasetReader(threads=2, timeout=2, retries=0, columns=COLUMNS,
+                                   policy=FetchPolicy(allow_private_network=True))
+        pipeline = Pipeline(reader, [FromImg2dataset("web", 10_000_000), Sink("records")])
+        with DatasetWriter(tmp_path / "out") as writer:
+            staging = str(writer.staging)
+            folder = f"{staging}/url-duplicates"
+            beside = Beside(SlowKeys(UrlKeys(COLUMNS)), DuplicatesReduce(folder), folder, local_rows=0,
+                            fix=functools.partial(fix_shard, staging=staging, folder=folder))
+            run_pipeline(pipeline, UrlList(str(src), COLUMNS).shards(2, staging), writer, beside=beside)
+            manifest = writer.close()
+        assert server.hits["/img/a.jpg"] == 2 and server.hits["/img/b.jpg"] == 2  # fetched before they were known
+    assert manifest["download"]["duplicate_urls_fetched"] == 2
+    assert manifest["stages"]["download"]["dropped"] == {"duplicate_url": 2, "http_error": 1}
+    data = Dataset(tmp_path / "out", verify=True)
+    assert sorted(data.read("records").column("record_id").to_pylist()) == ["web:0", "web:1", "web:3"]
+    rejects = {r["record_id"]: r["detail"] for r in data.read("rejects").to_pylist()}
+    assert rejects["web:2"] == "same URL as web:0, found after it was fetched"
+    assert rejects["web:4"] == "same URL as web:1, found after it was fetched"

@@ -86,3 +86,23 @@ def test_memory_urls_stay_urls():
     assert [f.url for f in files] == ["memory:///corpus/p/1.parquet", "memory:///corpus/p/2.parquet"]  # fsspec spells them so
     assert [f.label for f in files] == ["1", "2"]
     assert join("s3://b/prefix/", "/a", "b.parquet") == "s3://b/prefix/a/b.parquet"
+
+
+def test_an_object_that_cannot_be_read_is_named_in_one_line(monkeypatch):
+    """403 and the like, as s3fs raises them (moto does not check access, so this is the function)."""
+    from curation.storage import fs as storage
+    from curation.storage.fs import describe_error
+
+    assert describe_error("s3://b/k.parquet", PermissionError("Access Denied")) == "s3://b/k.parquet: access denied (Access Denied)"
+    assert describe_error("s3://nope/k", FileNotFoundError("The specified bucket does not exist")).startswith("s3://nope/k: no such bucket")
+    assert describe_error("s3://b/k", OSError("timed out\nmore")) == "s3://b/k: cannot be read: timed out"
+
+    class Denied:
+        def glob(self, *a, **k):
+            raise PermissionError("Access Denied")
+
+        isdir = info = glob
+
+    monkeypatch.setattr(storage, "filesystem", lambda url: (Denied(), url.removeprefix("s3://")))
+    with pytest.raises(InputError, match=r"^s3://b/parts/: access denied \(Access Denied\)$"):
+        expand("s3://b/parts/", SUFFIXES)
