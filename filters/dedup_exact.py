@@ -198,9 +198,9 @@ class DedupDecide(Filter):
         return state
 
     def setup(self) -> None:
-        import pyarrow.parquet as pq
+        from curation.storage.fs import read_parquet
 
-        table = pq.read_table(self.source) if isinstance(self.source, str) else self.source
+        table = read_parquet(self.source) if isinstance(self.source, str) else self.source
         self._by_id = {rid: Drop(reason, detail) for rid, reason, detail in zip(
             table.column("record_id").to_pylist(), table.column("reason").to_pylist(), table.column("detail").to_pylist())}
 

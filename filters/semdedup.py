@@ -178,7 +178,10 @@ def fit_centroids(files: Sequence[tuple[str, int]], clusters: int | None, out_pa
     k = min(clusters or default_clusters(embedded), len(sample))
     with torch.inference_mode():
         centroids, _ = kmeans(sample, k, seed=seed)
-    np.save(out_path, centroids.float().cpu().numpy())
+    from curation.storage.fs import open_file
+
+    with open_file(str(out_path), "wb") as f:
+        np.save(f, centroids.float().cpu().numpy())
     return {"embedded": embedded, "clusters": k, "fit_rows": len(sample), "device": device}
 
 
@@ -189,7 +192,10 @@ def assign_rows(batch: pa.Table, centroids_path: str) -> pa.Table | None:
     """The map side: (key = nearest centroid, record_id, clip_embedding) of each embedded record of `batch`."""
     if centroids_path not in _CENTROIDS:  # once per worker process
         _CENTROIDS.clear()
-        _CENTROIDS[centroids_path] = np.load(centroids_path)
+        from curation.storage.fs import open_file
+
+        with open_file(str(centroids_path), "rb") as f:
+            _CENTROIDS[centroids_path] = np.load(f)
     centroids = _CENTROIDS[centroids_path]
     ids, x = _embeddings(batch.select(["record_id", "clip_embedding"]))
     if not ids:
@@ -222,10 +228,13 @@ def write_duplicates(duplicates: Mapping[str, Sequence], path) -> str:
     """{dropped id: (kept id, similarity)} as a Parquet file for `SemanticDedup`; returns its path."""
     import pyarrow.parquet as pq
 
+    from curation.storage.fs import open_file
+
     items = sorted(duplicates.items())
-    pq.write_table(pa.table({"record_id": pa.array([k for k, _ in items], pa.string()),
-                             "kept": pa.array([str(v[0]) for _, v in items], pa.string()),
-                             "similarity": pa.array([float(v[1]) for _, v in items], pa.float32())}), path)
+    with open_file(str(path), "wb") as f:
+        pq.write_table(pa.table({"record_id": pa.array([k for k, _ in items], pa.string()),
+                                 "kept": pa.array([str(v[0]) for _, v in items], pa.string()),
+                                 "similarity": pa.array([float(v[1]) for _, v in items], pa.float32())}), f)
     return str(path)
 
 
@@ -246,9 +255,9 @@ class SemanticDedup(Filter):
 
     def setup(self) -> None:
         if self.duplicates is None:
-            import pyarrow.parquet as pq
+            from curation.storage.fs import read_parquet
 
-            t = pq.read_table(self.path)
+            t = read_parquet(str(self.path))
             self.duplicates = dict(zip(t.column("record_id").to_pylist(),
                                        zip(t.column("kept").to_pylist(), t.column("similarity").to_pylist())))
 

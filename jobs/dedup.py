@@ -29,7 +29,8 @@ from typing import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from curation.storage.fs import parquet_file
+from curation.storage import fs as storage
+from curation.storage.fs import canonical, parquet_file
 from curation.storage.dataset import Dataset, DatasetWriter
 from curation.errors import InputError
 from curation.runner import (DEFAULT_SHARD_ROWS, ParquetReader, Pipeline, Sink, group_by_key, init_ray,
@@ -125,9 +126,10 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     if any(k in dedup for k in ("exact", "url", "phash")):
         pairs = dedup_pairs(files, dedup, max_distance, shard_rows, partitions, executor)
         decisions = decide_duplicates(pairs, max_distance if "phash" in dedup else None)
-        path = Path(work_dir) / "dedup_decisions.parquet"
-        pq.write_table(decisions, path)
-        steps.append(DedupDecide(str(path)))
+        path = storage.join(str(work_dir), "dedup_decisions.parquet")
+        with storage.open_file(path, "wb") as f:
+            pq.write_table(decisions, f)
+        steps.append(DedupDecide(path))
         figures.update({"pairs": sum(p.num_rows for p in pairs), "duplicates": decisions.num_rows,
                         "grouping_seconds": round(time.time() - t0, 3)})
     if "semantic" in dedup:
@@ -156,7 +158,7 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
     if files and "clip_embedding" not in parquet_file(str(files[0][0])).schema_arrow.names:
         raise InputError(missing)
     t0 = time.time()
-    centroids = str(Path(work_dir) / "semantic_centroids.npy")
+    centroids = storage.join(str(work_dir), "semantic_centroids.npy")
     fit = (fit_centroids(files, clusters, centroids, fit_rows=fit_rows) if executor == "local"
            else run_remote(fit_centroids, files, clusters, centroids, 0, fit_rows, gpus=1.0))
     if fit["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
@@ -170,17 +172,19 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
     figures["semantic"] = {"threshold": threshold, "embedded": fit["embedded"], "clusters": fit["clusters"],
                            "fit_rows": fit["fit_rows"], "duplicates": len(duplicates), "device": fit["device"],
                            "seconds": round(time.time() - t0, 3)}
-    return SemanticDedup(write_duplicates(duplicates, Path(work_dir) / "semantic_duplicates.parquet"),
+    return SemanticDedup(write_duplicates(duplicates, storage.join(str(work_dir), "semantic_duplicates.parquet")),
                          keep_embeddings=keep_embeddings)
 
 
 def measure_phash(files: list[tuple[Path, int]], work: Path, cfg_identity: dict, resume: bool, shard_rows: int,
                   task_cpus: float, batch_size: int, executor: str = "ray") -> list[tuple[Path, int]]:
     """Step 1: a work dataset whose records all have their phash; returns its records files."""
-    if (work / "manifest.json").is_file() and resume:
+    from curation.storage.objects import open_writer
+
+    if resume and storage.exists(storage.join(str(work), "manifest.json")):
         done = Dataset(work)
     else:
-        with DatasetWriter(work, overwrite=True, resume=resume, config=cfg_identity) as writer:
+        with open_writer(work, overwrite=True, resume=resume, config=cfg_identity) as writer:
             pipeline = Pipeline(ParquetReader(batch_size=batch_size), [PHash(), Sink("records")], task_cpus=task_cpus)
             run_pipeline(pipeline, parquet_shards(files, shard_rows), writer, executor=executor)
             writer.close()
@@ -196,13 +200,15 @@ def run(cfg: DedupConfig, input_dir: str, verify: bool = False, executor: str = 
     src = Dataset(input_dir, verify=verify)
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     identity = {**{k: v for k, v in dataclasses.asdict(cfg).items() if k not in RUNTIME_KEYS},
-                "job": "dedup", "input": str(Path(input_dir).resolve())}
-    with DatasetWriter(cfg.out, overwrite=cfg.overwrite, inputs=(input_dir,), resume=cfg.resume, config=identity) as writer:
+                "job": "dedup", "input": canonical(input_dir)}
+    from curation.storage.objects import open_writer
+
+    with open_writer(cfg.out, overwrite=cfg.overwrite, inputs=(input_dir,), resume=cfg.resume, config=identity) as writer:
         if executor == "ray":
             init_ray(cfg.ray_address)
         t0 = time.time()
         if ("phash" in cfg.dedup or cfg.decontaminate) and needs_phash([f for f, _ in files]):
-            files = measure_phash(files, writer.staging / "measured", identity, writer.resumed, cfg.shard_rows,
+            files = measure_phash(files, storage.join(str(writer.staging), "measured"), identity, writer.resumed, cfg.shard_rows,
                                   cfg.task_cpus, cfg.batch_size, executor)
             writer.timings["phash"] = time.time() - t0
         steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,

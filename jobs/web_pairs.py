@@ -254,16 +254,16 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     output as if it were one pass. (A record dropped as eval overlap in pass 2 still counts in the
     top fraction's N: eval overlap is decided per record there.)
     """
-    import pyarrow.parquet as pq
-
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
     from jobs.dedup import dedup_steps
 
-    scratch_dir = writer.staging / "first-pass"
+    from curation.storage.objects import open_writer
+
+    scratch_dir = storage.join(str(writer.staging), "first-pass")
     t0 = time.time()
-    if not (writer.resumed and (scratch_dir / "manifest.json").is_file()):
+    if not (writer.resumed and storage.exists(storage.join(scratch_dir, "manifest.json"))):
         # a resumed run continues an interrupted first pass too (its finished shards are kept)
-        with DatasetWriter(scratch_dir, overwrite=True, resume=writer.resumed, config={"pass": "first"}) as scratch:
+        with open_writer(scratch_dir, overwrite=True, resume=writer.resumed, config={"pass": "first"}) as scratch:
             first_pass(scratch)
             scratch.close(config={"pass": "first"})
     first = Dataset(scratch_dir)
@@ -285,10 +285,11 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
             writer.timings["semdedup"] = semantic.pop("seconds")
             extra["semdedup"] = semantic
         for name in ("dedup_decisions.parquet", "semantic_duplicates.parquet"):  # who dedup drops, by id
-            if (writer.work_dir / name).is_file():
-                duplicates.update(pq.read_table(writer.work_dir / name, columns=["record_id"]).column(0).to_pylist())
+            url = storage.join(str(writer.work_dir), name)
+            if storage.exists(url):
+                duplicates.update(storage.read_parquet(url, columns=["record_id"]).column(0).to_pylist())
     if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
-        columns = (pq.read_table(p, columns=["record_id", "source", "clip_score"]) for p, _ in files)
+        columns = (storage.read_parquet(str(p), columns=["record_id", "source", "clip_score"]) for p, _ in files)
         cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
         log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
         extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
@@ -313,7 +314,7 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
     two_pass = needs_two_passes(cfg)
-    with open_output(cfg, inputs=(input_dir,), job="filter", input=str(Path(input_dir).resolve())) as writer:
+    with open_output(cfg, inputs=(input_dir,), job="filter", input=storage.canonical(input_dir)) as writer:
         init_ray(cfg.ray_address)
         reader = ParquetReader(batch_size=_batch(cfg))
         shards = parquet_shards(files, cfg.shard_rows)

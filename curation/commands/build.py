@@ -83,7 +83,7 @@ def build_dataset(
     InputError before any output directory is touched.
     """
     from curation.runner import ParquetReader, Pipeline, init_ray, parquet_shards, run_pipeline
-    from curation.storage.fs import is_local
+    from curation.storage.fs import canonical
     from jobs.build import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, LOCAL_MAX_ROWS, build_extra, build_steps
 
     ds = Dataset(input_dir, verify=verify)  # ManifestError, an InputError, when it is not a finished dataset
@@ -104,7 +104,7 @@ def build_dataset(
         "pack": pack, "rounding": rounding, "shard_rows": shard_rows,
         "min_pixels": min_pixels, "max_pixels": max_pixels, "images_once": images_once,
     }
-    identity = {**config, "input": str(Path(input_dir).resolve()) if is_local(str(input_dir)) else str(input_dir)}
+    identity = {**config, "input": canonical(input_dir)}
     from curation.storage.objects import open_writer
 
     with open_writer(out, overwrite=overwrite, inputs=(input_dir,), resume=resume, config=identity) as writer:

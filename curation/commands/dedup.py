@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_positive("--shard-rows", args.shard_rows)
     check_positive("--partitions", args.partitions)
-    check_out_dir(args.out)
+    check_out_dir(args.out, object_storage=True)
     kinds = (("exact", "url") if args.exact else ()) + (("phash",) if args.phash else ()) + (("semantic",) if args.semantic else ())
     cfg = DedupConfig(out=args.out, dedup=kinds, max_hamming_distance=args.max_distance, decontaminate=args.decontaminate,
                       semantic_threshold=args.semantic_threshold, semantic_clusters=args.semantic_clusters,

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     check_positive("--clip-batch-size", args.clip_batch_size)
     if args.clip_gpus is not None and args.clip_gpus < 0:
         raise InputError(f"--clip-gpus must not be negative, got {args.clip_gpus}")
-    check_out_dir(args.out)
+    check_out_dir(args.out, object_storage=True)
     by_source = _fractions_by_source(args.clip_keep_fraction_by_source) if args.clip_keep_fraction_by_source else None
     cfg = WebPairsConfig(
         urls="", out=args.out, min_side=args.min_side, max_aspect_ratio=args.max_aspect_ratio,

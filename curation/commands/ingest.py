@@ -360,6 +360,9 @@ def _fetch_policy(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from curation.commands import check_out_dir
+
+    check_out_dir(args.out)  # a local (or NFS) directory: ingest writes its image shards from this process
     groups = parse_sources(args.sources, args.kind)
     manifest = ingest(
         groups,

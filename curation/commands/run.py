@@ -39,12 +39,7 @@ def check_config(cfg, where: str = "config") -> None:
         BuildSamples(format=cfg.format, tasks=cfg.tasks, max_tokens=cfg.pack)  # format, task names, pack size
         from jobs.web_pairs import needs_two_passes
 
-        two_passes = needs_two_passes(cfg)  # keep fractions, semantic dedup settings
-        from curation.storage.fs import is_local
-
-        if two_passes and not is_local(str(cfg.out)):
-            raise InputError(f"key 'out' {cfg.out}: a job with dedup, semdedup or a keep fraction runs in two passes, "
-                             "which write a local directory only for now; drop them or write locally")
+        needs_two_passes(cfg)  # keep fractions, semantic dedup settings
         try:
             check_pixel_limits(cfg.vision_min_pixels, cfg.vision_max_pixels)
         except ValueError as exc:

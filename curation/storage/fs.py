@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 from curation.errors import InputError
 
-__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join", "open_file",
+__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join", "canonical", "open_file",
            "file_size", "parquet_file", "read_parquet", "write_bytes", "create_exclusive", "read_json", "write_json",
            "exists", "remove", "listdir"]
 
@@ -64,6 +64,16 @@ def filesystem(url: str) -> tuple[Any, str]:
         return url_to_fs(url)
     except (ImportError, ValueError) as exc:  # an unknown protocol, or its library not installed
         raise InputError(f"{url}: cannot open this kind of URL: {str(exc).splitlines()[0]}") from None
+
+
+def canonical(url) -> str:
+    """What names the same input in two runs: a local path made absolute and resolved, a URL as given."""
+    url = str(url)
+    if is_local(url):
+        from pathlib import Path
+
+        return str(Path(url.removeprefix("file://")).expanduser().resolve())
+    return url.rstrip("/")
 
 
 def join(url: str, *parts: str) -> str:

@@ -239,19 +239,31 @@ class ObjectDatasetWriter(DatasetWriter):
             yield json.loads(got[key])
 
     @property
-    def work_dir(self):
-        raise OutputError(f"{self.out}: this command needs a working folder beside its output, which an output on "
-                          "object storage does not have yet; write to a local directory")
+    def work_dir(self) -> str:
+        """A prefix for this run's working files (decisions, centroids), that every node reads; gone at the swap."""
+        return storage.join(self.staging, "work")
 
     def writer(self, table: str):
         raise OutputError(f"{self.out}: this command writes shards from the driver, which an output on object "
                           "storage does not take yet; write to a local directory")
 
     def adopt(self, source, table: str) -> None:
-        raise OutputError(f"{self.out}: a two-pass job cannot write to object storage yet; write to a local directory")
+        """Take `table`'s shards of `source`, a dataset this run wrote under its own prefix (a first pass), into
+        this output as they are: listed where they lie, nothing copied. Done once per run (a marker)."""
+        marker = storage.join(self.staging, "adopted", f"{table}.json")
+        if storage.exists(marker):
+            return
+        where = str(source.path).rstrip("/")
+        if not where.startswith(self.staging + "/"):
+            raise OutputError(f"{where}: only a dataset under this run's prefix can be adopted")
+        rel = where[len(self.staging) + 1:]
+        source.shard_paths(table)  # each listed shard present, with its rows and size
+        storage.write_json(marker, {"table": table, "files": [{**s, "path": f"{rel}/{s['path']}"} for s in source.shards(table)]})
 
     def _adopted(self) -> Iterator[dict]:
-        return iter(())
+        for url in storage.listdir(storage.join(self.staging, "adopted")):
+            if url.endswith(".json"):
+                yield storage.read_json(url)
 
     # ------------------------------------------------ the end
 
@@ -272,31 +284,20 @@ class ObjectDatasetWriter(DatasetWriter):
 
         manifest = self._manifest(config, extra, prefix=self.prefix)
         manifest["output"] = {"url": self.out, "run": self.run}
-        old_runs = self._runs_of(storage.join(self.out, MANIFEST))
         self._write_card(manifest)
         storage.write_bytes(storage.join(self.out, MANIFEST), json.dumps(manifest, indent=2, default=str).encode())
-        for run in sorted(old_runs - {self.run}):
-            storage.remove(storage.join(self.out, RUNS_DIR, run), recursive=True)
-        for control in ("done", "url-duplicates", "inputs", "progress"):
-            storage.remove(storage.join(self.staging, control), recursive=True)
+        # after the swap: every object under runs/ that the new manifest does not list (the old runs, this
+        # run's markers, work files, first pass, duplicate index), and this run's current.json
+        listed = {storage.join(self.out, s["path"]) for info in manifest["tables"].values() for s in info["shards"]}
+        fs, root = storage.filesystem(self.out)
+        runs = storage.join(root, RUNS_DIR)
+        gone = [p for p in (fs.find(runs) if fs.exists(runs) else []) if storage.join(self.out, p[len(root) + 1:]) not in listed]
+        if gone:
+            fs.rm(gone)
         storage.remove(storage.join(self.own, "current.json"))
         self.closed = True
         self._lock.release()
         return manifest
-
-    @staticmethod
-    def _runs_of(manifest_url: str) -> set[str]:
-        try:
-            old = storage.read_json(manifest_url)
-        except (FileNotFoundError, ValueError):
-            return set()
-        runs = set()
-        for info in (old.get("tables") or {}).values():
-            for shard in info.get("shards", []):
-                parts = shard["path"].split("/")
-                if len(parts) > 2 and parts[0] == RUNS_DIR:
-                    runs.add(parts[1])
-        return runs
 
     def _write_card(self, manifest: dict) -> None:
         from curation.card import CARD, MARKER, render_card

@@ -286,8 +286,10 @@ def test_an_output_on_s3_is_refused_when_not_empty_or_locked_and_replaced_whole(
     assert {k.split("/")[3] for k in s3.fs().find("out/ds/runs")} == {second}  # the old run's objects are gone
     assert not s3.fs().exists("out/ds/.curate/lock")
     # a command that cannot write object storage yet says so in one line
-    assert main(["filter", str(records), "--out", "s3://out/filtered"]) == 2
-    assert "writes a local directory only" in capsys.readouterr().err
+    capsys.readouterr()
+    assert main(["ingest", str(records), "--kind", "records-jsonl", "--out", "s3://out/ingested"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out s3://out/ingested: this command writes a local directory only" in err[0], err
 
 
 def test_a_driver_killed_mid_download_into_s3_resumes_to_the_same_set_and_the_old_dataset_stays(s3, tmp_path):
@@ -359,3 +361,45 @@ def test_export_and_filter_read_their_dataset_from_s3(built_on_s3, s3, tmp_path,
                               sorted(data.read("rejects", ["record_id"]).column(0).to_pylist()))
     assert runs["s3"] == next(v for k, v in runs.items() if k != "s3")
     assert runs["s3"][1]  # the filter dropped some (images narrower than 42 px)
+
+
+def test_two_pass_jobs_and_dedup_into_s3_give_what_local_runs_give(s3, tmp_path):
+    """`curate run` with dedup and a CLIP keep fraction (a first pass under the run's prefix, decisions in its
+    work prefix, the first pass's rejects adopted where they lie), and `curate dedup`, into s3://."""
+    from netfixtures import FaultServer
+
+    from jobs.demo import DEMO_CLIP_DIR
+
+    s3.mkbucket("jobs")
+    with FaultServer() as server:
+        table = _image_list(server.base, 16)
+        pq.write_table(table, tmp_path / "urls.parquet")
+        s3.put("jobs/urls.parquet", _parquet(table))
+        for name, urls, out in (("local", tmp_path / "urls.parquet", tmp_path / "run"), ("s3", "s3://jobs/urls.parquet", "s3://jobs/run")):
+            job = tmp_path / f"{name}.toml"
+            job.write_text("\n".join([
+                f'urls = "{urls}"', f'out = "{out}"', f'clip_model = "{DEMO_CLIP_DIR / "DemoCLIP-Tiny.json"}"',
+                f'clip_checkpoint = "{DEMO_CLIP_DIR / "demo_clip.pt"}"', "clip_keep_fraction = 0.5",
+                'dedup = ["exact", "url", "phash"]', 'tasks = ["caption"]', "allow_private_network = true",
+                "retries = 0", "shard_rows = 5"]) + "\n")
+            done = _curate(s3.env, "run", job)
+            assert done.returncode == 0, done.stderr[-3000:]
+    for src, out in ((tmp_path / "run", tmp_path / "dedup"), ("s3://jobs/run", "s3://jobs/dedup")):
+        done = _curate(s3.env, "dedup", src, "--out", out, "--exact", "--phash")
+        assert done.returncode == 0, done.stderr[-3000:]
+
+    def contents(url):
+        ds = Dataset(url, verify=True)
+        return (sorted(ds.read("records", ["record_id"]).column(0).to_pylist()),
+                sorted(ds.read("samples", ["sample_id"]).column(0).to_pylist()) if ds.shards("samples") else [],
+                sorted((r["record_id"], r["stage"], r["reason"]) for r in ds.read("rejects", ["record_id", "stage", "reason"]).to_pylist()))
+
+    for name in ("run", "dedup"):
+        assert contents(f"s3://jobs/{name}") == contents(tmp_path / name)
+    records, samples, rejects = contents("s3://jobs/run")
+    # every /img/ answer is the same JPEG: one record is left, its copies dropped in the second pass
+    assert len(samples) == len(records) == 1 and {r[2] for r in rejects} == {"duplicate_image", "duplicate_url", "http_error"}
+    manifest = Dataset("s3://jobs/run").manifest
+    listed = {f"jobs/run/{s['path']}" for info in manifest["tables"].values() for s in info["shards"]}
+    # after the swap only what the manifest lists is left under runs/ (first pass, work files, markers gone)
+    assert set(s3.fs().find("jobs/run/runs")) == listed
