@@ -16,7 +16,7 @@ __all__ = ["add_output_arguments", "add_fetch_arguments", "fetch_settings", "che
 
 
 # commands whose --out may be on object storage (curation/storage/objects.py)
-OBJECT_STORAGE_OUTPUTS = ("download", "build", "run", "filter", "dedup")
+OBJECT_STORAGE_OUTPUTS = ("download", "build", "run", "filter", "dedup", "ingest")
 
 
 def check_out_dir(path: str | os.PathLike, option: str = "--out", object_storage: bool = False) -> None:

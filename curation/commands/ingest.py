@@ -70,6 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def parse_sources(sources: list[str], kind: str | None) -> dict[str, list[Path]]:
     """{kind: [paths]} from SOURCE arguments, `KIND=PATH` or plain paths of `kind`."""
     from curation.importers import IMPORTERS, get_importer
+    from curation.storage.fs import as_path
 
     if kind is not None:
         get_importer(kind)  # a wrong --kind fails here, before any file is read
@@ -77,13 +78,13 @@ def parse_sources(sources: list[str], kind: str | None) -> dict[str, list[Path]]
     for s in sources:
         head, sep, tail = s.partition("=")
         if sep and head in IMPORTERS:
-            groups.setdefault(head, []).append(Path(tail))
+            groups.setdefault(head, []).append(as_path(tail))
         elif sep and not Path(s).exists() and "/" not in head:
             get_importer(head)  # KIND=PATH with an unknown kind
         elif kind is None:
             raise InputError(f"{s}: no kind; give --kind KIND or write the source as KIND={s}")
         else:
-            groups.setdefault(kind, []).append(Path(s))
+            groups.setdefault(kind, []).append(as_path(s))
     return groups
 
 
@@ -102,19 +103,27 @@ def _image_roots(images: str | None, importers: list) -> list[Path]:
         roots.append(root)
     for imp in importers:
         if imp.own_images and imp.folders:
-            roots += [p for p in imp.paths if p.is_dir()]
+            for p in imp.paths:
+                if not isinstance(p, Path):  # a URL: its images come in the shards themselves (img2dataset)
+                    if getattr(imp, "image_files", False):
+                        raise InputError(f"{p}: kind {imp.kind} reads image files from local folders only")
+                    continue
+                if p.is_dir():
+                    roots.append(p)
     return roots
 
 
 class _WorkWriter:
     """Finished records (no image bytes yet, or img2dataset bytes) into working Parquet files."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path | str):
         from curation.importers.images import WORK_SCHEMA
+        from curation.storage.fs import is_local
 
-        self.root = root
+        self.root = str(root)  # a folder, or a prefix of the output's run on object storage
         self.schema = WORK_SCHEMA
-        root.mkdir(parents=True, exist_ok=True)
+        if is_local(self.root):
+            Path(self.root).mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.refs: list[str | None] = []  # each row's first annotation reference, for an error message
         self.files: list[Path] = []
@@ -132,12 +141,15 @@ class _WorkWriter:
     def flush(self) -> None:
         if not self.rows:
             return
-        path = self.root / f"work-{len(self.files):05d}.parquet"
+        from curation.storage.fs import join, open_file
+
+        path = join(self.root, f"work-{len(self.files):05d}.parquet")
         try:
             table = pa.Table.from_pylist(self.rows, schema=self.schema)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             raise self._bad_row(exc) from exc
-        pq.write_table(table, path, row_group_size=1024)
+        with open_file(path, "wb") as f:
+            pq.write_table(table, f, row_group_size=1024)
         self.files.append(path)
         self.rows = []
         self.refs = []
@@ -241,21 +253,27 @@ def ingest(
     `images` is a URL prefix; default: the default policy (no private addresses).
     """
     from curation.crawl.fetch import FetchPolicy
-    from curation.storage.dataset import DatasetWriter
+    from curation.storage.fs import canonical
+    from curation.storage.objects import open_writer
     from curation.importers import get_importer
     from curation.images import DEFAULT_MAX_PIXELS
     from curation.importers.images import LoadImages
 
+    from curation.storage.fs import is_local
+
+    if is_url_prefix(images) and not is_local(str(out)):
+        raise InputError(f"--images {images}: images fetched from a URL prefix land in a local folder first; "
+                         "write the output to a local directory")
     importers = [get_importer(kind)(paths, source) for kind, paths in groups.items()]
     roots = _image_roots(images, importers)
     stage = LoadImages(roots, max_pixels or DEFAULT_MAX_PIXELS)
     fetch = fetch or FetchPolicy()
-    identity = {"command": "ingest", "sources": {k: [str(Path(p).resolve()) for p in v] for k, v in groups.items()},
+    identity = {"command": "ingest", "sources": {k: [canonical(p) for p in v] for k, v in groups.items()},
                 "images": images, "source": source, "max_pixels": stage.max_pixels}
     if is_url_prefix(images):
         identity["fetch"] = dataclasses.asdict(fetch)
     inputs = tuple(p for paths in groups.values() for p in paths)
-    with DatasetWriter(out, overwrite=overwrite, inputs=inputs, resume=resume, config=identity) as writer:
+    with open_writer(out, overwrite=overwrite, inputs=inputs, resume=resume, config=identity) as writer:
         return _ingest_into(writer, importers, groups, stage, roots, images, source, use_ray, ray_address, num_cpus, fetch)
 
 
@@ -278,7 +296,9 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     from curation.runner import ParquetReader, Pipeline, Sink, init_ray, parquet_shards, run_pipeline
     from curation.schema import ANNOTATION_COLUMNS, rejects_from_pylist
 
-    work = _WorkWriter(writer.work_dir / "ingest")
+    from curation.storage.fs import is_local, join, parquet_file
+
+    work = _WorkWriter(join(str(writer.work_dir), "ingest"))
     ingest_rejects: Counter = Counter()
     pending: list[dict] = []
 
@@ -326,7 +346,7 @@ def _ingest_into(writer, importers, groups, stage, roots, images, source, use_ra
     needs_ray = use_ray and (roots or stage.roots or any(imp.own_images for imp in importers))
     if needs_ray:
         init_ray(address=ray_address, num_cpus=num_cpus)
-    files = [(p, pq.ParquetFile(p).metadata.num_rows) for p in work.files]
+    files = [(p, parquet_file(p).metadata.num_rows) for p in work.files]
     summary = run_pipeline(Pipeline(ParquetReader(stage.batch_size), [stage, Sink("records")]),
                            parquet_shards(files, WORK_FILE_ROWS), writer, executor="ray" if needs_ray else "local")
     writer.timings["images"] = time.time() - t1
@@ -362,7 +382,7 @@ def _fetch_policy(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from curation.commands import check_out_dir
 
-    check_out_dir(args.out)  # a local (or NFS) directory: ingest writes its image shards from this process
+    check_out_dir(args.out, object_storage=True)
     groups = parse_sources(args.sources, args.kind)
     manifest = ingest(
         groups,

@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
+from curation.storage.fs import as_path
 from curation.errors import InputError
 from curation.importers.boxes import box_problem, quad_problem, size_problem
 from curation.reasons import (
@@ -118,7 +119,7 @@ def open_parquet(path: Path):
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path) if isinstance(path, Path) else pq.ParquetFile(path.open("rb"))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: not a readable Parquet file: {str(exc).splitlines()[0]}") from exc
 
@@ -279,7 +280,7 @@ class Importer(abc.ABC):
     folders: ClassVar[bool] = False
 
     def __init__(self, paths: Sequence[Path | str], source: str | None = None):
-        self.paths = [Path(p) for p in paths]
+        self.paths = [as_path(p) for p in paths]  # local paths, or UPaths of fsspec URLs (s3://, hf://, ...)
         if not self.paths:
             raise InputError(f"{self.kind}: no source files given")
         for p in self.paths:

@@ -29,6 +29,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 class ImageFolder(Importer):
     kind = "image-folder"
+    image_files = True  # records name their image files under the folder (read by the image stage)
     default_source = "folder"
     grouped = True
     own_images = True

@@ -89,7 +89,7 @@ class Img2Dataset(Importer):
 
     def _read_tar(self, shard: Path) -> Iterator[Item]:
         try:
-            with tarfile.open(shard) as tar:
+            with shard.open("rb") as raw, tarfile.open(fileobj=raw, mode="r:*") as tar:
                 current, parts = None, {}
                 for member in tar:
                     if not member.isfile():

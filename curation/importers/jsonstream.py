@@ -24,6 +24,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator
 
+from curation.storage.fs import as_path
 from curation.errors import InputError, not_utf8
 
 __all__ = ["iter_array", "iter_members", "iter_jsonl", "peek_first", "load_json", "CHUNK_CHARS"]
@@ -38,9 +39,9 @@ class _Reader:
     """A text buffer over a file that grows on demand and forgets what was consumed."""
 
     def __init__(self, path: Path, chunk: int = CHUNK_CHARS):
-        self.path = Path(path)
+        self.path = as_path(path)
         self.chunk = chunk
-        self._f = open(self.path, "rb")
+        self._f = self.path.open("rb")
         self._dec = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self.buf = ""
         self.pos = 0
@@ -144,7 +145,7 @@ class _Reader:
 
 def iter_array(path: Path | str, chunk: int = CHUNK_CHARS) -> Iterator[Any]:
     """Yield the elements of a file whose top level is a JSON array."""
-    r = _Reader(Path(path), chunk)
+    r = _Reader(path, chunk)
     try:
         r.expect("[", "a top-level array '['")
         yield from r.array_items()
@@ -160,7 +161,7 @@ def iter_members(path: Path | str, chunk: int = CHUNK_CHARS) -> Iterator[tuple[s
     A member whose value is an array yields (key, element) once per element,
     in order (an empty array yields nothing); other members yield once.
     """
-    r = _Reader(Path(path), chunk)
+    r = _Reader(path, chunk)
     try:
         r.expect("{", "a top-level object '{'")
         if r.skip_ws() == "}":
@@ -187,8 +188,8 @@ def iter_members(path: Path | str, chunk: int = CHUNK_CHARS) -> Iterator[tuple[s
 
 def peek_first(path: Path | str) -> tuple[str, Any]:
     """('array', first element) or ('object', (first key, first value or element)); for sniffing a file's kind."""
-    path = Path(path)
-    with open(path, "rb") as f:
+    path = as_path(path)
+    with path.open("rb") as f:
         head = f.read(64).lstrip(codecs.BOM_UTF8).lstrip()
     if head.startswith(b"["):
         for item in iter_array(path):
@@ -203,7 +204,7 @@ def peek_first(path: Path | str) -> tuple[str, Any]:
 
 def load_json(path: Path | str) -> Any:
     """Load a small JSON file whole, with the same one-line errors."""
-    path = Path(path)
+    path = as_path(path)
     data = path.read_bytes()
     skip = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
     try:
@@ -220,9 +221,9 @@ def load_json(path: Path | str) -> Any:
 
 def iter_jsonl(path: Path | str) -> Iterator[tuple[int, Any]]:
     """Yield (line number, value) for each non-blank line of a JSON-lines file."""
-    path = Path(path)
+    path = as_path(path)
     offset = 0  # byte offset of the line's start
-    with open(path, "rb") as f:  # bytes, decoded a line at a time, so that an error knows its offset
+    with path.open("rb") as f:  # bytes, decoded a line at a time, so that an error knows its offset
         for n, raw in enumerate(f, 1):
             start, offset = offset, offset + len(raw)
             skip = len(codecs.BOM_UTF8) if n == 1 and raw.startswith(codecs.BOM_UTF8) else 0

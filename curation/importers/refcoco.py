@@ -15,6 +15,7 @@ import pickle
 from pathlib import Path
 from typing import Any, Iterator
 
+from curation.storage.fs import as_path
 from curation.errors import InputError
 from curation.importers._coco import coco_image_partial
 from curation.importers.base import Importer, Item, need_field, need_object, partial
@@ -32,7 +33,7 @@ class _PlainUnpickler(pickle.Unpickler):
 
 def load_refs_pickle(path: Path) -> list[dict]:
     try:
-        with open(path, "rb") as f:
+        with as_path(path).open("rb") as f:
             refs = _PlainUnpickler(f, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError) as exc:  # what malformed pickle data raises
         raise InputError(f"{path}: not a readable refs pickle: {exc}") from exc

@@ -37,7 +37,7 @@ from typing import Any, Sequence
 
 from curation.errors import InputError
 
-__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join", "canonical", "open_file",
+__all__ = ["InputFile", "filesystem", "is_local", "expand", "describe_error", "protocol_of", "join", "canonical", "as_path", "open_file",
            "file_size", "parquet_file", "read_parquet", "write_bytes", "create_exclusive", "read_json", "write_json",
            "exists", "remove", "listdir"]
 
@@ -64,6 +64,19 @@ def filesystem(url: str) -> tuple[Any, str]:
         return url_to_fs(url)
     except (ImportError, ValueError) as exc:  # an unknown protocol, or its library not installed
         raise InputError(f"{url}: cannot open this kind of URL: {str(exc).splitlines()[0]}") from None
+
+
+def as_path(url):
+    """A `pathlib.Path` for a local path, a `upath.UPath` (the same API over fsspec) for a URL: for code that
+    walks files as paths (the importers)."""
+    from pathlib import Path
+
+    text = str(url)
+    if is_local(text):
+        return Path(text.removeprefix("file://"))
+    from upath import UPath
+
+    return url if isinstance(url, UPath) else UPath(text)
 
 
 def canonical(url) -> str:

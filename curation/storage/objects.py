@@ -168,6 +168,13 @@ class ObjectDatasetWriter(DatasetWriter):
             self.run = current["run"] if self.resumed else time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:8]
             self.prefix = f"{RUNS_DIR}/{self.run}/"
             self.staging = storage.join(self.out, RUNS_DIR, self.run)
+            if self.resumed:  # shards the interrupted run's driver wrote: redone (names restart at 0)
+                from curation.storage.dataset import DRIVER_PREFIX, TABLE_SCHEMAS
+
+                fs_run, run_root = storage.filesystem(self.staging)
+                stale = [p for t in TABLE_SCHEMAS for p in fs_run.glob(f"{run_root}/{t}/{DRIVER_PREFIX}*")]
+                if stale:
+                    fs_run.rm(stale)
             storage.write_json(storage.join(self.own, "current.json"), {"run": self.run, "config": dict(config or {})})
         except BaseException:
             self._lock.release()
@@ -244,8 +251,11 @@ class ObjectDatasetWriter(DatasetWriter):
         return storage.join(self.staging, "work")
 
     def writer(self, table: str):
-        raise OutputError(f"{self.out}: this command writes shards from the driver, which an output on object "
-                          "storage does not take yet; write to a local directory")
+        from curation.storage.dataset import DRIVER_PREFIX, ShardWriter
+
+        if table not in self.writers:
+            self.writers[table] = ShardWriter(self.staging, table, target_bytes=self.target_shard_bytes, prefix=DRIVER_PREFIX)
+        return self.writers[table]
 
     def adopt(self, source, table: str) -> None:
         """Take `table`'s shards of `source`, a dataset this run wrote under its own prefix (a first pass), into

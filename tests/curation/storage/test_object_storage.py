@@ -287,9 +287,11 @@ def test_an_output_on_s3_is_refused_when_not_empty_or_locked_and_replaced_whole(
     assert not s3.fs().exists("out/ds/.curate/lock")
     # a command that cannot write object storage yet says so in one line
     capsys.readouterr()
-    assert main(["ingest", str(records), "--kind", "records-jsonl", "--out", "s3://out/ingested"]) == 2
+    assert main(["ingest", str(records), "--kind", "records-jsonl", "--images", "https://img.example/",
+                 "--out", "s3://out/ingested"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "--out s3://out/ingested: this command writes a local directory only" in err[0], err
+    assert len(err) == 1 and "land in a local folder first" in err[0], err
+    assert not s3.fs().exists("out/ingested")
 
 
 def test_a_driver_killed_mid_download_into_s3_resumes_to_the_same_set_and_the_old_dataset_stays(s3, tmp_path):
@@ -403,3 +405,52 @@ def test_two_pass_jobs_and_dedup_into_s3_give_what_local_runs_give(s3, tmp_path)
     listed = {f"jobs/run/{s['path']}" for info in manifest["tables"].values() for s in info["shards"]}
     # after the swap only what the manifest lists is left under runs/ (first pass, work files, markers gone)
     assert set(s3.fs().find("jobs/run/runs")) == listed
+
+
+def test_ingest_reads_annotation_files_and_shards_on_s3(s3, tmp_path, capsys):
+    """The importers walk URLs as paths (upath over fsspec): COCO annotations and img2dataset tar shards."""
+    import tarfile
+
+    from curation.commands.ingest import ingest
+
+    data = ROOT / "tests" / "data" / "real-annotations" / "coco2017"
+    s3.mkbucket("anno")
+    for name in ("captions_val2017.sample.json", "instances_val2017.sample.json"):
+        s3.put(f"anno/coco/{name}", (data / name).read_bytes())
+    shards = tmp_path / "i2d"
+    shards.mkdir()
+    with tarfile.open(shards / "00000.tar", "w") as tar:
+        for key, body in (("000000000.jpg", _png(40, 30, 5)), ("000000000.txt", b"a green square"),
+                          ("000000000.json", json.dumps({"key": "000000000", "url": "https://x/0.jpg", "status": "success"}).encode()),
+                          ("000000001.json", json.dumps({"key": "000000001", "status": "failed_to_download",
+                                                         "error_message": "HTTP Error 404"}).encode())):
+            info = tarfile.TarInfo(key)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    s3.put("anno/i2d/00000.tar", (shards / "00000.tar").read_bytes())
+
+    def contents(out):
+        ds = Dataset(out, verify=True)
+        return (sorted((r["record_id"], tuple(r["captions"] or ()), len(r["regions"] or ())) for r in ds.read("records").to_pylist()),
+                sorted((r["record_id"], r["reason"]) for r in ds.read("rejects").to_pylist()))
+
+    runs = {}
+    for name, coco, i2d in (("local", data, shards), ("s3", "s3://anno/coco", "s3://anno/i2d")):
+        groups = {"coco-captions": [f"{coco}/captions_val2017.sample.json"],
+                  "coco-instances": [f"{coco}/instances_val2017.sample.json"]}
+        ingest(groups, tmp_path / f"coco-{name}", use_ray=False)  # annotations only (no --images)
+        ingest({"img2dataset": [i2d]}, tmp_path / f"i2d-{name}", use_ray=False)
+        runs[name] = (contents(tmp_path / f"coco-{name}"), contents(tmp_path / f"i2d-{name}"))
+    # and from object storage into object storage (its rejects written by this process, its records by the stage)
+    ingest({"coco-captions": ["s3://anno/coco/captions_val2017.sample.json"],
+            "coco-instances": ["s3://anno/coco/instances_val2017.sample.json"]}, "s3://anno/out-coco", use_ray=False)
+    ingest({"img2dataset": ["s3://anno/i2d"]}, "s3://anno/out-i2d", use_ray=False)
+    assert (contents("s3://anno/out-coco"), contents("s3://anno/out-i2d")) == runs["local"]
+    assert runs["s3"] == runs["local"]
+    (coco_records, _), (i2d_records, i2d_rejects) = runs["s3"]
+    assert coco_records and i2d_records == [("img2dataset:000000000", ("a green square",), 0)]
+    assert i2d_rejects == [("img2dataset:000000001", "http_error")]
+    # the CLI names a missing object in one line
+    assert main(["ingest", "s3://anno/coco/nope.json", "--kind", "coco-captions", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.json" in err[0], err
