@@ -84,17 +84,13 @@ class S3Server:
 def s3_server():
     """The loopback S3 for the session; its environment is set in this process while it runs (so the
     fsspec URLs `s3://...` of a test reach it) and handed to the subprocesses a test starts."""
+    from curation.runtime import scoped_env
+
     server = S3Server()
-    before = {k: os.environ.get(k) for k in server.env}
-    os.environ.update(server.env)
     try:
-        yield server
+        with scoped_env(server.env):
+            yield server
     finally:
-        for k, v in before.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         server.stop()
 
 

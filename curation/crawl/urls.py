@@ -258,8 +258,8 @@ def read_columns(shard, columns: Sequence[str] | None) -> pa.Table:
 def record_ids(shard, n: int, columns: UrlColumns, ids: pa.ChunkedArray | None = None) -> pa.Array:
     """The record ids of a shard's rows (see the module's docstring)."""
     if ids is not None:
-        return pc.binary_join_element_wise(pa.scalar(columns.source), ids, ":").combine_chunks() if isinstance(
-            ids, pa.ChunkedArray) else pc.binary_join_element_wise(pa.scalar(columns.source), ids, ":")
+        joined = pc.binary_join_element_wise(pa.scalar(columns.source), ids, ":")
+        return joined.combine_chunks() if isinstance(joined, pa.ChunkedArray) else joined
     rows = pc.cast(pa.array(np.arange(shard.first_row, shard.first_row + n, dtype=np.int64)), pa.string())
     prefix = f"{columns.source}:{shard.label}" if shard.label is not None else columns.source
     return pc.binary_join_element_wise(pa.scalar(prefix), rows, ":")
