@@ -289,15 +289,49 @@ class ParquetReader:
 
     batch_size: int = 1024
     columns: tuple[str, ...] | None = None
+    # with the input's files in order: each row also gets `_node` (int64), its file's index in the top
+    # bits and its row in the file below (`node_id`): a number for the row that no shard size changes
+    node_files: tuple[str, ...] | None = None
 
-    def __call__(self, shard: InputShard) -> Iterator[pa.Table]:
+    def __call__(self, shard: InputShard | Sequence[InputShard]) -> Iterator[pa.Table]:
+        if not isinstance(shard, InputShard):  # a group of shards, read one after the other
+            for s in shard:
+                yield from self(s)
+            return
         f = parquet_file(shard.path)
         groups = list(shard.row_groups) if shard.row_groups is not None else list(range(f.num_row_groups))
         if not groups:
             return
         cols = list(self.columns) if self.columns else None
+        node = None
+        if self.node_files is not None:
+            if groups != list(range(groups[0], groups[0] + len(groups))):
+                raise ValueError(f"{shard.path}: row numbers need a shard of consecutive row groups")
+            meta = f.metadata
+            node = node_id(self.node_files.index(shard.path), sum(meta.row_group(g).num_rows for g in range(groups[0])))
         for rb in f.iter_batches(batch_size=self.batch_size, row_groups=groups, columns=cols):
-            yield pa.Table.from_batches([rb])
+            t = pa.Table.from_batches([rb])
+            if node is not None:
+                import numpy as np
+
+                t = t.append_column("_node", pa.array(np.arange(node, node + t.num_rows, dtype=np.int64)))
+                node += t.num_rows
+            yield t
+
+
+NODE_ROW_BITS = 40  # rows per file below 2^40, files below 2^23
+
+
+def node_id(file_index: int, row: int) -> int:
+    """The number of row `row` of the input's file `file_index` (the `_node` of `ParquetReader`)."""
+    return (int(file_index) << NODE_ROW_BITS) | int(row)
+
+
+def shard_nodes(shard: InputShard, files: Sequence[str]) -> int:
+    """The `_node` of a shard's first row (its file's rows before its first row group counted from the footer)."""
+    meta = parquet_file(shard.path).metadata
+    first = shard.row_groups[0] if shard.row_groups else 0
+    return node_id(list(files).index(shard.path), sum(meta.row_group(g).num_rows for g in range(first)))
 
 
 # ------------------------------------------------------------ inside a shard task
@@ -1107,3 +1141,105 @@ def group_by_key(
         mapped = [[m] for m in mapped]
     refs = [reduce_task.remote(reduce, *(m[p] for m in mapped)) for p in range(partitions)]
     return ray.get(refs)
+
+
+# ------------------------------------------------------------ shuffles whose results stay on the cluster
+
+
+def _cut(table: pa.Table, parts: int, ranges: Sequence[int] | None) -> list[pa.Table]:
+    """`table` into `parts` by a hash of `key`, or by `ranges` (part i: keys from ranges[i - 1] up to ranges[i])."""
+    if ranges is None:
+        return _partition(table, parts)
+    import numpy as np
+
+    if table.num_rows == 0:
+        return [table] * parts
+    key = table.column("key").to_numpy()
+    part = np.searchsorted(np.asarray(ranges, dtype=np.int64), key, side="right")
+    order = np.argsort(part, kind="stable")
+    counts = np.bincount(part, minlength=parts)
+    table = table.take(pa.array(order))
+    out, start = [], 0
+    for n in counts:
+        out.append(table.slice(start, int(n)))
+        start += int(n)
+    return out
+
+
+def _shuffle_map(source, reader, emit, parts: int, ranges, side=None) -> list[pa.Table]:
+    if reader is not None:
+        batches = list(reader(source))
+    else:
+        batches = [source] if source is not None and source.num_rows else []
+    emitted = [emit(b) if side is None else emit(b, side) for b in batches]
+    emitted = [t for t in emitted if t is not None and t.num_rows]
+    if not emitted:
+        return [pa.table({"key": pa.array([], pa.int64())})] * parts
+    return _cut(pa.concat_tables(emitted, promote_options="permissive"), parts, ranges)
+
+
+def _shuffle_reduce(reduce, part: int, *pieces: pa.Table) -> tuple[pa.Table, dict]:
+    pieces = tuple(p for t in pieces for p in (t if isinstance(t, list) else [t]) if p.num_rows)  # one part: a list
+    table = pa.concat_tables(pieces, promote_options="permissive") if pieces else None
+    out, stats = reduce(table, part)
+    return out, stats
+
+
+def shuffle(
+    sources: Sequence[Any],
+    emit: Callable[..., pa.Table | None],
+    reduce: Callable[[pa.Table | None, int], tuple[pa.Table, dict]],
+    partitions: int | None = None,
+    *,
+    reader: Callable[[Any], Iterator[pa.Table]] | None = None,
+    side: Sequence[Any] | None = None,
+    ranges: Sequence[int] | None = None,
+    executor: str = "ray",
+) -> tuple[list[Any], list[dict]]:
+    """A shuffle whose results stay where they were made: returns (their handles, the reduce tasks' stats).
+
+    map (one task per source): the source's tables are `reader(source)` (an
+    input shard, or a group of them) or the source itself (a handle that an
+    earlier shuffle returned); `emit(table)`, or `emit(table, side[i])` with a
+    table given to the i-th source only, makes rows with an int64 `key`,
+    cut into `partitions` parts by a hash of the key, or by `ranges` (sorted
+    keys: part i holds the keys from ranges[i - 1] to below ranges[i]).
+    reduce (one task per part): `reduce(table or None, part)` returns (table,
+    small dict of counts). The tables stay in Ray's object store (lost ones
+    are made again from their lineage; a failed task is retried); the
+    driver receives the counts only, and passes the handles to the next
+    shuffle. `executor="local"`: the same functions in this process, the
+    handles are the tables.
+    """
+    sources = list(sources)
+    if ranges is not None:
+        partitions = len(ranges) + 1
+    if not partitions or partitions < 1:
+        raise ValueError(f"partitions must be positive, got {partitions}")
+    sides = list(side) if side is not None else [None] * len(sources)
+    if len(sides) != len(sources):
+        raise ValueError(f"{len(sides)} side tables for {len(sources)} sources")
+    if executor == "local":
+        mapped = [_shuffle_map(s, reader, emit, partitions, ranges, x) for s, x in zip(sources, sides)]
+        done = [_shuffle_reduce(reduce, p, *(m[p] for m in mapped)) for p in range(partitions)]
+        return [t for t, _ in done], [st for _, st in done]
+    if executor != "ray":
+        raise ValueError(f"unknown executor {executor!r}: ray or local")
+    import ray
+
+    map_task = ray.remote(_shuffle_map).options(num_returns=partitions, max_retries=3)
+    reduce_task = ray.remote(_shuffle_reduce).options(num_returns=2, max_retries=3)
+    mapped = [map_task.remote(s, reader, emit, partitions, ranges, x) for s, x in zip(sources, sides)]
+    if partitions == 1:
+        mapped = [[m] for m in mapped]
+    done = [reduce_task.remote(reduce, p, *(m[p] for m in mapped)) for p in range(partitions)]
+    return [t for t, _ in done], ray.get([st for _, st in done])
+
+
+def cluster_cpus(executor: str = "ray") -> int:
+    """The CPUs of the Ray cluster (1 for the local executor)."""
+    if executor != "ray":
+        return 1
+    import ray
+
+    return int(ray.cluster_resources().get("CPU", 1))

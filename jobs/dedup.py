@@ -111,6 +111,84 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     return [p for p in pairs if p.num_rows]
 
 
+GROUP_SHARD_ROWS = 250_000  # input rows per map task of the grouping (it reads four small columns)
+KEY_ROWS_PER_PART = 2_000_000  # key rows (25 bytes each) per reduce task of the grouping
+MAX_ROUNDS = 64
+
+
+def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: str,
+                     shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None,
+                     executor: str = "ray") -> tuple[DedupDecide | None, dict]:
+    """Step 2 on the cluster (`curation.dedup`): key rows -> edges -> components -> decisions, written
+    by row range under `work_dir`/dedup_decisions/; returns the stage that applies them and counts."""
+    from curation.dedup import components, keys, leaders
+    from curation.runner import cluster_cpus, shard_nodes, shuffle
+
+    files = [(str(f), rows) for f, rows in files]
+    present = set(parquet_file(files[0][0]).schema_arrow.names) if files else set()
+    k = max_distance if "phash" in dedup and "phash" in present else None
+    by_image, by_url = "exact" in dedup, "url" in dedup
+    if not files or not (by_image or by_url or k is not None):
+        return None, {}
+    names = tuple(f for f, _ in files)
+    total = sum(rows for _, rows in files)
+    m = keys.choose_blocks(k, total) if k is not None else None
+    shards = parquet_shards(files, max(shard_rows, GROUP_SHARD_ROWS))
+    reader = ParquetReader(batch_size=65_536, columns=tuple(c for c in KEY_COLUMNS if c in present), node_files=names)
+    cpus = cluster_cpus(executor)
+    per_record = (2 if by_image or by_url else 0) + (len(keys.index_tables(k, m)) if k is not None else 0)
+    p = partitions or max(1, min(4 * len(shards), max(cpus, -(-total * per_record // KEY_ROWS_PER_PART))))
+    figures: dict = {"records": total, "partitions": p, "blocks": m,
+                     "tables": len(keys.index_tables(k, m)) if k is not None else 0}
+    t0 = time.time()
+    edges, stats = shuffle(shards, functools.partial(keys.key_rows, by_image=by_image, by_url=by_url, k=k, m=m),
+                           functools.partial(keys.bucket_edges, k=k), p, reader=reader, executor=executor)
+    figures.update({"key_rows": sum(s["rows"] for s in stats), "pairs_checked": sum(s["checked"] for s in stats),
+                    "edges": sum(s["edges"] for s in stats), "hot_buckets": sum(s["hot_buckets"] for s in stats),
+                    "hot_rows": sum(s["hot_rows"] for s in stats), "keys_seconds": round(time.time() - t0, 3)})
+    t0 = time.time()
+    pe = partitions or max(cpus, -(-figures["edges"] * 2 // KEY_ROWS_PER_PART))
+    for rounds in range(1, MAX_ROUNDS + 1):
+        edges, stats = shuffle(edges, components.large_star_rows, components.large_star, pe, executor=executor)
+        if sum(s["unsettled"] for s in stats) == 0:
+            break
+        edges, _ = shuffle(edges, components.small_star_rows, components.small_star, pe, executor=executor)
+    else:
+        raise RuntimeError(f"dedup components did not settle in {MAX_ROUNDS} rounds")
+    figures.update({"rounds": rounds, "components_seconds": round(time.time() - t0, 3)})
+    t0 = time.time()
+    # the input's rows in ranges, a range per group of consecutive grouping shards
+    q = max(1, min(len(shards), p))
+    groups = [tuple(shards[i * len(shards) // q:(i + 1) * len(shards) // q]) for i in range(q)]
+    ranges = [shard_nodes(g[0], names) for g in groups[1:]]
+    labels, stats = shuffle(edges, components.label_rows, components.labels, ranges=ranges, executor=executor)
+    figures.update({"members": sum(s["nodes"] for s in stats), "components": sum(s["components"] for s in stats)})
+    members, stats = shuffle(groups, leaders.member_rows,
+                             functools.partial(leaders.decide_members, k=k, by_image=by_image, by_url=by_url), p,
+                             reader=dataclasses.replace(reader, columns=tuple(c for c in KEY_COLUMNS if c in present)),
+                             side=labels, executor=executor)
+    figures["largest_component"] = max((s["largest"] for s in stats), default=0)
+    folder = storage.join(str(work_dir), "dedup_decisions")
+    _, stats = shuffle(members, lambda t: t, functools.partial(leaders.write_decisions, folder=folder), ranges=ranges,
+                       executor=executor)
+    by_reason: dict = {}
+    for s in stats:
+        for r, n in s["by_reason"].items():
+            by_reason[r] = by_reason.get(r, 0) + n
+    figures.update({"duplicates": sum(s["duplicates"] for s in stats), "by_reason": by_reason,
+                    "decide_seconds": round(time.time() - t0, 3)})
+    log.info("dedup grouping: %d records, %d key rows, %d pairs checked, %d edges, %d rounds, %d components, "
+             "%d duplicates", total, figures["key_rows"], figures["pairs_checked"], figures["edges"], rounds,
+             figures["components"], figures["duplicates"])
+    return DedupDecide(folder=folder, ranges=ranges), figures
+
+
+def node_reader(steps: Sequence[Stage], files: Sequence[tuple[Path | str, int]], batch_size: int) -> ParquetReader:
+    """The reader of step 3: rows numbered when a step applies decisions by row range."""
+    numbered = any(isinstance(s, DedupDecide) and s.folder is not None for s in steps)
+    return ParquetReader(batch_size=batch_size, node_files=tuple(str(f) for f, _ in files) if numbered else None)
+
+
 def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: Path,
                 decontaminate: str | None = None, shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None,
                 executor: str = "ray", semantic_threshold: float = 0.95,
@@ -124,13 +202,10 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
         steps.append(Decontaminate(evals, max_distance))
         figures["eval_images"] = evals.num_rows
     if any(k in dedup for k in ("exact", "url", "phash")):
-        pairs = dedup_pairs(files, dedup, max_distance, shard_rows, partitions, executor)
-        decisions = decide_duplicates(pairs, max_distance if "phash" in dedup else None)
-        path = storage.join(str(work_dir), "dedup_decisions.parquet")
-        with storage.open_file(path, "wb") as f:
-            pq.write_table(decisions, f)
-        steps.append(DedupDecide(path))
-        figures.update({"pairs": sum(p.num_rows for p in pairs), "duplicates": decisions.num_rows,
+        stage, grouping = group_duplicates(files, dedup, max_distance, str(work_dir), shard_rows, partitions, executor)
+        if stage is not None:
+            steps.append(stage)
+        figures.update({"duplicates": grouping.get("duplicates", 0), "grouping": grouping,
                         "grouping_seconds": round(time.time() - t0, 3)})
     if "semantic" in dedup:
         steps.append(semantic_step(files, work_dir, semantic_threshold, semantic_clusters, figures, executor, keep_embeddings,
@@ -214,7 +289,7 @@ def run(cfg: DedupConfig, input_dir: str, verify: bool = False, executor: str = 
         steps, figures = dedup_steps(files, cfg.dedup, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
                                      cfg.shard_rows, cfg.partitions, executor, cfg.semantic_threshold, cfg.semantic_clusters)
         writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
-        pipeline = Pipeline(ParquetReader(batch_size=cfg.batch_size), [*steps, Sink("records")], task_cpus=cfg.task_cpus)
+        pipeline = Pipeline(node_reader(steps, files, cfg.batch_size), [*steps, Sink("records")], task_cpus=cfg.task_cpus)
         run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer, executor=executor)
         return writer.close(config={"command": "dedup", "input": input_dir, **dataclasses.asdict(cfg)},
                             extra={"dedup": figures})

@@ -255,7 +255,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     top fraction's N: eval overlap is decided per record there.)
     """
     from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
-    from jobs.dedup import dedup_steps
+    from jobs.dedup import dedup_steps, node_reader
 
     from curation.storage.objects import open_writer
 
@@ -284,10 +284,14 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
         if semantic is not None:
             writer.timings["semdedup"] = semantic.pop("seconds")
             extra["semdedup"] = semantic
-        for name in ("dedup_decisions.parquet", "semantic_duplicates.parquet"):  # who dedup drops, by id
+        for name in ("dedup_decisions", "semantic_duplicates.parquet"):  # who dedup drops, by id
             url = storage.join(str(writer.work_dir), name)
-            if storage.exists(url):
-                duplicates.update(storage.read_parquet(url, columns=["record_id"]).column(0).to_pylist())
+            if not storage.exists(url):
+                continue
+            parts = ([f for f in storage.listdir(url) if f.endswith(".parquet")]
+                     if not name.endswith(".parquet") else [url])
+            for part in parts:
+                duplicates.update(storage.read_parquet(part, columns=["record_id"]).column(0).to_pylist())
     if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
         columns = (storage.read_parquet(str(p), columns=["record_id", "source", "clip_score"]) for p, _ in files)
         cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
@@ -298,7 +302,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     for name, c in first.manifest["stages"].items():
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
     t0 = time.time()
-    pipeline = Pipeline(ParquetReader(batch_size=_batch(cfg)), [*steps, *after], task_cpus=cfg.task_cpus)
+    pipeline = Pipeline(node_reader(steps, files, _batch(cfg)), [*steps, *after], task_cpus=cfg.task_cpus)
     summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
     writer.timings["second_pass"] = time.time() - t0
     if "download" in first.manifest:

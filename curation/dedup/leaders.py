@@ -1,0 +1,180 @@
+"""The leader rule, one component at a time, and the decisions written by row range.
+
+The rule (the same as `filters.dedup_exact.decide_duplicates`, which holds all
+pairs in memory and is kept as the reference): a component's records in
+record_id order (Unicode code points); a record is dropped when it is a copy
+of an earlier record that is kept (same sha256, same normalised URL, pHash
+within k), naming the first such record; otherwise it is kept. Only the kept
+records are indexed (their sha256 and URL keys in dicts, their pHashes in a
+list, or in multi-index tables once a component keeps many), so one image
+copied 10^5 times keeps one record and costs one lookup per copy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from curation.dedup.keys import choose_blocks, table_keys, text_keys
+from curation.reasons import DUPLICATE_IMAGE, DUPLICATE_URL, NEAR_DUPLICATE
+
+__all__ = ["DECISION_COLUMNS", "member_rows", "decide_members", "write_decisions"]
+
+_MASK = (1 << 64) - 1
+# a component that keeps more records than this looks its pHashes up in multi-index tables, not a list
+_LIST_LIMIT = 48
+DECISION_COLUMNS = ("node", "record_id", "reason", "kept", "detail")
+
+
+def _keys(col: pa.Array, url: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    from curation.crawl.netpolicy import normalize_urls
+
+    if url:
+        col = normalize_urls(col)
+        valid = pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(col), ""), False)
+    else:
+        valid = pc.fill_null(pc.not_equal(col, ""), False)
+    a, b = text_keys(pc.if_else(valid, col, pa.scalar("", pa.string())))
+    return a, b, np.asarray(valid.to_numpy(zero_copy_only=False), bool)
+
+
+def member_rows(batch: pa.Table, labels: pa.Table) -> pa.Table | None:
+    """Map: the records of a batch (with `_node`) that a component holds, with their root as the key and
+    what the rule compares: the sha256 and normalised-URL keys, the pHash."""
+    if labels is None or labels.num_rows == 0:
+        return None
+    nodes = batch.column("_node").to_numpy()
+    known = labels.column("node").to_numpy()
+    at = np.clip(np.searchsorted(known, nodes), 0, len(known) - 1)
+    hit = known[at] == nodes
+    if not hit.any():
+        return None
+    rows = batch.filter(pa.array(hit))
+    root = labels.column("root").to_numpy()[at[hit]]
+    out = {"key": pa.array(root, pa.int64()), "node": pa.array(nodes[hit], pa.int64()),
+           "record_id": rows.column("record_id")}
+    for name, url in (("sha256", False), ("url", True)):
+        col = rows.column(name).combine_chunks() if name in rows.column_names else pa.nulls(rows.num_rows, pa.string())
+        a, b, valid = _keys(col, url)
+        out[f"{name}_a"] = pa.array(a, pa.int64(), mask=~valid)
+        out[f"{name}_b"] = pa.array(b, pa.int64(), mask=~valid)
+    out["phash"] = rows.column("phash") if "phash" in rows.column_names else pa.nulls(rows.num_rows, pa.int64())
+    return pa.table(out)
+
+
+class _Kept:
+    """The kept pHashes of one component: a list, then multi-index tables past _LIST_LIMIT."""
+
+    def __init__(self, k: int, size: int):
+        self.k = k
+        self.hashes: list[int] = []
+        self.at: list[int] = []  # position in the component's id order
+        self.tables: dict[int, list[int]] | None = None
+        self.m = choose_blocks(k, size)
+
+    def _table_keys(self, h: int) -> list[int]:
+        return table_keys(np.array([h], np.int64), self.k, self.m)[1].tolist()
+
+    def add(self, h: int, pos: int) -> None:
+        self.hashes.append(h)
+        self.at.append(pos)
+        if self.tables is None and len(self.hashes) > _LIST_LIMIT:
+            self.tables = {}
+            for i, x in enumerate(self.hashes):
+                for key in self._table_keys(x):
+                    self.tables.setdefault(key, []).append(i)
+        elif self.tables is not None:
+            for key in self._table_keys(h):
+                self.tables.setdefault(key, []).append(len(self.hashes) - 1)
+
+    def first_within(self, h: int) -> int | None:
+        """The id-order position of the first kept pHash within k of h."""
+        k = self.k
+        if self.tables is None:
+            for x, pos in zip(self.hashes, self.at):
+                if ((x ^ h) & _MASK).bit_count() <= k:
+                    return pos
+            return None
+        best = None
+        for key in self._table_keys(h):
+            for i in self.tables.get(key, ()):
+                if (best is None or self.at[i] < best) and ((self.hashes[i] ^ h) & _MASK).bit_count() <= k:
+                    best = self.at[i]
+        return best
+
+
+def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bool, by_url: bool) -> tuple[pa.Table, dict]:
+    """Reduce: the decisions (key = node, record_id, reason, kept, detail) of the components in `rows`."""
+    empty = {c: [] for c in ("key", "record_id", "reason", "kept", "detail")}
+    if rows is None or rows.num_rows == 0:
+        return _decisions(empty), {"members": 0, "components": 0, "largest": 0, "duplicates": 0}
+    rows = rows.sort_by([("key", "ascending"), ("record_id", "ascending")])
+    root = rows.column("key").to_numpy()
+    ids = rows.column("record_id").to_pylist()
+    node = rows.column("node").to_pylist()
+    sha = list(zip(rows.column("sha256_a").to_pylist(), rows.column("sha256_b").to_pylist()))
+    url = list(zip(rows.column("url_a").to_pylist(), rows.column("url_b").to_pylist()))
+    ph = rows.column("phash").to_pylist()
+    starts = np.flatnonzero(np.r_[True, root[1:] != root[:-1]]).tolist() + [len(ids)]
+    out = empty
+    largest = 0
+    for s, e in zip(starts[:-1], starts[1:]):
+        largest = max(largest, e - s)
+        kept_sha: dict = {}
+        kept_url: dict = {}
+        kept_ph = _Kept(k, e - s) if k is not None else None
+        for r in range(s, e):
+            cands = []
+            if by_image and sha[r][0] is not None and sha[r] in kept_sha:
+                cands.append(kept_sha[sha[r]])
+            if by_url and url[r][0] is not None and url[r] in kept_url:
+                cands.append(kept_url[url[r]])
+            if kept_ph is not None and ph[r] is not None:
+                near = kept_ph.first_within(ph[r])
+                if near is not None:
+                    cands.append(near)
+            if not cands:
+                if sha[r][0] is not None:
+                    kept_sha.setdefault(sha[r], r)
+                if url[r][0] is not None:
+                    kept_url.setdefault(url[r], r)
+                if kept_ph is not None and ph[r] is not None:
+                    kept_ph.add(ph[r], r)
+                continue
+            q = min(cands)
+            if sha[r][0] is not None and sha[r] == sha[q]:
+                reason, detail = DUPLICATE_IMAGE, f"duplicate of {ids[q]} (same sha256)"
+            elif url[r][0] is not None and url[r] == url[q]:
+                reason, detail = DUPLICATE_URL, f"duplicate of {ids[q]} (same normalised URL)"
+            else:
+                d = ((ph[r] ^ ph[q]) & _MASK).bit_count() if ph[r] is not None and ph[q] is not None else None
+                reason, detail = NEAR_DUPLICATE, f"near duplicate of {ids[q]} at hamming distance {d}"
+            for c, v in (("key", node[r]), ("record_id", ids[r]), ("reason", reason), ("kept", ids[q]), ("detail", detail)):
+                out[c].append(v)
+    return _decisions(out), {"members": len(ids), "components": len(starts) - 1, "largest": largest,
+                             "duplicates": len(out["key"])}
+
+
+def _decisions(cols: dict) -> pa.Table:
+    return pa.table({"key": pa.array(cols["key"], pa.int64()),
+                     **{c: pa.array(cols[c], pa.string()) for c in ("record_id", "reason", "kept", "detail")}})
+
+
+def write_decisions(rows: pa.Table | None, part: int, folder: str) -> tuple[pa.Table, dict]:
+    """Reduce, by row range: the range's decisions sorted by node into `folder/part-NNNNN.parquet` (always
+    written, so a missing file is an error and not an empty range); counts by reason."""
+    import pyarrow.parquet as pq
+
+    from curation.storage import fs as storage
+
+    if rows is None:
+        rows = _decisions({c: [] for c in ("key", "record_id", "reason", "kept", "detail")})
+    rows = rows.sort_by("key").rename_columns(["node" if c == "key" else c for c in rows.column_names])
+    rows = rows.select(list(DECISION_COLUMNS))
+    sink = pa.BufferOutputStream()
+    pq.write_table(rows, sink, row_group_size=65_536)
+    # whole or nothing (a retried task writes it again): a local file by rename, an object by one PUT
+    storage.write_bytes(storage.join(folder, f"part-{part:05d}.parquet"), sink.getvalue().to_pybytes())
+    counts = {r["values"]: r["counts"] for r in pc.value_counts(rows.column("reason")).to_pylist()} if rows.num_rows else {}
+    return rows.slice(0, 0), {"duplicates": rows.num_rows, "by_reason": counts}
