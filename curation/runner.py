@@ -125,6 +125,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, quiet: boo
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     # keep idle workers (and the torch they imported) for the next shard instead of starting new ones
     os.environ.setdefault("RAY_num_workers_soft_limit", str(4 * int(kwargs["num_cpus"]) + 4))
+    # a task's result goes to Ray's object store unless it is tiny: results are kept on the cluster
+    # (`shuffle`), and the driver's own store would otherwise hold every small piece of a wide shuffle
+    kwargs["_system_config"] = {"max_direct_call_object_size": 4096}
     with api_server_offline():
         ray.init(**kwargs)
 

@@ -113,6 +113,7 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
 
 GROUP_SHARD_ROWS = 250_000  # input rows per map task of the grouping (it reads four small columns)
 KEY_ROWS_PER_PART = 2_000_000  # key rows (25 bytes each) per reduce task of the grouping
+WAVE_KEY_ROWS = 60_000_000  # key rows in the object store at once (1.5 GB): more go in waves of tables
 MAX_ROUNDS = 64
 
 
@@ -141,8 +142,19 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     figures: dict = {"records": total, "partitions": p, "blocks": m,
                      "tables": len(keys.index_tables(k, m)) if k is not None else 0}
     t0 = time.time()
-    edges, stats = shuffle(shards, functools.partial(keys.key_rows, by_image=by_image, by_url=by_url, k=k, m=m),
-                           functools.partial(keys.bucket_edges, k=k), p, reader=reader, executor=executor)
+    # the key rows in waves of tables, so that the object store holds about WAVE_KEY_ROWS of them at once
+    n_tables = len(keys.index_tables(k, m)) if k is not None else 0
+    waves = max(1, min(n_tables, -(-total * per_record // WAVE_KEY_ROWS)))
+    edges, stats = [], []
+    for w in range(waves):
+        tables = tuple(range(w * n_tables // waves, (w + 1) * n_tables // waves)) if n_tables else None
+        emit = functools.partial(keys.key_rows, by_image=by_image and w == 0, by_url=by_url and w == 0, k=k, m=m,
+                                 tables=tables)
+        got, st = shuffle(shards, emit, functools.partial(keys.bucket_edges, k=k), max(1, p // waves), reader=reader,
+                          executor=executor)
+        edges += got
+        stats += st
+    figures["waves"] = waves
     figures.update({"key_rows": sum(s["rows"] for s in stats), "pairs_checked": sum(s["checked"] for s in stats),
                     "edges": sum(s["edges"] for s in stats), "hot_buckets": sum(s["hot_buckets"] for s in stats),
                     "hot_rows": sum(s["hot_rows"] for s in stats), "keys_seconds": round(time.time() - t0, 3)})

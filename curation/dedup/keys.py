@@ -27,9 +27,11 @@ __all__ = ["EXACT_IMAGE", "EXACT_URL", "PHASH", "HOT_BUCKET", "text_keys", "bloc
 
 EXACT_IMAGE, EXACT_URL, PHASH = 0, 1, 2  # the `kind` of a key row
 # a bucket of more pHash rows than this is joined whole (a star on its smallest node), unchecked: a hot
-# key (a placeholder image copied 10^5 times) never makes g^2 / 2 pairs. Its members' true component
-# may be smaller; the decisions check every pair they use.
-HOT_BUCKET = 256
+# key (a placeholder image copied 10^5 times, the near copies of a popular one) never makes g^2 / 2 pairs.
+# By chance a bucket holds n / 2^bits records (below 1 at the sizes `choose_blocks` picks), so only
+# clusters of copies get here; the strays of such a bucket join the cluster's component, and the
+# decisions, which check every pair they use, keep them.
+HOT_BUCKET = 32
 # the cost of a candidate pair checked, against a key row emitted and shuffled (measured: bench_dedup_scale.py)
 CHECK_COST = 0.1
 MAX_TABLES = 128
@@ -93,7 +95,7 @@ def choose_blocks(k: int, n: int) -> int:
     return best[1]
 
 
-def table_keys(hashes: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+def table_keys(hashes: np.ndarray, k: int, m: int, tables: tuple[int, ...] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(row index, key) for each table of each hash: the table's number in the top 8 bits, its blocks'
     bits below. With one block (k = 0) the key is the hash itself."""
     h = np.asarray(hashes, dtype=np.int64)
@@ -104,6 +106,8 @@ def table_keys(hashes: np.ndarray, k: int, m: int) -> tuple[np.ndarray, np.ndarr
     blocks = [(u >> np.uint64(s)) & np.uint64((1 << w) - 1) for s, w in layout]
     rows, keys = [], []
     for t, subset in enumerate(index_tables(k, m)):
+        if tables is not None and t not in tables:
+            continue
         key = np.zeros(len(h), np.uint64)
         for b in subset:
             key = (key << np.uint64(layout[b][1])) | blocks[b]
@@ -116,10 +120,11 @@ def _column(batch: pa.Table, name: str, typ) -> pa.ChunkedArray | pa.Array:
     return batch.column(name) if name in batch.column_names else pa.nulls(batch.num_rows, typ)
 
 
-def key_rows(batch: pa.Table, by_image: bool, by_url: bool, k: int | None, m: int | None) -> pa.Table:
+def key_rows(batch: pa.Table, by_image: bool, by_url: bool, k: int | None, m: int | None,
+             tables: tuple[int, ...] | None = None) -> pa.Table:
     """The map side: rows (key, key2, kind, node) of a batch with `_node` (curation.runner.ParquetReader):
     one per record and exact key (key, key2: the text's two hashes), one per record and pHash table
-    (key: the table key, key2: the pHash)."""
+    (key: the table key, key2: the pHash); `tables`: only these tables' rows (a wave of the shuffle)."""
     from curation.crawl.netpolicy import normalize_urls
 
     node = batch.column("_node").to_numpy()
@@ -145,7 +150,7 @@ def key_rows(batch: pa.Table, by_image: bool, by_url: bool, k: int | None, m: in
         ph = batch.column("phash").combine_chunks()
         valid = np.asarray(ph.is_valid().to_numpy(zero_copy_only=False), bool)
         hashes = ph.filter(pa.array(valid)).to_numpy()
-        idx, keys = table_keys(hashes, k, m)
+        idx, keys = table_keys(hashes, k, m, tables)
         add(keys, hashes[idx], PHASH, node[valid][idx])
     if not parts:
         return None
@@ -173,8 +178,8 @@ def _star(nodes: np.ndarray, starts: np.ndarray, sizes: np.ndarray, which: np.nd
 
 
 def _pairs_within(nodes: np.ndarray, hashes: np.ndarray, starts: np.ndarray, sizes: np.ndarray, k: int,
-                  small: int = 32) -> tuple[np.ndarray, np.ndarray, int]:
-    """Edges of the pairs within k in each group of at most HOT_BUCKET rows; and the pairs checked."""
+                  small: int = HOT_BUCKET) -> tuple[np.ndarray, np.ndarray, int]:
+    """Edges of the pairs within k in each group of at most `small` rows; and the pairs checked."""
     n = len(nodes)
     group = np.repeat(np.arange(len(starts)), sizes)
     a_out, b_out, checked = [], [], 0
@@ -188,14 +193,6 @@ def _pairs_within(nodes: np.ndarray, hashes: np.ndarray, starts: np.ndarray, siz
         near = np.bitwise_count(hashes[i].view(np.uint64) ^ hashes[i + d].view(np.uint64)) <= k
         a_out.append(nodes[i[near]])
         b_out.append(nodes[i[near] + d])
-    for g in np.flatnonzero(~little & (sizes <= HOT_BUCKET)).tolist():  # up to HOT_BUCKET: the whole square
-        s, z = int(starts[g]), int(sizes[g])
-        u = hashes[s : s + z].view(np.uint64)
-        d = np.bitwise_count(u[:, None] ^ u[None, :])
-        ii, jj = np.nonzero(np.triu(d <= k, 1))
-        checked += z * (z - 1) // 2
-        a_out.append(nodes[s + ii])
-        b_out.append(nodes[s + jj])
     if not a_out:
         return np.empty(0, np.int64), np.empty(0, np.int64), checked
     return np.concatenate(a_out), np.concatenate(b_out), checked

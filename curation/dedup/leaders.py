@@ -64,44 +64,59 @@ def member_rows(batch: pa.Table, labels: pa.Table) -> pa.Table | None:
 
 
 class _Kept:
-    """The kept pHashes of one component: a list, then multi-index tables past _LIST_LIMIT."""
+    """The kept pHashes of one component: a list, then multi-index tables past _LIST_LIMIT.
 
-    def __init__(self, k: int, size: int):
+    `keys`: every member's table keys (a row per member, one numpy call per component), so that a
+    lookup costs dict reads. Each table's list is in id order, so its scan stops at its first hit.
+    """
+
+    def __init__(self, k: int, hashes: list, start: int):
         self.k = k
+        self.start = start
+        self.members = hashes
         self.hashes: list[int] = []
         self.at: list[int] = []  # position in the component's id order
-        self.tables: dict[int, list[int]] | None = None
-        self.m = choose_blocks(k, size)
+        self.tables: list[dict[int, list[int]]] | None = None
+        self.keys: list[list[int]] | None = None
+        self.m = choose_blocks(k, len(hashes))
 
-    def _table_keys(self, h: int) -> list[int]:
-        return table_keys(np.array([h], np.int64), self.k, self.m)[1].tolist()
+    def _keys_of(self, pos: int) -> list[int]:
+        if self.keys is None:
+            have = [h if h is not None else 0 for h in self.members]
+            _, flat = table_keys(np.array(have, np.int64), self.k, self.m)
+            self.keys = flat.reshape(-1, len(have)).T.tolist()
+        return self.keys[pos - self.start]
 
     def add(self, h: int, pos: int) -> None:
         self.hashes.append(h)
         self.at.append(pos)
         if self.tables is None and len(self.hashes) > _LIST_LIMIT:
-            self.tables = {}
-            for i, x in enumerate(self.hashes):
-                for key in self._table_keys(x):
-                    self.tables.setdefault(key, []).append(i)
+            self.tables = [dict() for _ in self._keys_of(pos)]
+            for i, p in enumerate(self.at):
+                for table, key in zip(self.tables, self._keys_of(p)):
+                    table.setdefault(key, []).append(i)
         elif self.tables is not None:
-            for key in self._table_keys(h):
-                self.tables.setdefault(key, []).append(len(self.hashes) - 1)
+            for table, key in zip(self.tables, self._keys_of(pos)):
+                table.setdefault(key, []).append(len(self.hashes) - 1)
 
-    def first_within(self, h: int) -> int | None:
-        """The id-order position of the first kept pHash within k of h."""
+    def first_within(self, h: int, pos: int) -> int | None:
+        """The id-order position of the first kept pHash within k of h (the member at `pos`)."""
         k = self.k
         if self.tables is None:
-            for x, pos in zip(self.hashes, self.at):
+            for x, p in zip(self.hashes, self.at):
                 if ((x ^ h) & _MASK).bit_count() <= k:
-                    return pos
+                    return p
             return None
         best = None
-        for key in self._table_keys(h):
-            for i in self.tables.get(key, ()):
-                if (best is None or self.at[i] < best) and ((self.hashes[i] ^ h) & _MASK).bit_count() <= k:
-                    best = self.at[i]
-        return best
+        hashes = self.hashes
+        for table, key in zip(self.tables, self._keys_of(pos)):
+            for i in table.get(key, ()):
+                if best is not None and i >= best:
+                    break
+                if ((hashes[i] ^ h) & _MASK).bit_count() <= k:
+                    best = i
+                    break
+        return None if best is None else self.at[best]
 
 
 def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bool, by_url: bool) -> tuple[pa.Table, dict]:
@@ -123,7 +138,7 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
         largest = max(largest, e - s)
         kept_sha: dict = {}
         kept_url: dict = {}
-        kept_ph = _Kept(k, e - s) if k is not None else None
+        kept_ph = _Kept(k, ph[s:e], s) if k is not None else None
         for r in range(s, e):
             cands = []
             if by_image and sha[r][0] is not None and sha[r] in kept_sha:
@@ -131,7 +146,7 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
             if by_url and url[r][0] is not None and url[r] in kept_url:
                 cands.append(kept_url[url[r]])
             if kept_ph is not None and ph[r] is not None:
-                near = kept_ph.first_within(ph[r])
+                near = kept_ph.first_within(ph[r], r)
                 if near is not None:
                     cands.append(near)
             if not cands:

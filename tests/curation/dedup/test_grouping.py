@@ -100,16 +100,18 @@ def test_components_are_those_of_union_find(shape):
     assert rounds < 40, rounds
 
 
-def _group(files, tmp_path, k=4, dedup=("exact", "url", "phash"), executor="local", partitions=3, shard_rows=300):
+def _group(files, tmp_path, k=4, dedup=("exact", "url", "phash"), executor="local", partitions=3, shard_rows=300,
+           wave_rows=None):
     import jobs.dedup as jd
 
-    old = jd.GROUP_SHARD_ROWS
+    old, old_wave = jd.GROUP_SHARD_ROWS, jd.WAVE_KEY_ROWS
     jd.GROUP_SHARD_ROWS = shard_rows  # several map tasks and ranges on a small input
+    jd.WAVE_KEY_ROWS = wave_rows or old_wave
     try:
         stage, figures = group_duplicates(files, dedup, k, str(tmp_path / "work"), shard_rows=shard_rows,
                                           partitions=partitions, executor=executor)
     finally:
-        jd.GROUP_SHARD_ROWS = old
+        jd.GROUP_SHARD_ROWS, jd.WAVE_KEY_ROWS = old, old_wave
     return stage, figures, decisions_of(tmp_path / "work" / "dedup_decisions")
 
 
@@ -119,7 +121,9 @@ def test_decisions_equal_the_brute_force_oracle(tmp_path, clustered, k):
     rng = np.random.default_rng(10 * k + clustered)
     recs = hash_set(rng, 3000, k, clustered, chains=8, hot=keys.HOT_BUCKET + 40)
     files = write_files(recs, tmp_path / "in", per_file=700)
-    _, figures, got = _group(files, tmp_path, k=k)
+    # clustered: the key rows in waves of tables (as at 10^7 records and more)
+    _, figures, got = _group(files, tmp_path, k=k, wave_rows=10_000 if clustered else None)
+    assert (figures["waves"] > 1) == clustered
     want = oracle(recs, k)
     assert got == want
     reasons = {v[1] for v in want.values()}
