@@ -1069,8 +1069,15 @@ def _partition(table: pa.Table, parts: int) -> list[pa.Table]:
     else:
         bucket = np.array([int.from_bytes(hashlib.blake2b(str(k).encode(), digest_size=8).digest(), "little") % parts
                            for k in key.to_pylist()], dtype=np.uint64)
-    order = np.argsort(bucket, kind="stable")
-    counts = np.bincount(bucket.astype(np.int64), minlength=parts)
+    return _split(table, bucket.astype(np.int64), parts)
+
+
+def _split(table: pa.Table, part, parts: int) -> list[pa.Table]:
+    """`table` cut into `parts` tables, row i into part[i] (numpy ints), order kept within each."""
+    import numpy as np
+
+    order = np.argsort(part, kind="stable")
+    counts = np.bincount(part, minlength=parts)
     table = table.take(pa.array(order))
     out, start = [], 0
     for n in counts:
@@ -1158,15 +1165,7 @@ def _cut(table: pa.Table, parts: int, ranges: Sequence[int] | None) -> list[pa.T
     if table.num_rows == 0:
         return [table] * parts
     key = table.column("key").to_numpy()
-    part = np.searchsorted(np.asarray(ranges, dtype=np.int64), key, side="right")
-    order = np.argsort(part, kind="stable")
-    counts = np.bincount(part, minlength=parts)
-    table = table.take(pa.array(order))
-    out, start = [], 0
-    for n in counts:
-        out.append(table.slice(start, int(n)))
-        start += int(n)
-    return out
+    return _split(table, np.searchsorted(np.asarray(ranges, dtype=np.int64), key, side="right"), parts)
 
 
 def _shuffle_map(source, reader, emit, parts: int, ranges, side=None) -> list[pa.Table]:

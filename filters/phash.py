@@ -121,13 +121,9 @@ def band_layout(k: int) -> list[tuple[int, int]]:
     """(shift, width) of the k + 1 bands the 64 bits are cut into, widths differing by at most one."""
     if not 0 <= k <= 31:
         raise ValueError(f"max Hamming distance must be in 0..31, got {k}")
-    n = k + 1
-    widths = [64 // n + (1 if i < 64 % n else 0) for i in range(n)]
-    out, shift = [], 64
-    for w in widths:
-        shift -= w
-        out.append((shift, w))
-    return out
+    from curation.dedup.keys import block_layout
+
+    return block_layout(k + 1)
 
 
 def band_keys(hashes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
