@@ -66,41 +66,35 @@ def member_rows(batch: pa.Table, labels: pa.Table) -> pa.Table | None:
 class _Kept:
     """The kept pHashes of one component: a list, then multi-index tables past _LIST_LIMIT.
 
-    `keys`: every member's table keys (a row per member, one numpy call per component), so that a
-    lookup costs dict reads. Each table's list is in id order, so its scan stops at its first hit.
+    Lookups and additions take the member's table keys as a callable (`keys()`), computed for a block of
+    members in one numpy call and only once the tables exist. Each table's list is in id order, so its scan
+    stops at its first hit. Memory follows the records kept, not the members.
     """
 
-    def __init__(self, k: int, hashes: list, start: int):
+    def __init__(self, k: int, m: int):
         self.k = k
-        self.start = start
-        self.members = hashes
+        self.m = m
         self.hashes: list[int] = []
         self.at: list[int] = []  # position in the component's id order
         self.tables: list[dict[int, list[int]]] | None = None
-        self.keys: list[list[int]] | None = None
-        self.m = choose_blocks(k, len(hashes))
 
-    def _keys_of(self, pos: int) -> list[int]:
-        if self.keys is None:
-            have = [h if h is not None else 0 for h in self.members]
-            _, flat = table_keys(np.array(have, np.int64), self.k, self.m)
-            self.keys = flat.reshape(-1, len(have)).T.tolist()
-        return self.keys[pos - self.start]
-
-    def add(self, h: int, pos: int) -> None:
+    def add(self, h: int, pos: int, keys) -> None:
         self.hashes.append(h)
         self.at.append(pos)
-        if self.tables is None and len(self.hashes) > _LIST_LIMIT:
-            self.tables = [dict() for _ in self._keys_of(pos)]
-            for i, p in enumerate(self.at):
-                for table, key in zip(self.tables, self._keys_of(p)):
-                    table.setdefault(key, []).append(i)
-        elif self.tables is not None:
-            for table, key in zip(self.tables, self._keys_of(pos)):
+        if self.tables is None:
+            if len(self.hashes) > _LIST_LIMIT:
+                _, flat = table_keys(np.array(self.hashes, np.int64), self.k, self.m)
+                per = flat.reshape(-1, len(self.hashes)).T.tolist()
+                self.tables = [dict() for _ in per[0]]
+                for i, member in enumerate(per):
+                    for table, key in zip(self.tables, member):
+                        table.setdefault(key, []).append(i)
+        else:
+            for table, key in zip(self.tables, keys()):
                 table.setdefault(key, []).append(len(self.hashes) - 1)
 
-    def first_within(self, h: int, pos: int) -> int | None:
-        """The id-order position of the first kept pHash within k of h (the member at `pos`)."""
+    def first_within(self, h: int, keys) -> int | None:
+        """The id-order position of the first kept pHash within k of h (`keys()`: h's table keys)."""
         k = self.k
         if self.tables is None:
             for x, p in zip(self.hashes, self.at):
@@ -109,7 +103,7 @@ class _Kept:
             return None
         best = None
         hashes = self.hashes
-        for table, key in zip(self.tables, self._keys_of(pos)):
+        for table, key in zip(self.tables, keys()):
             for i in table.get(key, ()):
                 if best is not None and i >= best:
                     break
@@ -119,56 +113,97 @@ class _Kept:
         return None if best is None else self.at[best]
 
 
-def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bool, by_url: bool) -> tuple[pa.Table, dict]:
-    """Reduce: the decisions (key = node, record_id, reason, kept, detail) of the components in `rows`."""
+class _BlockKeys:
+    """The table keys of a block's pHashes for a given m, computed in one numpy call when first asked."""
+
+    def __init__(self, hashes: list, k: int):
+        self.hashes = hashes
+        self.k = k
+        self.by_m: dict[int, list[list[int]]] = {}
+
+    def row(self, m: int, i: int) -> list[int]:
+        got = self.by_m.get(m)
+        if got is None:
+            have = np.array([h if h is not None else 0 for h in self.hashes], np.int64)
+            _, flat = table_keys(have, self.k, m)
+            got = self.by_m[m] = flat.reshape(-1, len(have)).T.tolist()
+        return got[i]
+
+
+# members are turned into Python values this many rows at a time, so a component of 10^6 records costs
+# its Arrow columns (~60 bytes a member) and the records it keeps, not 10^6 Python objects per column
+BLOCK_ROWS = 65_536
+
+
+def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bool, by_url: bool,
+                   block_rows: int | None = None) -> tuple[pa.Table, dict]:
+    """Reduce: the decisions (key = node, record_id, reason, kept, detail) of the components in `rows`,
+    taken in blocks of `block_rows` members (a component may span blocks)."""
     empty = {c: [] for c in ("key", "record_id", "reason", "kept", "detail")}
     if rows is None or rows.num_rows == 0:
         return _decisions(empty), {"members": 0, "components": 0, "largest": 0, "duplicates": 0}
     rows = rows.sort_by([("key", "ascending"), ("record_id", "ascending")])
+    block_rows = block_rows or BLOCK_ROWS
+    n = rows.num_rows
     root = rows.column("key").to_numpy()
-    ids = rows.column("record_id").to_pylist()
-    node = rows.column("node").to_pylist()
-    sha = list(zip(rows.column("sha256_a").to_pylist(), rows.column("sha256_b").to_pylist()))
-    url = list(zip(rows.column("url_a").to_pylist(), rows.column("url_b").to_pylist()))
-    ph = rows.column("phash").to_pylist()
-    starts = np.flatnonzero(np.r_[True, root[1:] != root[:-1]]).tolist() + [len(ids)]
-    out = empty
-    largest = 0
-    for s, e in zip(starts[:-1], starts[1:]):
-        largest = max(largest, e - s)
-        kept_sha: dict = {}
-        kept_url: dict = {}
-        kept_ph = _Kept(k, ph[s:e], s) if k is not None else None
-        for r in range(s, e):
+    starts = np.flatnonzero(np.r_[True, root[1:] != root[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    start_at = dict(zip(starts.tolist(), sizes.tolist()))
+    parts = []
+    duplicates = 0
+    kept_sha: dict = {}
+    kept_url: dict = {}
+    kept_ph: _Kept | None = None
+    kept_rec: dict[int, tuple] = {}  # position -> (id, sha, url, phash) of the component's kept records
+    for b0 in range(0, n, block_rows):
+        blk = rows.slice(b0, block_rows)
+        ids = blk.column("record_id").to_pylist()
+        node = blk.column("node").to_pylist()
+        sha = list(zip(blk.column("sha256_a").to_pylist(), blk.column("sha256_b").to_pylist()))
+        url = list(zip(blk.column("url_a").to_pylist(), blk.column("url_b").to_pylist()))
+        ph = blk.column("phash").to_pylist()
+        bkeys = _BlockKeys(ph, k) if k is not None else None
+        out = {c: [] for c in empty}
+        for i in range(len(ids)):
+            r = b0 + i
+            size = start_at.get(r)
+            if size is not None:  # a new component
+                kept_sha, kept_url, kept_rec = {}, {}, {}
+                kept_ph = _Kept(k, choose_blocks(k, size)) if k is not None else None
+            h = ph[i]
+            keys = (lambda m=kept_ph.m, i=i: bkeys.row(m, i)) if kept_ph is not None else None
             cands = []
-            if by_image and sha[r][0] is not None and sha[r] in kept_sha:
-                cands.append(kept_sha[sha[r]])
-            if by_url and url[r][0] is not None and url[r] in kept_url:
-                cands.append(kept_url[url[r]])
-            if kept_ph is not None and ph[r] is not None:
-                near = kept_ph.first_within(ph[r], r)
+            if by_image and sha[i][0] is not None and sha[i] in kept_sha:
+                cands.append(kept_sha[sha[i]])
+            if by_url and url[i][0] is not None and url[i] in kept_url:
+                cands.append(kept_url[url[i]])
+            if kept_ph is not None and h is not None:
+                near = kept_ph.first_within(h, keys)
                 if near is not None:
                     cands.append(near)
             if not cands:
-                if sha[r][0] is not None:
-                    kept_sha.setdefault(sha[r], r)
-                if url[r][0] is not None:
-                    kept_url.setdefault(url[r], r)
-                if kept_ph is not None and ph[r] is not None:
-                    kept_ph.add(ph[r], r)
+                if sha[i][0] is not None:
+                    kept_sha.setdefault(sha[i], r)
+                if url[i][0] is not None:
+                    kept_url.setdefault(url[i], r)
+                if kept_ph is not None and h is not None:
+                    kept_ph.add(h, r, keys)
+                kept_rec[r] = (ids[i], sha[i], url[i], h)
                 continue
-            q = min(cands)
-            if sha[r][0] is not None and sha[r] == sha[q]:
-                reason, detail = DUPLICATE_IMAGE, f"duplicate of {ids[q]} (same sha256)"
-            elif url[r][0] is not None and url[r] == url[q]:
-                reason, detail = DUPLICATE_URL, f"duplicate of {ids[q]} (same normalised URL)"
+            q_id, q_sha, q_url, q_ph = kept_rec[min(cands)]
+            if sha[i][0] is not None and sha[i] == q_sha:
+                reason, detail = DUPLICATE_IMAGE, f"duplicate of {q_id} (same sha256)"
+            elif url[i][0] is not None and url[i] == q_url:
+                reason, detail = DUPLICATE_URL, f"duplicate of {q_id} (same normalised URL)"
             else:
-                d = ((ph[r] ^ ph[q]) & _MASK).bit_count() if ph[r] is not None and ph[q] is not None else None
-                reason, detail = NEAR_DUPLICATE, f"near duplicate of {ids[q]} at hamming distance {d}"
-            for c, v in (("key", node[r]), ("record_id", ids[r]), ("reason", reason), ("kept", ids[q]), ("detail", detail)):
+                d = ((h ^ q_ph) & _MASK).bit_count() if h is not None and q_ph is not None else None
+                reason, detail = NEAR_DUPLICATE, f"near duplicate of {q_id} at hamming distance {d}"
+            for c, v in (("key", node[i]), ("record_id", ids[i]), ("reason", reason), ("kept", q_id), ("detail", detail)):
                 out[c].append(v)
-    return _decisions(out), {"members": len(ids), "components": len(starts) - 1, "largest": largest,
-                             "duplicates": len(out["key"])}
+        duplicates += len(out["key"])
+        parts.append(_decisions(out))
+    return pa.concat_tables(parts), {"members": n, "components": len(starts), "largest": int(sizes.max()),
+                                     "duplicates": duplicates}
 
 
 def _decisions(cols: dict) -> pa.Table:

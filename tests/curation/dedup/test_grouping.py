@@ -133,6 +133,18 @@ def test_decisions_equal_the_brute_force_oracle(tmp_path, clustered, k):
     assert figures["largest_component"] >= keys.HOT_BUCKET + 40
 
 
+def test_components_that_span_blocks_decide_as_in_one(tmp_path, monkeypatch):
+    # a component's members are taken a block at a time (a component of 10^6 records is never 10^6 Python
+    # objects); with blocks of 7 rows every large component spans many, and the kept index crosses blocks
+    rng = np.random.default_rng(12)
+    recs = hash_set(rng, 2500, 4, True, chains=6, hot=keys.HOT_BUCKET + 80)
+    files = write_files(recs, tmp_path / "in", per_file=900)
+    monkeypatch.setattr(leaders, "BLOCK_ROWS", 7)
+    _, figures, got = _group(files, tmp_path, k=4)
+    assert figures["largest_component"] > 100 * 7
+    assert got == oracle(recs, 4)
+
+
 def test_exact_only_and_image_only_decide_as_the_oracle(tmp_path):
     rng = np.random.default_rng(5)
     recs = hash_set(rng, 1500, 4, False, exact_share=0.2)
