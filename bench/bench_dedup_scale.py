@@ -123,6 +123,14 @@ def _rss(pid: int) -> tuple[int, int]:
     return fields.get("VmRSS", 0), fields.get("VmRSS", 0) - fields.get("RssShmem", 0) - fields.get("RssFile", 0)
 
 
+def _name(pid: int) -> str:
+    """The process's title: Ray names its workers by the task they run (ray::shuffle_reduce ...)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:60]
+    except OSError:
+        return ""
+
+
 def run_once(folder: Path) -> dict:
     """In this process: a fresh local Ray, the grouping, the figures."""
     import threading
@@ -136,7 +144,7 @@ def run_once(folder: Path) -> dict:
     meta = json.loads((folder / "files.json").read_text())
     files = [(f, n) for f, n in meta["files"]]
     init_ray(num_cpus=2)
-    peak = {"rss": 0, "private": 0}
+    peak = {"rss": 0, "private": 0, "name": ""}
     stop = threading.Event()
     last_cpu: dict[int, float] = {}
 
@@ -148,7 +156,8 @@ def run_once(folder: Path) -> dict:
                     last_cpu[pid] = _cpu(pid)
                 except (OSError, ValueError):
                     continue
-                peak["rss"] = max(peak["rss"], rss)
+                if rss > peak["rss"]:
+                    peak["rss"], peak["name"] = rss, _name(pid)
                 peak["private"] = max(peak["private"], private)
             stop.wait(0.2)
 
@@ -185,11 +194,13 @@ def run_once(folder: Path) -> dict:
             "driver_peak_rss_mib": round(driver_hwm / 1024),
             "largest_process_peak_rss_mib": round(peak["rss"] / 2**20),
             "largest_process_peak_private_mib": round(peak["private"] / 2**20),
+            "largest_process": peak["name"],
             "pairs_checked_per_record": round(figures["pairs_checked"] / n, 2),
             "key_rows_per_record": round(figures["key_rows"] / n, 2),
             "recall_of_planted_copies": round(found / len(copies), 5),
             **{k: figures[k] for k in ("partitions", "blocks", "tables", "edges", "rounds", "members", "components",
-                                       "largest_component", "duplicates", "hot_buckets", "keys_seconds",
+                                       "largest_component", "duplicates", "hot_buckets", "keys_seconds", "waves",
+                                       "keys_driver_rss_mib", "components_driver_rss_mib", "decide_driver_rss_mib",
                                        "components_seconds", "decide_seconds")}}
 
 

@@ -113,8 +113,21 @@ def dedup_pairs(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
 
 GROUP_SHARD_ROWS = 250_000  # input rows per map task of the grouping (it reads four small columns)
 KEY_ROWS_PER_PART = 2_000_000  # key rows (25 bytes each) per reduce task of the grouping
-WAVE_KEY_ROWS = 60_000_000  # key rows in the object store at once (1.5 GB): more go in waves of tables
+EDGE_ROWS_PER_PART = 4_000_000  # edges (16 bytes, each sent both ways) per task of a components round
+MEMBER_ROWS_PER_PART = 1_000_000  # members of components (~60 bytes each) per task that decides them
+WAVE_KEY_ROWS = 30_000_000  # key rows in the object store at once (0.75 GB): more go in waves of tables
 MAX_ROUNDS = 64
+
+
+def _driver_rss_mib() -> int:
+    """This process's resident memory (Linux; 0 elsewhere): the figures show the driver holds counts only."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS"):
+                return int(line.split()[1]) // 1024
+    except OSError:
+        pass
+    return 0
 
 
 def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: str,
@@ -157,9 +170,10 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     figures["waves"] = waves
     figures.update({"key_rows": sum(s["rows"] for s in stats), "pairs_checked": sum(s["checked"] for s in stats),
                     "edges": sum(s["edges"] for s in stats), "hot_buckets": sum(s["hot_buckets"] for s in stats),
-                    "hot_rows": sum(s["hot_rows"] for s in stats), "keys_seconds": round(time.time() - t0, 3)})
+                    "hot_rows": sum(s["hot_rows"] for s in stats), "keys_seconds": round(time.time() - t0, 3),
+                    "keys_driver_rss_mib": _driver_rss_mib()})
     t0 = time.time()
-    pe = partitions or max(cpus, -(-figures["edges"] * 2 // KEY_ROWS_PER_PART))
+    pe = partitions or max(cpus, -(-figures["edges"] * 2 // EDGE_ROWS_PER_PART))
     for rounds in range(1, MAX_ROUNDS + 1):
         edges, stats = shuffle(edges, components.large_star_rows, components.large_star, pe, executor=executor)
         if sum(s["unsettled"] for s in stats) == 0:
@@ -167,7 +181,8 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
         edges, _ = shuffle(edges, components.small_star_rows, components.small_star, pe, executor=executor)
     else:
         raise RuntimeError(f"dedup components did not settle in {MAX_ROUNDS} rounds")
-    figures.update({"rounds": rounds, "components_seconds": round(time.time() - t0, 3)})
+    figures.update({"rounds": rounds, "components_seconds": round(time.time() - t0, 3),
+                    "components_driver_rss_mib": _driver_rss_mib()})
     t0 = time.time()
     # the input's rows in ranges, a range per group of consecutive grouping shards
     q = max(1, min(len(shards), p))
@@ -175,8 +190,11 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     ranges = [shard_nodes(g[0], names) for g in groups[1:]]
     labels, stats = shuffle(edges, components.label_rows, components.labels, ranges=ranges, executor=executor)
     figures.update({"members": sum(s["nodes"] for s in stats), "components": sum(s["components"] for s in stats)})
+    # fewer tasks than the key rows had: only the records in components take part (and the driver holds a
+    # handle per piece: sources x partitions)
+    pm = partitions or max(cpus, -(-figures["members"] // MEMBER_ROWS_PER_PART))
     members, stats = shuffle(groups, leaders.member_rows,
-                             functools.partial(leaders.decide_members, k=k, by_image=by_image, by_url=by_url), p,
+                             functools.partial(leaders.decide_members, k=k, by_image=by_image, by_url=by_url), pm,
                              reader=dataclasses.replace(reader, columns=tuple(c for c in KEY_COLUMNS if c in present)),
                              side=labels, executor=executor)
     figures["largest_component"] = max((s["largest"] for s in stats), default=0)
@@ -188,7 +206,7 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
         for r, n in s["by_reason"].items():
             by_reason[r] = by_reason.get(r, 0) + n
     figures.update({"duplicates": sum(s["duplicates"] for s in stats), "by_reason": by_reason,
-                    "decide_seconds": round(time.time() - t0, 3)})
+                    "decide_seconds": round(time.time() - t0, 3), "decide_driver_rss_mib": _driver_rss_mib()})
     log.info("dedup grouping: %d records, %d key rows, %d pairs checked, %d edges, %d rounds, %d components, "
              "%d duplicates", total, figures["key_rows"], figures["pairs_checked"], figures["edges"], rounds,
              figures["components"], figures["duplicates"])
