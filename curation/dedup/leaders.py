@@ -130,6 +130,89 @@ class _BlockKeys:
         return got[i]
 
 
+_NONE = np.iinfo(np.int64).max
+
+
+def _int_column(col, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values with nulls as 0, valid mask) of an int64 column."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    valid = np.asarray(arr.is_valid().to_numpy(zero_copy_only=False), bool) if arr.null_count else np.ones(n, bool)
+    return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
+
+
+def _prior_matches(kept_rec: dict, rows: pa.Table, k: int | None, m: int | None, by_image: bool, by_url: bool,
+                   chunk: int = 8192) -> np.ndarray:
+    """For each of `rows` (members of one component, later than every record in `kept_rec`): the id-order
+    position of the first of those kept records that it duplicates (same sha256, same URL, pHash within k),
+    or _NONE. Vectorised: a component of 10^6 near copies of a few images checks most members against the
+    records kept before their block in numpy, and only the rest one by one."""
+    n = rows.num_rows
+    best = np.full(n, _NONE, np.int64)
+    if not kept_rec or n == 0:
+        return best
+    pos = np.fromiter(kept_rec.keys(), np.int64, len(kept_rec))
+    vals = list(kept_rec.values())
+    for on, which, cols in ((by_image, 1, ("sha256_a", "sha256_b")), (by_url, 2, ("url_a", "url_b"))):
+        if not on:
+            continue
+        have = [i for i, v in enumerate(vals) if v[which][0] is not None]
+        if not have:
+            continue
+        ka = np.array([vals[i][which][0] for i in have], np.int64)
+        kb = np.array([vals[i][which][1] for i in have], np.int64)
+        kp = pos[have]
+        order = np.lexsort((kp, kb, ka))
+        ka, kb, kp = ka[order], kb[order], kp[order]
+        ma, valid = _int_column(rows.column(cols[0]), n)
+        mb, _ = _int_column(rows.column(cols[1]), n)
+        lo = np.searchsorted(ka, ma, "left")
+        hi = np.searchsorted(ka, ma, "right")
+        one = valid & (hi - lo == 1)
+        at = np.minimum(lo, len(ka) - 1)
+        hit = one & (kb[at] == mb)
+        best[hit] = np.minimum(best[hit], kp[at[hit]])
+        for i in np.flatnonzero(valid & (hi - lo > 1)).tolist():  # the first 64 bits shared by several: rare
+            same = np.flatnonzero(kb[lo[i]:hi[i]] == mb[i])
+            if len(same):
+                best[i] = min(best[i], int(kp[lo[i] + same[0]]))
+    if k is None:
+        return best
+    have = [i for i, v in enumerate(vals) if v[3] is not None]
+    if not have:
+        return best
+    kh = np.array([vals[i][3] for i in have], np.int64)
+    kp = pos[have]
+    _, flat = table_keys(kh, k, m)
+    kkeys = flat.reshape(-1, len(kh))
+    tables = []
+    for t in range(kkeys.shape[0]):
+        order = np.argsort(kkeys[t], kind="stable")
+        skeys = kkeys[t][order]
+        first = np.flatnonzero(np.r_[True, skeys[1:] != skeys[:-1]])
+        tables.append((skeys[first], first, np.diff(np.r_[first, len(skeys)]), order))
+    mh, valid = _int_column(rows.column("phash"), n)
+    ku = kh.view(np.uint64)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        _, flat = table_keys(mh[c0:c1], k, m)
+        mkeys = flat.reshape(-1, c1 - c0)
+        mu = mh[c0:c1].view(np.uint64)
+        ok = valid[c0:c1]
+        for t, (ukeys, first, runs, order) in enumerate(tables):
+            at = np.minimum(np.searchsorted(ukeys, mkeys[t]), len(ukeys) - 1)
+            cnt = np.where(ok & (ukeys[at] == mkeys[t]), runs[at], 0)
+            lo = first[at]
+            total = int(cnt.sum())
+            if not total:
+                continue
+            member = np.repeat(np.arange(c1 - c0), cnt)
+            start = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
+            kept = order[start + np.arange(total)]
+            near = np.bitwise_count(mu[member] ^ ku[kept]) <= k
+            np.minimum.at(best, member[near] + c0, kp[kept[near]])
+    return best
+
+
 # members are turned into Python values this many rows at a time, so a component of 10^6 records costs
 # its Arrow columns (~60 bytes a member) and the records it keeps, not 10^6 Python objects per column
 BLOCK_ROWS = 65_536
@@ -157,6 +240,22 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
     kept_rec: dict[int, tuple] = {}  # position -> (id, sha, url, phash) of the component's kept records
     for b0 in range(0, n, block_rows):
         blk = rows.slice(b0, block_rows)
+        # the rows of a component that began in an earlier block, checked at once against what it kept there:
+        # those that match are dropped naming their match (nothing joins the index), the rest go one by one
+        carry = 0
+        if b0 not in start_at:
+            nxt = np.searchsorted(starts, b0, "right")
+            carry = min(blk.num_rows, (int(starts[nxt]) if nxt < len(starts) else n) - b0)
+        todo = None
+        if carry:
+            prior = _prior_matches(kept_rec, blk.slice(0, carry), k, kept_ph.m if kept_ph is not None else None,
+                                   by_image, by_url)
+            matched = prior != _NONE
+            if matched.any():
+                parts.append(_prior_decisions(blk.slice(0, carry).filter(pa.array(matched)), prior[matched], kept_rec))
+                duplicates += int(matched.sum())
+                todo = np.r_[np.flatnonzero(~matched), np.arange(carry, blk.num_rows)]
+                blk = blk.take(pa.array(todo))
         ids = blk.column("record_id").to_pylist()
         node = blk.column("node").to_pylist()
         sha = list(zip(blk.column("sha256_a").to_pylist(), blk.column("sha256_b").to_pylist()))
@@ -164,23 +263,16 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
         ph = blk.column("phash").to_pylist()
         bkeys = _BlockKeys(ph, k) if k is not None else None
         out = {c: [] for c in empty}
-        for i in range(len(ids)):
-            r = b0 + i
+        at = todo.tolist() if todo is not None else range(len(ids))
+        for i, offset in enumerate(at):
+            r = b0 + offset
             size = start_at.get(r)
             if size is not None:  # a new component
                 kept_sha, kept_url, kept_rec = {}, {}, {}
                 kept_ph = _Kept(k, choose_blocks(k, size)) if k is not None else None
             h = ph[i]
             keys = (lambda m=kept_ph.m, i=i: bkeys.row(m, i)) if kept_ph is not None else None
-            cands = []
-            if by_image and sha[i][0] is not None and sha[i] in kept_sha:
-                cands.append(kept_sha[sha[i]])
-            if by_url and url[i][0] is not None and url[i] in kept_url:
-                cands.append(kept_url[url[i]])
-            if kept_ph is not None and h is not None:
-                near = kept_ph.first_within(h, keys)
-                if near is not None:
-                    cands.append(near)
+            cands = _lookups(i, h, sha, url, kept_sha, kept_url, kept_ph, keys, by_image, by_url)
             if not cands:
                 if sha[i][0] is not None:
                     kept_sha.setdefault(sha[i], r)
@@ -204,6 +296,52 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
         parts.append(_decisions(out))
     return pa.concat_tables(parts), {"members": n, "components": len(starts), "largest": int(sizes.max()),
                                      "duplicates": duplicates}
+
+
+def _prior_decisions(rows: pa.Table, kept: np.ndarray, kept_rec: dict) -> pa.Table:
+    """The decisions of `rows`, each the duplicate of the kept record at position `kept` (in `kept_rec`):
+    the reason and detail as the one-by-one rule writes them, in Arrow compute."""
+    pos = np.fromiter(kept_rec.keys(), np.int64, len(kept_rec))
+    vals = [kept_rec[q] for q in pos[np.searchsorted(pos, kept)].tolist()]
+    n = rows.num_rows
+
+    def same(which: int, cols: tuple[str, str]) -> np.ndarray:
+        ka = np.array([v[which][0] if v[which][0] is not None else 0 for v in vals], np.int64)
+        kb = np.array([v[which][1] if v[which][1] is not None else 0 for v in vals], np.int64)
+        kv = np.array([v[which][0] is not None for v in vals], bool)
+        ma, mv = _int_column(rows.column(cols[0]), n)
+        mb, _ = _int_column(rows.column(cols[1]), n)
+        return mv & kv & (ma == ka) & (mb == kb)
+
+    sha = same(1, ("sha256_a", "sha256_b"))
+    url = ~sha & same(2, ("url_a", "url_b"))
+    mh, mv = _int_column(rows.column("phash"), n)
+    kh = np.array([v[3] if v[3] is not None else 0 for v in vals], np.int64)
+    kv = np.array([v[3] is not None for v in vals], bool)
+    dist = pa.array(np.bitwise_count(mh.view(np.uint64) ^ kh.view(np.uint64)).astype(np.int64), mask=~(mv & kv))
+    reason = np.where(sha, DUPLICATE_IMAGE, np.where(url, DUPLICATE_URL, NEAR_DUPLICATE))
+    kept_id = pa.array([v[0] for v in vals], pa.string())
+    near = pc.binary_join_element_wise("near duplicate of ", kept_id, " at hamming distance ",
+                                       pc.fill_null(pc.cast(dist, pa.string()), "None"), "")
+    exact = pc.binary_join_element_wise("duplicate of ", kept_id,
+                                        pa.array(np.where(sha, " (same sha256)", " (same normalised URL)")), "")
+    detail = pc.if_else(pa.array(sha | url), exact, near)
+    return pa.table({"key": rows.column("node"), "record_id": rows.column("record_id"),
+                     "reason": pa.array(reason.tolist(), pa.string()), "kept": kept_id, "detail": detail})
+
+
+def _lookups(i, h, sha, url, kept_sha, kept_url, kept_ph, keys, by_image, by_url) -> list[int]:
+    """The positions of the kept records that member i duplicates, one per kind (the first of each)."""
+    cands = []
+    if by_image and sha[i][0] is not None and sha[i] in kept_sha:
+        cands.append(kept_sha[sha[i]])
+    if by_url and url[i][0] is not None and url[i] in kept_url:
+        cands.append(kept_url[url[i]])
+    if kept_ph is not None and h is not None:
+        near = kept_ph.first_within(h, keys)
+        if near is not None:
+            cands.append(near)
+    return cands
 
 
 def _decisions(cols: dict) -> pa.Table:

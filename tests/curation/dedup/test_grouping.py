@@ -133,16 +133,20 @@ def test_decisions_equal_the_brute_force_oracle(tmp_path, clustered, k):
     assert figures["largest_component"] >= keys.HOT_BUCKET + 40
 
 
-def test_components_that_span_blocks_decide_as_in_one(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dedup", [("exact", "url", "phash"), ("exact", "phash"), ("url",)])
+def test_components_that_span_blocks_decide_as_in_one(tmp_path, monkeypatch, dedup):
     # a component's members are taken a block at a time (a component of 10^6 records is never 10^6 Python
-    # objects); with blocks of 7 rows every large component spans many, and the kept index crosses blocks
+    # objects), those matching what it kept in earlier blocks at once in numpy; with blocks of 7 rows every
+    # large component spans many, and the kept index crosses blocks
     rng = np.random.default_rng(12)
-    recs = hash_set(rng, 2500, 4, True, chains=6, hot=keys.HOT_BUCKET + 80)
+    recs = hash_set(rng, 2500, 4, True, chains=6, hot=keys.HOT_BUCKET + 80, exact_share=0.3)
     files = write_files(recs, tmp_path / "in", per_file=900)
     monkeypatch.setattr(leaders, "BLOCK_ROWS", 7)
-    _, figures, got = _group(files, tmp_path, k=4)
-    assert figures["largest_component"] > 100 * 7
-    assert got == oracle(recs, 4)
+    _, figures, got = _group(files, tmp_path, k=4, dedup=dedup)
+    k = 4 if "phash" in dedup else None
+    assert got == oracle(recs, k, by_image="exact" in dedup, by_url="url" in dedup)
+    if k is not None:
+        assert figures["largest_component"] > 100 * 7
 
 
 def test_exact_only_and_image_only_decide_as_the_oracle(tmp_path):
