@@ -173,7 +173,7 @@ def decide_duplicates(pairs: Iterable[pa.Table], max_distance: int | None = None
             reason, detail = DUPLICATE_URL, f"duplicate of {kept} (same normalised URL)"
         else:
             d = hamming(ph, kph) if ph is not None and kph is not None else None
-            reason, detail = NEAR_DUPLICATE, f"near duplicate of {kept} at hamming distance {d}"
+            reason, detail = NEAR_DUPLICATE, f"near duplicate of {kept} at hamming distance {d} (phash)"
         rows["record_id"].append(rid)
         rows["reason"].append(reason)
         rows["kept"].append(kept)

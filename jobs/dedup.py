@@ -132,39 +132,45 @@ def _driver_rss_mib() -> int:
 
 def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], max_distance: int, work_dir: str,
                      shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None,
-                     executor: str = "ray") -> tuple[DedupDecide | None, dict]:
+                     executor: str = "ray", crop_distance: int | None = None) -> tuple[DedupDecide | None, dict]:
     """Step 2 on the cluster (`curation.dedup`): key rows -> edges -> components -> decisions, written
-    by row range under `work_dir`/dedup_decisions/; returns the stage that applies them and counts."""
+    by row range under `work_dir`/dedup_decisions/; returns the stage that applies them and counts.
+    `crop_distance`: with "phash", the crop hash (filters/crophash.py) is a second perceptual signal,
+    matched within this distance (None: pHash alone)."""
     from curation.dedup import components, keys, leaders
     from curation.runner import cluster_cpus, shard_nodes, shuffle
 
     files = [(str(f), rows) for f, rows in files]
     present = set(parquet_file(files[0][0]).schema_arrow.names) if files else set()
     k = max_distance if "phash" in dedup and "phash" in present else None
+    crop = crop_distance if k is not None and crop_distance is not None and "crop_hash" in present else None
     by_image, by_url = "exact" in dedup, "url" in dedup
     if not files or not (by_image or by_url or k is not None):
         return None, {}
     names = tuple(f for f, _ in files)
     total = sum(rows for _, rows in files)
     m = keys.choose_blocks(k, total) if k is not None else None
+    crop_blocks = (crop, keys.choose_blocks(crop, total)) if crop is not None else None
+    signals = keys.signal_tables(k, m, crop_blocks)
+    n_tables = sum(len(keys.index_tables(dk, dm)) for _, dk, dm in signals)
     shards = parquet_shards(files, max(shard_rows, GROUP_SHARD_ROWS))
-    reader = ParquetReader(batch_size=65_536, columns=tuple(c for c in KEY_COLUMNS if c in present), node_files=names)
+    columns = tuple(c for c in (*KEY_COLUMNS, "crop_hash") if c in present and (c != "crop_hash" or crop is not None))
+    reader = ParquetReader(batch_size=65_536, columns=columns, node_files=names)
     cpus = cluster_cpus(executor)
-    per_record = (2 if by_image or by_url else 0) + (len(keys.index_tables(k, m)) if k is not None else 0)
+    per_record = (2 if by_image or by_url else 0) + n_tables
     p = partitions or max(1, min(4 * len(shards), max(cpus, -(-total * per_record // KEY_ROWS_PER_PART))))
-    figures: dict = {"records": total, "partitions": p, "blocks": m,
-                     "tables": len(keys.index_tables(k, m)) if k is not None else 0}
+    figures: dict = {"records": total, "partitions": p, "blocks": m, "tables": n_tables,
+                     "crop_distance": crop, "crop_blocks": crop_blocks[1] if crop_blocks else None}
     t0 = time.time()
     # the key rows in waves of tables, so that the object store holds about WAVE_KEY_ROWS of them at once
-    n_tables = len(keys.index_tables(k, m)) if k is not None else 0
     waves = max(1, min(n_tables, -(-total * per_record // WAVE_KEY_ROWS)))
     edges, stats = [], []
     for w in range(waves):
         tables = tuple(range(w * n_tables // waves, (w + 1) * n_tables // waves)) if n_tables else None
         emit = functools.partial(keys.key_rows, by_image=by_image and w == 0, by_url=by_url and w == 0, k=k, m=m,
-                                 tables=tables)
-        got, st = shuffle(shards, emit, functools.partial(keys.bucket_edges, k=k), max(1, p // waves), reader=reader,
-                          executor=executor)
+                                 tables=tables, crop=crop_blocks)
+        got, st = shuffle(shards, emit, functools.partial(keys.bucket_edges, k=k, crop=crop), max(1, p // waves),
+                          reader=reader, executor=executor)
         edges += got
         stats += st
     figures["waves"] = waves
@@ -194,8 +200,8 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     # handle per piece: sources x partitions)
     pm = partitions or max(cpus, -(-figures["members"] // MEMBER_ROWS_PER_PART))
     members, stats = shuffle(groups, leaders.member_rows,
-                             functools.partial(leaders.decide_members, k=k, by_image=by_image, by_url=by_url), pm,
-                             reader=dataclasses.replace(reader, columns=tuple(c for c in KEY_COLUMNS if c in present)),
+                             functools.partial(leaders.decide_members, k=k, by_image=by_image, by_url=by_url, crop=crop),
+                             pm, reader=reader,
                              side=labels, executor=executor)
     figures["largest_component"] = max((s["largest"] for s in stats), default=0)
     folder = storage.join(str(work_dir), "dedup_decisions")

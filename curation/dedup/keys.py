@@ -22,10 +22,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["EXACT_IMAGE", "EXACT_URL", "PHASH", "HOT_BUCKET", "text_keys", "block_layout", "index_tables",
+__all__ = ["EXACT_IMAGE", "EXACT_URL", "PHASH", "CROP", "SIGNALS", "HOT_BUCKET", "text_keys", "block_layout", "index_tables",
            "choose_blocks", "table_keys", "key_rows", "bucket_edges"]
 
-EXACT_IMAGE, EXACT_URL, PHASH = 0, 1, 2  # the `kind` of a key row
+EXACT_IMAGE, EXACT_URL, PHASH, CROP = 0, 1, 2, 3  # the `kind` of a key row
+# the perceptual signals: kind -> the records' column of 64-bit hashes (filters/phash.py, filters/crophash.py)
+SIGNALS = {PHASH: "phash", CROP: "crop_hash"}
 # a bucket of more pHash rows than this is joined whole (a star on its smallest node), unchecked: a hot
 # key (a placeholder image copied 10^5 times, the near copies of a popular one) never makes g^2 / 2 pairs.
 # By chance a bucket holds n / 2^bits records (below 1 at the sizes `choose_blocks` picks), so only
@@ -121,10 +123,12 @@ def _column(batch: pa.Table, name: str, typ) -> pa.ChunkedArray | pa.Array:
 
 
 def key_rows(batch: pa.Table, by_image: bool, by_url: bool, k: int | None, m: int | None,
-             tables: tuple[int, ...] | None = None) -> pa.Table:
+             tables: tuple[int, ...] | None = None, crop: tuple[int, int] | None = None) -> pa.Table:
     """The map side: rows (key, key2, kind, node) of a batch with `_node` (curation.runner.ParquetReader):
-    one per record and exact key (key, key2: the text's two hashes), one per record and pHash table
-    (key: the table key, key2: the pHash); `tables`: only these tables' rows (a wave of the shuffle)."""
+    one per record and exact key (key, key2: the text's two hashes), one per record and table of each
+    perceptual signal (key: the table key, key2: the hash): the pHash's (distance k, m blocks) and, with
+    `crop` = (distance, blocks), the crop hash's. `tables`: only these tables' rows (a wave of the
+    shuffle), numbered over the signals in turn (`signal_tables`)."""
     from curation.crawl.netpolicy import normalize_urls
 
     node = batch.column("_node").to_numpy()
@@ -146,15 +150,30 @@ def key_rows(batch: pa.Table, by_image: bool, by_url: bool, k: int | None, m: in
         col = col.filter(valid)
         a, b = text_keys(col)
         add(a, b, kind, node[np.asarray(valid.to_numpy(zero_copy_only=False), bool)])
-    if k is not None and "phash" in batch.column_names:
-        ph = batch.column("phash").combine_chunks()
+    first = 0
+    for kind, dk, dm in signal_tables(k, m, crop):
+        n_tables = len(index_tables(dk, dm))
+        mine = None if tables is None else tuple(t - first for t in tables if first <= t < first + n_tables)
+        first += n_tables
+        name = SIGNALS[kind]
+        if (mine is not None and not mine) or name not in batch.column_names:
+            continue
+        ph = batch.column(name).combine_chunks()
         valid = np.asarray(ph.is_valid().to_numpy(zero_copy_only=False), bool)
         hashes = ph.filter(pa.array(valid)).to_numpy()
-        idx, keys = table_keys(hashes, k, m, tables)
-        add(keys, hashes[idx], PHASH, node[valid][idx])
+        idx, keys = table_keys(hashes, dk, dm, mine)
+        add(keys, hashes[idx], kind, node[valid][idx])
     if not parts:
         return None
     return pa.concat_tables(parts)
+
+
+def signal_tables(k: int | None, m: int | None, crop: tuple[int, int] | None) -> list[tuple[int, int, int]]:
+    """(kind, distance, blocks) of each perceptual signal on: the pHash's, then the crop hash's."""
+    out = [(PHASH, k, m)] if k is not None else []
+    if crop is not None:
+        out.append((CROP, crop[0], crop[1]))
+    return out
 
 
 def _group_starts(*sorted_cols: np.ndarray) -> np.ndarray:
@@ -211,9 +230,10 @@ def unique_edges(a: np.ndarray, b: np.ndarray) -> pa.Table:
     return pa.table({"a": pa.array(lo, pa.int64()), "b": pa.array(hi, pa.int64())})
 
 
-def bucket_edges(rows: pa.Table | None, part: int, k: int | None) -> tuple[pa.Table, dict]:
-    """The reduce side: each exact group as a star on its smallest node; in each pHash bucket the pairs
-    within k (a hot bucket, of more than HOT_BUCKET rows: a star, unchecked). Returns the edges and counts."""
+def bucket_edges(rows: pa.Table | None, part: int, k: int | None, crop: int | None = None) -> tuple[pa.Table, dict]:
+    """The reduce side: each exact group as a star on its smallest node; in each bucket of a perceptual
+    signal (pHash within k, crop hash within `crop`) the pairs within its distance (a hot bucket, of more
+    than HOT_BUCKET rows: a star, unchecked). Returns the edges and counts."""
     stats = {"rows": 0, "checked": 0, "edges": 0, "hot_buckets": 0, "hot_rows": 0}
     if rows is None or rows.num_rows < 2:
         return unique_edges(np.empty(0, np.int64), np.empty(0, np.int64)), {**stats, "rows": 0 if rows is None else rows.num_rows}
@@ -221,7 +241,7 @@ def bucket_edges(rows: pa.Table | None, part: int, k: int | None) -> tuple[pa.Ta
     kind = rows.column("kind").to_numpy()
     key, key2, node = (rows.column(c).to_numpy() for c in ("key", "key2", "node"))
     a_all, b_all = [], []
-    exact = kind != PHASH
+    exact = (kind == EXACT_IMAGE) | (kind == EXACT_URL)
     if exact.any():  # groups of (kind, key, key2): the same text
         kd, ky, k2, nd = kind[exact], key[exact], key2[exact], node[exact]
         order = np.lexsort((k2, ky, kd))
@@ -231,18 +251,22 @@ def bucket_edges(rows: pa.Table | None, part: int, k: int | None) -> tuple[pa.Ta
         a, b = _star(nd, starts, sizes, np.flatnonzero(sizes > 1))
         a_all.append(a)
         b_all.append(b)
-    if k is not None and (~exact).any():
-        ky, ph, nd = key[~exact], key2[~exact], node[~exact]
+    for signal, dist in ((PHASH, k), (CROP, crop)):
+        mine = kind == signal
+        if dist is None or not mine.any():
+            continue
+        ky, ph, nd = key[mine], key2[mine], node[mine]
         order = np.argsort(ky)
         ky, ph, nd = ky[order], ph[order], nd[order]
         starts = _group_starts(ky)
         sizes = np.diff(np.r_[starts, len(nd)])
-        a, b, checked = _pairs_within(nd, ph, starts, sizes, k)
-        stats["checked"] = checked
+        a, b, checked = _pairs_within(nd, ph, starts, sizes, dist)
+        stats["checked"] += checked
         a_all.append(a)
         b_all.append(b)
         hot = np.flatnonzero(sizes > HOT_BUCKET)
-        stats["hot_buckets"], stats["hot_rows"] = len(hot), int(sizes[hot].sum())
+        stats["hot_buckets"] += len(hot)
+        stats["hot_rows"] += int(sizes[hot].sum())
         a, b = _star(nd, starts, sizes, hot)
         a_all.append(a)
         b_all.append(b)

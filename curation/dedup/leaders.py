@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from curation.dedup.keys import choose_blocks, table_keys, text_keys
+from curation.dedup.keys import CROP, PHASH, SIGNALS, choose_blocks, table_keys, text_keys
 from curation.reasons import DUPLICATE_IMAGE, DUPLICATE_URL, NEAR_DUPLICATE
 
 __all__ = ["DECISION_COLUMNS", "member_rows", "decide_members", "write_decisions"]
@@ -59,7 +59,8 @@ def member_rows(batch: pa.Table, labels: pa.Table) -> pa.Table | None:
         a, b, valid = _keys(col, url)
         out[f"{name}_a"] = pa.array(a, pa.int64(), mask=~valid)
         out[f"{name}_b"] = pa.array(b, pa.int64(), mask=~valid)
-    out["phash"] = rows.column("phash") if "phash" in rows.column_names else pa.nulls(rows.num_rows, pa.int64())
+    for name in SIGNALS.values():
+        out[name] = rows.column(name) if name in rows.column_names else pa.nulls(rows.num_rows, pa.int64())
     return pa.table(out)
 
 
@@ -140,11 +141,11 @@ def _int_column(col, n: int) -> tuple[np.ndarray, np.ndarray]:
     return pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False), valid
 
 
-def _prior_matches(kept_rec: dict, rows: pa.Table, k: int | None, m: int | None, by_image: bool, by_url: bool,
+def _prior_matches(kept_rec: dict, rows: pa.Table, signals: list[tuple[str, int, int]], by_image: bool, by_url: bool,
                    chunk: int = 8192) -> np.ndarray:
     """For each of `rows` (members of one component, later than every record in `kept_rec`): the id-order
-    position of the first of those kept records that it duplicates (same sha256, same URL, pHash within k),
-    or _NONE. Vectorised: a component of 10^6 near copies of a few images checks most members against the
+    position of the first of those kept records that it duplicates (same sha256, same URL, a perceptual
+    signal (column, distance, blocks) within its distance), or _NONE. Vectorised: a component of 10^6 near copies of a few images checks most members against the
     records kept before their block in numpy, and only the rest one by one."""
     n = rows.num_rows
     best = np.full(n, _NONE, np.int64)
@@ -175,8 +176,9 @@ def _prior_matches(kept_rec: dict, rows: pa.Table, k: int | None, m: int | None,
             same = np.flatnonzero(kb[lo[i]:hi[i]] == mb[i])
             if len(same):
                 best[i] = min(best[i], int(kp[lo[i] + same[0]]))
-    if k is None:
-        return best
+    for at_signal, (name, dk, dm) in enumerate(signals):
+        _near_prior(best, pos, [v[3][at_signal] for v in vals], rows.column(name), dk, dm, chunk)
+    return best
     have = [i for i, v in enumerate(vals) if v[3] is not None]
     if not have:
         return best
@@ -213,18 +215,64 @@ def _prior_matches(kept_rec: dict, rows: pa.Table, k: int | None, m: int | None,
     return best
 
 
+def _near_prior(best: np.ndarray, pos: np.ndarray, kept_hashes: list, column, k: int, m: int, chunk: int) -> None:
+    """`best` lowered to the position of the first kept record whose hash (`kept_hashes`, None: none) lies
+    within k of each member's (`column`): the kept hashes in multi-index tables, the members' keys looked up
+    a chunk at a time."""
+    n = len(best)
+    have = [i for i, h in enumerate(kept_hashes) if h is not None]
+    if not have:
+        return
+    kh = np.array([kept_hashes[i] for i in have], np.int64)
+    kp = pos[have]
+    _, flat = table_keys(kh, k, m)
+    kkeys = flat.reshape(-1, len(kh))
+    tables = []
+    for t in range(kkeys.shape[0]):
+        order = np.argsort(kkeys[t], kind="stable")
+        skeys = kkeys[t][order]
+        first = np.flatnonzero(np.r_[True, skeys[1:] != skeys[:-1]])
+        tables.append((skeys[first], first, np.diff(np.r_[first, len(skeys)]), order))
+    mh, valid = _int_column(column, n)
+    ku = kh.view(np.uint64)
+    for c0 in range(0, n, chunk):
+        c1 = min(n, c0 + chunk)
+        _, flat = table_keys(mh[c0:c1], k, m)
+        mkeys = flat.reshape(-1, c1 - c0)
+        mu = mh[c0:c1].view(np.uint64)
+        ok = valid[c0:c1]
+        for t, (ukeys, first, runs, order) in enumerate(tables):
+            at = np.minimum(np.searchsorted(ukeys, mkeys[t]), len(ukeys) - 1)
+            cnt = np.where(ok & (ukeys[at] == mkeys[t]), runs[at], 0)
+            lo = first[at]
+            total = int(cnt.sum())
+            if not total:
+                continue
+            member = np.repeat(np.arange(c1 - c0), cnt)
+            start = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
+            kept = order[start + np.arange(total)]
+            near = np.bitwise_count(mu[member] ^ ku[kept]) <= k
+            np.minimum.at(best, member[near] + c0, kp[kept[near]])
+
+
 # members are turned into Python values this many rows at a time, so a component of 10^6 records costs
 # its Arrow columns (~60 bytes a member) and the records it keeps, not 10^6 Python objects per column
 BLOCK_ROWS = 65_536
 
 
+def _detail_near(kept: str, d, name: str) -> str:
+    return f"near duplicate of {kept} at hamming distance {d} ({name})"
+
+
 def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bool, by_url: bool,
-                   block_rows: int | None = None) -> tuple[pa.Table, dict]:
+                   block_rows: int | None = None, crop: int | None = None) -> tuple[pa.Table, dict]:
     """Reduce: the decisions (key = node, record_id, reason, kept, detail) of the components in `rows`,
-    taken in blocks of `block_rows` members (a component may span blocks)."""
+    taken in blocks of `block_rows` members (a component may span blocks). Perceptual signals: the pHash
+    within k, the crop hash within `crop` (None: that signal off)."""
     empty = {c: [] for c in ("key", "record_id", "reason", "kept", "detail")}
     if rows is None or rows.num_rows == 0:
         return _decisions(empty), {"members": 0, "components": 0, "largest": 0, "duplicates": 0}
+    on = [(name, dk) for name, dk in ((SIGNALS[PHASH], k), (SIGNALS[CROP], crop)) if dk is not None]
     rows = rows.sort_by([("key", "ascending"), ("record_id", "ascending")])
     block_rows = block_rows or BLOCK_ROWS
     n = rows.num_rows
@@ -236,8 +284,8 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
     duplicates = 0
     kept_sha: dict = {}
     kept_url: dict = {}
-    kept_ph: _Kept | None = None
-    kept_rec: dict[int, tuple] = {}  # position -> (id, sha, url, phash) of the component's kept records
+    kept_sig: list[_Kept] = []  # per signal on
+    kept_rec: dict[int, tuple] = {}  # position -> (id, sha, url, hashes) of the component's kept records
     for b0 in range(0, n, block_rows):
         blk = rows.slice(b0, block_rows)
         # the rows of a component that began in an earlier block, checked at once against what it kept there:
@@ -248,11 +296,11 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
             carry = min(blk.num_rows, (int(starts[nxt]) if nxt < len(starts) else n) - b0)
         todo = None
         if carry:
-            prior = _prior_matches(kept_rec, blk.slice(0, carry), k, kept_ph.m if kept_ph is not None else None,
-                                   by_image, by_url)
+            signals = [(name, dk, kept.m) for (name, dk), kept in zip(on, kept_sig)]
+            prior = _prior_matches(kept_rec, blk.slice(0, carry), signals, by_image, by_url)
             matched = prior != _NONE
             if matched.any():
-                parts.append(_prior_decisions(blk.slice(0, carry).filter(pa.array(matched)), prior[matched], kept_rec))
+                parts.append(_prior_decisions(blk.slice(0, carry).filter(pa.array(matched)), prior[matched], kept_rec, on))
                 duplicates += int(matched.sum())
                 todo = np.r_[np.flatnonzero(~matched), np.arange(carry, blk.num_rows)]
                 blk = blk.take(pa.array(todo))
@@ -260,8 +308,8 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
         node = blk.column("node").to_pylist()
         sha = list(zip(blk.column("sha256_a").to_pylist(), blk.column("sha256_b").to_pylist()))
         url = list(zip(blk.column("url_a").to_pylist(), blk.column("url_b").to_pylist()))
-        ph = blk.column("phash").to_pylist()
-        bkeys = _BlockKeys(ph, k) if k is not None else None
+        hashes = [blk.column(name).to_pylist() for name, _ in on]
+        bkeys = [_BlockKeys(h, dk) for h, (_, dk) in zip(hashes, on)]
         out = {c: [] for c in empty}
         at = todo.tolist() if todo is not None else range(len(ids))
         for i, offset in enumerate(at):
@@ -269,27 +317,40 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
             size = start_at.get(r)
             if size is not None:  # a new component
                 kept_sha, kept_url, kept_rec = {}, {}, {}
-                kept_ph = _Kept(k, choose_blocks(k, size)) if k is not None else None
-            h = ph[i]
-            keys = (lambda m=kept_ph.m, i=i: bkeys.row(m, i)) if kept_ph is not None else None
-            cands = _lookups(i, h, sha, url, kept_sha, kept_url, kept_ph, keys, by_image, by_url)
+                kept_sig = [_Kept(dk, choose_blocks(dk, size)) for _, dk in on]
+            mine = tuple(h[i] for h in hashes)
+            cands = []
+            if by_image and sha[i][0] is not None and sha[i] in kept_sha:
+                cands.append(kept_sha[sha[i]])
+            if by_url and url[i][0] is not None and url[i] in kept_url:
+                cands.append(kept_url[url[i]])
+            for h, kept, bk in zip(mine, kept_sig, bkeys):
+                if h is not None:
+                    near = kept.first_within(h, lambda m=kept.m, bk=bk, i=i: bk.row(m, i))
+                    if near is not None:
+                        cands.append(near)
             if not cands:
                 if sha[i][0] is not None:
                     kept_sha.setdefault(sha[i], r)
                 if url[i][0] is not None:
                     kept_url.setdefault(url[i], r)
-                if kept_ph is not None and h is not None:
-                    kept_ph.add(h, r, keys)
-                kept_rec[r] = (ids[i], sha[i], url[i], h)
+                for h, kept, bk in zip(mine, kept_sig, bkeys):
+                    if h is not None:
+                        kept.add(h, r, lambda m=kept.m, bk=bk, i=i: bk.row(m, i))
+                kept_rec[r] = (ids[i], sha[i], url[i], mine)
                 continue
-            q_id, q_sha, q_url, q_ph = kept_rec[min(cands)]
+            q_id, q_sha, q_url, q_hashes = kept_rec[min(cands)]
             if sha[i][0] is not None and sha[i] == q_sha:
                 reason, detail = DUPLICATE_IMAGE, f"duplicate of {q_id} (same sha256)"
             elif url[i][0] is not None and url[i] == q_url:
                 reason, detail = DUPLICATE_URL, f"duplicate of {q_id} (same normalised URL)"
             else:
-                d = ((h ^ q_ph) & _MASK).bit_count() if h is not None and q_ph is not None else None
-                reason, detail = NEAR_DUPLICATE, f"near duplicate of {q_id} at hamming distance {d}"
+                reason, detail = NEAR_DUPLICATE, None
+                for h, q, (name, dk) in zip(mine, q_hashes, on):
+                    d = ((h ^ q) & _MASK).bit_count() if h is not None and q is not None else None
+                    if d is not None and d <= dk:
+                        detail = _detail_near(q_id, d, name)
+                        break
             for c, v in (("key", node[i]), ("record_id", ids[i]), ("reason", reason), ("kept", q_id), ("detail", detail)):
                 out[c].append(v)
         duplicates += len(out["key"])
@@ -298,7 +359,7 @@ def decide_members(rows: pa.Table | None, part: int, k: int | None, by_image: bo
                                      "duplicates": duplicates}
 
 
-def _prior_decisions(rows: pa.Table, kept: np.ndarray, kept_rec: dict) -> pa.Table:
+def _prior_decisions(rows: pa.Table, kept: np.ndarray, kept_rec: dict, on: list[tuple[str, int]]) -> pa.Table:
     """The decisions of `rows`, each the duplicate of the kept record at position `kept` (in `kept_rec`):
     the reason and detail as the one-by-one rule writes them, in Arrow compute."""
     pos = np.fromiter(kept_rec.keys(), np.int64, len(kept_rec))
@@ -315,33 +376,23 @@ def _prior_decisions(rows: pa.Table, kept: np.ndarray, kept_rec: dict) -> pa.Tab
 
     sha = same(1, ("sha256_a", "sha256_b"))
     url = ~sha & same(2, ("url_a", "url_b"))
-    mh, mv = _int_column(rows.column("phash"), n)
-    kh = np.array([v[3] if v[3] is not None else 0 for v in vals], np.int64)
-    kv = np.array([v[3] is not None for v in vals], bool)
-    dist = pa.array(np.bitwise_count(mh.view(np.uint64) ^ kh.view(np.uint64)).astype(np.int64), mask=~(mv & kv))
-    reason = np.where(sha, DUPLICATE_IMAGE, np.where(url, DUPLICATE_URL, NEAR_DUPLICATE))
     kept_id = pa.array([v[0] for v in vals], pa.string())
-    near = pc.binary_join_element_wise("near duplicate of ", kept_id, " at hamming distance ",
-                                       pc.fill_null(pc.cast(dist, pa.string()), "None"), "")
-    exact = pc.binary_join_element_wise("duplicate of ", kept_id,
-                                        pa.array(np.where(sha, " (same sha256)", " (same normalised URL)")), "")
-    detail = pc.if_else(pa.array(sha | url), exact, near)
+    detail = pc.binary_join_element_wise("duplicate of ", kept_id,
+                                         pa.array(np.where(sha, " (same sha256)", " (same normalised URL)")), "")
+    settled = sha | url
+    for s, (name, dk) in enumerate(on):  # the first signal within its distance names the match
+        mh, mv = _int_column(rows.column(name), n)
+        kh = np.array([v[3][s] if v[3][s] is not None else 0 for v in vals], np.int64)
+        kv = np.array([v[3][s] is not None for v in vals], bool)
+        d = np.bitwise_count(mh.view(np.uint64) ^ kh.view(np.uint64)).astype(np.int64)
+        here = ~settled & mv & kv & (d <= dk)
+        near = pc.binary_join_element_wise("near duplicate of ", kept_id, " at hamming distance ",
+                                           pc.cast(pa.array(d), pa.string()), f" ({name})", "")
+        detail = pc.if_else(pa.array(here), near, detail)
+        settled |= here
+    reason = np.where(sha, DUPLICATE_IMAGE, np.where(url, DUPLICATE_URL, NEAR_DUPLICATE))
     return pa.table({"key": rows.column("node"), "record_id": rows.column("record_id"),
                      "reason": pa.array(reason.tolist(), pa.string()), "kept": kept_id, "detail": detail})
-
-
-def _lookups(i, h, sha, url, kept_sha, kept_url, kept_ph, keys, by_image, by_url) -> list[int]:
-    """The positions of the kept records that member i duplicates, one per kind (the first of each)."""
-    cands = []
-    if by_image and sha[i][0] is not None and sha[i] in kept_sha:
-        cands.append(kept_sha[sha[i]])
-    if by_url and url[i][0] is not None and url[i] in kept_url:
-        cands.append(kept_url[url[i]])
-    if kept_ph is not None and h is not None:
-        near = kept_ph.first_within(h, keys)
-        if near is not None:
-            cands.append(near)
-    return cands
 
 
 def _decisions(cols: dict) -> pa.Table:

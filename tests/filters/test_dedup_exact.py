@@ -48,7 +48,7 @@ def test_near_duplicates_follow_the_leader_rule_without_chains():
     pairs = candidate_pairs(band_rows(t, 2), 2)
     got = {d["record_id"]: d for d in decide_duplicates([pairs]).to_pylist()}
     assert set(got) == {"p:b"}
-    assert got["p:b"]["reason"] == "near_duplicate" and got["p:b"]["detail"] == "near duplicate of p:a at hamming distance 2"
+    assert got["p:b"]["reason"] == "near_duplicate" and got["p:b"]["detail"] == "near duplicate of p:a at hamming distance 2 (phash)"
 
 
 def test_the_decide_stage_drops_what_the_decisions_name(tmp_path):

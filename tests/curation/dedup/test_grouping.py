@@ -9,7 +9,7 @@ import pytest
 from curation.dedup import components, keys, leaders
 from curation.runner import shuffle
 from jobs.dedup import group_duplicates
-from oracle import decisions_of, flip, hash_set, oracle, write_files
+from oracle import decisions_of, flip, hash_set, leader_rule, oracle, with_crop_hashes, write_files
 
 
 @pytest.mark.parametrize("m", [1, 5, 6, 7, 11])
@@ -101,7 +101,7 @@ def test_components_are_those_of_union_find(shape):
 
 
 def _group(files, tmp_path, k=4, dedup=("exact", "url", "phash"), executor="local", partitions=3, shard_rows=300,
-           wave_rows=None):
+           wave_rows=None, crop=None):
     import jobs.dedup as jd
 
     old, old_wave = jd.GROUP_SHARD_ROWS, jd.WAVE_KEY_ROWS
@@ -109,7 +109,7 @@ def _group(files, tmp_path, k=4, dedup=("exact", "url", "phash"), executor="loca
     jd.WAVE_KEY_ROWS = wave_rows or old_wave
     try:
         stage, figures = group_duplicates(files, dedup, k, str(tmp_path / "work"), shard_rows=shard_rows,
-                                          partitions=partitions, executor=executor)
+                                          partitions=partitions, executor=executor, crop_distance=crop)
     finally:
         jd.GROUP_SHARD_ROWS, jd.WAVE_KEY_ROWS = old, old_wave
     return stage, figures, decisions_of(tmp_path / "work" / "dedup_decisions")
@@ -214,3 +214,31 @@ def _die_once(reduce, marker, rows, part):
         open(marker, "w").close()
         os._exit(1)  # the worker process dies in the middle of a round
     return reduce(rows, part)
+
+
+def test_the_two_references_agree():
+    # the pair-based reference (decide_duplicates over brute-force pairs) and the rule applied record by record
+    rng = np.random.default_rng(21)
+    recs = hash_set(rng, 1200, 4, True, chains=6, hot=keys.HOT_BUCKET + 5, exact_share=0.2)
+    assert leader_rule(recs, 4) == oracle(recs, 4)
+    assert leader_rule(recs, None, by_url=False) == oracle(recs, None, by_url=False)
+
+
+@pytest.mark.parametrize("blocks", [None, 7])
+def test_with_the_crop_hash_decisions_equal_the_rule(tmp_path, monkeypatch, blocks):
+    # a second perceptual signal: records linked by their crop hash only (their pHashes unrelated), crop
+    # chains, a hot bucket of crop keys; in the same shuffle, components and decisions as the pHash
+    rng = np.random.default_rng(33)
+    recs = with_crop_hashes(rng, hash_set(rng, 2000, 4, False, chains=4, hot=keys.HOT_BUCKET + 10), 2)
+    files = write_files(recs, tmp_path / "in", per_file=700)
+    if blocks:
+        monkeypatch.setattr(leaders, "BLOCK_ROWS", blocks)
+    _, figures, got = _group(files, tmp_path, k=4, crop=2, wave_rows=20_000)
+    want = leader_rule(recs, 4, crop=2)
+    assert got == want
+    assert figures["waves"] > 1 and figures["crop_distance"] == 2
+    by_signal = {d.rsplit("(", 1)[1] for _, r, d in want.values() if r == "near_duplicate"}
+    assert by_signal == {"phash)", "crop_hash)"}
+    # pHash alone finds fewer: the crop-only copies are kept
+    _, _, alone = _group(files, tmp_path / "alone", k=4)
+    assert alone == leader_rule(recs, 4) and len(alone) < len(got)
