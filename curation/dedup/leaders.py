@@ -179,40 +179,6 @@ def _prior_matches(kept_rec: dict, rows: pa.Table, signals: list[tuple[str, int,
     for at_signal, (name, dk, dm) in enumerate(signals):
         _near_prior(best, pos, [v[3][at_signal] for v in vals], rows.column(name), dk, dm, chunk)
     return best
-    have = [i for i, v in enumerate(vals) if v[3] is not None]
-    if not have:
-        return best
-    kh = np.array([vals[i][3] for i in have], np.int64)
-    kp = pos[have]
-    _, flat = table_keys(kh, k, m)
-    kkeys = flat.reshape(-1, len(kh))
-    tables = []
-    for t in range(kkeys.shape[0]):
-        order = np.argsort(kkeys[t], kind="stable")
-        skeys = kkeys[t][order]
-        first = np.flatnonzero(np.r_[True, skeys[1:] != skeys[:-1]])
-        tables.append((skeys[first], first, np.diff(np.r_[first, len(skeys)]), order))
-    mh, valid = _int_column(rows.column("phash"), n)
-    ku = kh.view(np.uint64)
-    for c0 in range(0, n, chunk):
-        c1 = min(n, c0 + chunk)
-        _, flat = table_keys(mh[c0:c1], k, m)
-        mkeys = flat.reshape(-1, c1 - c0)
-        mu = mh[c0:c1].view(np.uint64)
-        ok = valid[c0:c1]
-        for t, (ukeys, first, runs, order) in enumerate(tables):
-            at = np.minimum(np.searchsorted(ukeys, mkeys[t]), len(ukeys) - 1)
-            cnt = np.where(ok & (ukeys[at] == mkeys[t]), runs[at], 0)
-            lo = first[at]
-            total = int(cnt.sum())
-            if not total:
-                continue
-            member = np.repeat(np.arange(c1 - c0), cnt)
-            start = np.repeat(lo - (np.cumsum(cnt) - cnt), cnt)
-            kept = order[start + np.arange(total)]
-            near = np.bitwise_count(mu[member] ^ ku[kept]) <= k
-            np.minimum.at(best, member[near] + c0, kp[kept[near]])
-    return best
 
 
 def _near_prior(best: np.ndarray, pos: np.ndarray, kept_hashes: list, column, k: int, m: int, chunk: int) -> None:
