@@ -100,7 +100,7 @@ def main(argv=None) -> int:
                 semantic_step(files, root, args.threshold, args.clusters, figures, shard_rows=args.file_rows,
                               fit_rows=None if mode == "default" else args.fit_rows)
                 times[mode].append(time.perf_counter() - t0)
-                got = {r["record_id"]: r["kept"] for r in pq.read_table(root / "semantic_duplicates.parquet").to_pylist()}
+                got = {r["record_id"]: r["kept"] for r in pq.read_table(root / "semantic_decisions").to_pylist()}
                 fig = figures["semantic"]
                 out[mode] = {"fit_rows": fig["fit_rows"], "fit_bytes": fig["fit_rows"] * args.dim * 4,
                              "duplicates": len(got), "planted_found": sum(got.get(c) == o for c, o in copies.items()),

@@ -78,6 +78,7 @@ __all__ = [
     "ParquetReader",
     "run_remote",
     "group_by_key",
+    "fold_shards",
     "Beside",
     "read_part",
     "rewrite_part",
@@ -1245,3 +1246,49 @@ def cluster_cpus(executor: str = "ray") -> int:
     import ray
 
     return int(ray.cluster_resources().get("CPU", 1))
+
+
+# ------------------------------------------------------------ a distributed fold
+
+
+def _fold_shard(shard, reader, fold):
+    value = None
+    for batch in reader(shard):
+        value = fold(batch, value)
+    return value
+
+
+def fold_shards(shards: Sequence[Any], reader: Callable[[Any], Iterator[pa.Table]],
+                fold: Callable[[pa.Table, Any], Any], combine: Callable[[Any, Any], Any],
+                executor: str = "ray", in_flight: int | None = None) -> Any:
+    """A small value over every row: `fold(batch, value)` over each shard's batches in a task (value starts as
+    None), the shards' values `combine`d on the driver as they come (None where a shard had no rows; at
+    most `in_flight` tasks at once, by default 2 per CPU), so the driver holds one value and a few in
+    transit: counts and histograms, never a column. A failed task is retried."""
+    shards = list(shards)
+    total = None
+    if executor == "local":
+        for s in shards:
+            v = _fold_shard(s, reader, fold)
+            total = v if total is None else (total if v is None else combine(total, v))
+        return total
+    if executor != "ray":
+        raise ValueError(f"unknown executor {executor!r}: ray or local")
+    import ray
+
+    task = ray.remote(_fold_shard).options(max_retries=3)
+    limit = in_flight or 2 * cluster_cpus(executor)
+    pending: list = []
+    queue = iter(shards)
+    for s in queue:
+        pending.append(task.remote(s, reader, fold))
+        if len(pending) >= limit:
+            break
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=1)
+        v = ray.get(ready[0])
+        total = v if total is None else (total if v is None else combine(total, v))
+        nxt = next(queue, None)
+        if nxt is not None:
+            pending.append(task.remote(nxt, reader, fold))
+    return total

@@ -6,11 +6,15 @@ source. That needs every score before any decision, so it runs in two passes
 (jobs/web_pairs.py wires them through the runner):
 
 1. the filters score every record (`clip_score`, or scores already in the input);
-2. the driver reads two small columns per shard (`record_id`, `source`,
-   `clip_score`; never an image) and computes the cutoff here, exactly
-   (`top_fraction_cutoff`): records ordered by score, highest first, ties by
-   record id, smallest first; the cutoff is the ceil(f x N)-th of the N scored
-   records of a group;
+2. the cutoff of each group, exactly: records ordered by score, highest first,
+   ties by record id, smallest first; the cutoff is the ceil(f x N)-th of the
+   N scored records of a group. `cutoffs_on_cluster` (what the job runs) finds
+   it by radix selection over folds on the cluster (`curation.runner.fold_shards`):
+   two rounds of 16-bit histograms of the scores' sortable 32 bits find the
+   cutoff score, a third the record id among the records tied at it. The
+   driver holds 65,536 counts a group and the ids tied at the cutoff, never a
+   column. `top_fraction_cutoff` / `fraction_cutoffs` do the same in memory
+   (the reference the tests compare with);
 3. `ClipTopFraction`, a stage of the second pass over the scored records,
    keeps a record when its (score, id) ranks at or above its group's cutoff:
    exactly ceil(f x N) per group, since record ids are unique.
@@ -20,9 +24,8 @@ Groups: `fraction` applies to every source not named in `by_source`;
 records. A source with no fraction (none given) is not cut. Records without a
 score (no caption, or no CLIP stage) are not ranked and not dropped here.
 
-Exact, so the driver holds N (id, score) pairs: about 50 bytes each plus the
-id's length (10 million records: under 1 GB). The cutoffs go into the
-manifest (`clip_keep_fraction`).
+Records that dedup drops (its decisions by row range, `curation.dedup.decisions`) are
+not ranked. The cutoffs go into the manifest (`clip_keep_fraction`).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from curation.reasons import CLIP_SCORE_BELOW_FRACTION
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
-__all__ = ["ALL_SOURCES", "Cutoff", "cutoffs_json", "keep_count", "top_fraction_cutoff", "fraction_cutoffs", "check_fractions", "ClipTopFraction"]
+__all__ = ["ALL_SOURCES", "Cutoff", "cutoffs_json", "keep_count", "top_fraction_cutoff", "fraction_cutoffs", "cutoffs_on_cluster", "check_fractions", "ClipTopFraction"]
 
 # the group of the sources without a fraction of their own
 ALL_SOURCES = "*"
@@ -121,6 +124,133 @@ def fraction_cutoffs(
     for key, f in groups.items():
         s = np.concatenate(scores[key]) if key in scores else np.zeros(0, np.float32)
         out[key] = top_fraction_cutoff(s, ids.get(key, []), f)
+    return out
+
+
+# ---------------------------------------------------------------- the same cutoffs, on the cluster
+
+_BITS = 16  # a radix-select round histograms 16 bits of the 32-bit score key: 65,536 counts a group
+
+
+def _desc_keys(scores: np.ndarray) -> np.ndarray:
+    """uint32 keys whose ascending order is the float32 scores' descending order (-0.0 taken as 0.0)."""
+    b = (np.asarray(scores, np.float32) + np.float32(0.0)).view(np.uint32)
+    asc = np.where(b & np.uint32(0x80000000), ~b, b | np.uint32(0x80000000))
+    return ~asc
+
+
+def _score_of(key: int) -> float:
+    asc = ~np.uint32(key)
+    bits = asc & np.uint32(0x7FFFFFFF) if asc & np.uint32(0x80000000) else ~asc
+    return float(np.array([bits], np.uint32).view(np.float32)[0])
+
+
+def _ranked(batch: pa.Table, groups: Sequence[str], by_source: Mapping[str, float], exclude: Sequence) -> tuple:
+    """(group index per ranked row, key per row, row indices) of the scored rows of `batch` that are not
+    excluded (dropped by an earlier decision: `curation.dedup.decisions.RangeDecisions`)."""
+    import pyarrow.compute as pc
+
+    score = batch.column("clip_score").to_numpy(zero_copy_only=False).astype(np.float32)
+    named = [g for g in groups if g != ALL_SOURCES]
+    where = pc.fill_null(pc.index_in(batch.column("source"), value_set=pa.array(named, pa.string())), -1)
+    where = where.to_numpy(zero_copy_only=False).astype(np.int64)
+    group = np.where(where >= 0, where, groups.index(ALL_SOURCES) if ALL_SOURCES in groups else -1)
+    ok = ~np.isnan(score) & (group >= 0)
+    if exclude and ok.any():
+        from curation.dedup.decisions import nodes_of
+
+        nodes = nodes_of(batch, "the CLIP top fraction's exclusion of duplicates")
+        for d in exclude:
+            ok &= ~d.decided(nodes)
+    rows = np.flatnonzero(ok)
+    return group[rows], _desc_keys(score[rows]), rows
+
+
+def _fold_histograms(batch, value, groups, by_source, exclude, spec):
+    """One radix round: per group (known prefix bits p, prefix), the histogram of the next 16 bits of the keys
+    that start with the prefix."""
+    g, keys, _ = _ranked(batch, groups, by_source, exclude)
+    value = value if value is not None else {}
+    for i, (p, prefix) in spec.items():
+        k = keys[g == i].astype(np.uint64)
+        if p:
+            k = k[(k >> np.uint64(32 - p)) == np.uint64(prefix)]
+        digits = (k >> np.uint64(32 - p - _BITS)) & np.uint64((1 << _BITS) - 1)
+        h = np.bincount(digits.astype(np.int64), minlength=1 << _BITS)
+        value[i] = value[i] + h if i in value else h
+    return value
+
+
+def _fold_ties(batch, value, groups, by_source, exclude, spec):
+    """The last round: per group (key, r), the r smallest record ids of the rows with exactly that key."""
+    g, keys, rows = _ranked(batch, groups, by_source, exclude)
+    ids = batch.column("record_id")
+    value = value if value is not None else {}
+    for i, (key, r) in spec.items():
+        hit = rows[(g == i) & (keys == np.uint32(key))]
+        value[i] = sorted(value.get(i, []) + ids.take(pa.array(hit, pa.int64())).to_pylist())[:r]
+    return value
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {i: a[i] + b[i] if i in a and i in b else a.get(i, b.get(i)) for i in {*a, *b}}
+
+
+def cutoffs_on_cluster(shards: Sequence, names: Sequence[str], fraction: float | None,
+                       by_source: Mapping[str, float] | None = None, exclude: Sequence = (),
+                       executor: str = "ray") -> dict[str, Cutoff]:
+    """`fraction_cutoffs` over the records files `names` (their `shards`), as folds on the cluster: the driver
+    holds 65,536 counts a group and at the end the few ids tied at a cutoff, never a column.
+
+    Exact radix selection on the scores' 32 bits (two rounds of 16-bit histograms find the cutoff score; a
+    third finds the record id among the records tied at it); `exclude`: decisions by row range
+    (`curation.dedup.decisions.RangeDecisions`) whose records are not ranked."""
+    import functools
+
+    from curation.runner import ParquetReader, fold_shards
+
+    check_fractions(fraction, by_source)
+    by_source = dict(by_source or {})
+    groups = list(by_source) + ([ALL_SOURCES] if fraction is not None else [])
+    if not groups:
+        return {}
+    fractions = [by_source.get(g, fraction) for g in groups]
+    numbered = tuple(str(n) for n in names) if exclude else None
+    reader = ParquetReader(batch_size=65_536, columns=("source", "clip_score"), node_files=numbered)
+    common = dict(groups=groups, by_source=by_source, exclude=tuple(exclude))
+    state = {i: (0, 0) for i in range(len(groups))}  # (prefix bits, prefix)
+    rank: dict[int, int] = {}
+    scored: dict[int, int] = {}
+    for _ in range(32 // _BITS):
+        hists = fold_shards(shards, reader, functools.partial(_fold_histograms, spec=state, **common), _add,
+                            executor=executor) or {}
+        nxt = {}
+        for i, (p, prefix) in state.items():
+            h = hists.get(i, np.zeros(1 << _BITS, np.int64))
+            if p == 0:
+                scored[i] = int(h.sum())
+                rank[i] = keep_count(fractions[i], scored[i])
+                if rank[i] == 0:
+                    continue
+            cum = np.cumsum(h)
+            b = int(np.searchsorted(cum, rank[i]))  # the first bin whose running count reaches the rank
+            rank[i] -= int(cum[b - 1]) if b else 0
+            nxt[i] = (p + _BITS, (prefix << _BITS) | b)
+        state = nxt
+    ties = {}
+    if state:
+        spec = {i: (prefix, rank[i]) for i, (_, prefix) in state.items()}
+        id_reader = ParquetReader(batch_size=65_536, columns=("record_id", "source", "clip_score"), node_files=numbered)
+        ties = fold_shards(shards, id_reader, functools.partial(_fold_ties, spec=spec, **common),
+                           lambda a, b: {i: sorted(a.get(i, []) + b.get(i, []))[:spec[i][1]] for i in {*a, *b}},
+                           executor=executor) or {}
+    out = {}
+    for i, g in enumerate(groups):
+        if i not in state:
+            out[g] = Cutoff(float(fractions[i]), scored.get(i, 0), 0, None, None)
+            continue
+        out[g] = Cutoff(float(fractions[i]), scored[i], keep_count(fractions[i], scored[i]), _score_of(state[i][1]),
+                        ties[i][rank[i] - 1])
     return out
 
 

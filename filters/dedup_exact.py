@@ -195,23 +195,23 @@ class DedupDecide(Filter):
     name = "dedup"
     resources = Resources(cpus=1)
     batch_size = 1024
-    consumes = ("_node",)
 
     def __init__(self, decisions: pa.Table | str | None = None, folder: str | None = None,
-                 ranges: Sequence[int] | None = None):
+                 ranges: Sequence[int] | None = None, keep_node: bool = False):
+        """`keep_node`: leave the `_node` column for a later stage that also reads decisions by row range
+        (`filters.semdedup.SemanticDedup`); else it goes with this stage."""
         if (decisions is None) == (folder is None):
             raise ValueError("DedupDecide takes decisions by record_id or a folder of decisions by row range")
+        self.consumes = () if keep_node else ("_node",)
+        from curation.dedup.decisions import RangeDecisions
+
         self.source = decisions
         self.folder = folder
-        self.ranges = tuple(int(r) for r in ranges or ())
+        self.by_range = RangeDecisions(folder, ranges or ()) if folder is not None else None
         self._by_id: dict[str, Drop] | None = None
-        self._part: tuple[int, object, list, list] | None = None
 
     def __getstate__(self):
-        state = dict(self.__dict__)
-        state["_by_id"] = None
-        state["_part"] = None
-        return state
+        return {**self.__dict__, "_by_id": None}
 
     def setup(self) -> None:
         if self.folder is not None:
@@ -222,36 +222,11 @@ class DedupDecide(Filter):
         self._by_id = {rid: Drop(reason, detail) for rid, reason, detail in zip(
             table.column("record_id").to_pylist(), table.column("reason").to_pylist(), table.column("detail").to_pylist())}
 
-    def _load(self, part: int):
-        if self._part is None or self._part[0] != part:
-            from curation.storage import fs as storage
-
-            t = storage.read_parquet(storage.join(self.folder, f"part-{part:05d}.parquet"), columns=["node", "reason", "detail"])
-            self._part = (part, t.column("node").to_numpy(), t.column("reason").to_pylist(), t.column("detail").to_pylist())
-        return self._part
-
-    def _by_node(self, batch: pa.Table) -> list[Drop | None]:
-        import numpy as np
-
-        nodes = batch.column("_node").to_numpy()
-        parts = np.searchsorted(np.asarray(self.ranges, dtype=np.int64), nodes, side="right")
-        out: list[Drop | None] = [None] * len(nodes)
-        for part in np.unique(parts).tolist():
-            _, known, reasons, details = self._load(part)
-            rows = np.flatnonzero(parts == part)
-            if not len(known):
-                continue
-            at = np.clip(np.searchsorted(known, nodes[rows]), 0, len(known) - 1)
-            for r, i in zip(rows.tolist(), at.tolist()):
-                if known[i] == nodes[r]:
-                    out[r] = Drop(reasons[i], details[i])
-        return out
-
     def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
-        if self.folder is not None:
-            if "_node" not in batch.column_names:
-                raise ValueError("DedupDecide by row range needs a reader that numbers the rows (node_files)")
-            return self._by_node(batch)
+        if self.by_range is not None:
+            from curation.dedup.decisions import nodes_of
+
+            return [Drop(*hit) if hit else None for hit in self.by_range.lookup(nodes_of(batch, "DedupDecide"))]
         if self._by_id is None:
             self.setup()
         return [self._by_id.get(rid) for rid in batch.column("record_id").to_pylist()]

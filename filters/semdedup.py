@@ -11,14 +11,16 @@ cosine similarity to another one is above a threshold. Here:
    (a GPU when the cluster has one) over a strided sample of the embeddings
    (256 a cluster, as faiss; at most FIT_ROWS unless the clusters need 39 each),
    and saves the centroids beside the job's work files; then a shuffle on
-   the cluster (`curation.runner.group_by_key`) assigns every record to its
+   the cluster (`curation.runner.shuffle`) assigns every record to its
    nearest centroid in the map tasks (`assign_rows`) and, in the reduce
    tasks, walks each cluster's members in record-id order, keeping a member
    unless its cosine similarity to an already kept member is above
-   `threshold` (`cluster_duplicates`, `semantic_duplicates`). No task holds
-   more than a sample and a partition of the embeddings, and the driver
-   receives only the dropped ids, each with the kept record and the
-   similarity;
+   `threshold` (`cluster_duplicates`, `semantic_duplicates`: SIM_BLOCK members
+   at a time against the kept ones, so a hot cluster holds a block's rows of
+   similarities). The duplicates go, in a second shuffle, into decision files
+   by row range as the other dedup kinds' do (`curation.dedup.decisions`,
+   `curation.dedup.leaders.write_decisions`). No task holds more than a
+   sample and a partition of the embeddings, and the driver holds counts;
 3. `SemanticDedup`, a stage of the second pass, drops them: reason
    `semantic_duplicate`, detail naming the kept record and the similarity.
 
@@ -105,8 +107,14 @@ def kmeans(x, k: int, iters: int = 25, seed: int = 0):
     return centroids, labels
 
 
+SIM_BLOCK = 2048  # members compared at once: a block x (kept so far) similarity matrix, never members x members
+
+
 def semantic_duplicates(ids: Sequence[str], x, labels, threshold: float) -> dict[str, tuple[str, float]]:
-    """{dropped id: (kept id, cosine similarity)} within each cluster, members in record-id order."""
+    """{dropped id: (kept id, cosine similarity)} within each cluster, members in record-id order: a member
+    is dropped when it is above `threshold` to a kept member (the most similar one named; the first kept
+    on a tie), else kept. Members go SIM_BLOCK at a time against the members kept so far, so a cluster of
+    10^5 holds a block's row of similarities, not 10^10 of them."""
     import torch
 
     out: dict[str, tuple[str, float]] = {}
@@ -117,15 +125,22 @@ def semantic_duplicates(ids: Sequence[str], x, labels, threshold: float) -> dict
         if len(members) < 2:
             continue
         e = x[torch.as_tensor(members, device=x.device)]
-        sims = (e @ e.T).float().cpu().numpy()
-        kept: list[int] = [0]
-        for j in range(1, len(members)):
-            row = sims[j, kept]
-            best = int(row.argmax())
-            if row[best] > threshold:
-                out[ids[members[j]]] = (ids[members[kept[best]]], float(row[best]))
-            else:
-                kept.append(j)
+        kept: list[int] = []
+        for b0 in range(0, len(members), SIM_BLOCK):
+            b1 = min(len(members), b0 + SIM_BLOCK)
+            prior = list(kept)
+            to_prior = (e[b0:b1] @ e[prior].T).float().cpu().numpy() if prior else np.zeros((b1 - b0, 0), np.float32)
+            within = (e[b0:b1] @ e[b0:b1].T).float().cpu().numpy()
+            local: list[int] = []  # kept members of this block, as offsets into it
+            for j in range(b1 - b0):
+                row = np.concatenate([to_prior[j], within[j, local]])
+                best = int(row.argmax()) if len(row) else -1
+                if best >= 0 and row[best] > threshold:
+                    k = prior[best] if best < len(prior) else b0 + local[best - len(prior)]
+                    out[ids[members[b0 + j]]] = (ids[members[k]], float(row[best]))
+                else:
+                    local.append(j)
+            kept += [b0 + j for j in local]
     return out
 
 
@@ -197,31 +212,45 @@ def assign_rows(batch: pa.Table, centroids_path: str) -> pa.Table | None:
         with open_file(str(centroids_path), "rb") as f:
             _CENTROIDS[centroids_path] = np.load(f)
     centroids = _CENTROIDS[centroids_path]
+    batch = batch.filter(batch.column("clip_embedding").is_valid())
     ids, x = _embeddings(batch.select(["record_id", "clip_embedding"]))
     if not ids:
         return None
     labels = (x @ centroids.T).argmax(axis=1)
-    return pa.table({"key": pa.array(labels, pa.int64()), "record_id": pa.array(ids, pa.string()),
+    nodes = batch.column("_node") if "_node" in batch.column_names else pa.nulls(len(ids), pa.int64())
+    return pa.table({"key": pa.array(labels, pa.int64()), "record_id": pa.array(ids, pa.string()), "node": nodes,
                      "embedding": pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), x.shape[1])})
 
 
 DUPLICATE_SCHEMA = pa.schema([("record_id", pa.string()), ("kept", pa.string()), ("similarity", pa.float32())])
 
 
-def cluster_duplicates(rows: pa.Table | None, threshold: float) -> pa.Table:
-    """The reduce side: the duplicates within each cluster of `rows` (every member of its clusters)."""
+def _detail(kept: str, similarity: float) -> str:
+    return f"of {kept}: cosine {similarity:.4f}"
+
+
+def cluster_duplicates(rows: pa.Table | None, part: int, threshold: float) -> tuple[pa.Table, dict]:
+    """The reduce side (`curation.runner.shuffle`): the duplicates within each cluster of `rows` (every member
+    of its clusters) as decisions keyed by node, for `curation.dedup.leaders.write_decisions`; and counts."""
     import torch
 
+    from curation.dedup.leaders import _decisions
+
     if rows is None or rows.num_rows < 2:
-        return DUPLICATE_SCHEMA.empty_table()
+        return _decisions({c: [] for c in ("key", "record_id", "reason", "kept", "detail")}), {"duplicates": 0, "largest": 0}
     emb = rows.column("embedding").combine_chunks()
     x = torch.from_numpy(emb.flatten().to_numpy().reshape(len(emb), -1).copy())
-    labels = torch.from_numpy(rows.column("key").to_numpy())
+    keys = rows.column("key").to_numpy()
+    labels = torch.from_numpy(keys)
+    ids = rows.column("record_id").to_pylist()
     with torch.inference_mode():
-        found = semantic_duplicates(rows.column("record_id").to_pylist(), x, labels, threshold)
+        found = semantic_duplicates(ids, x, labels, threshold)
+    node = dict(zip(ids, rows.column("node").to_pylist()))
     items = sorted(found.items())
-    return pa.table({"record_id": [d for d, _ in items], "kept": [k for _, (k, _) in items],
-                     "similarity": [s for _, (_, s) in items]}, schema=DUPLICATE_SCHEMA)
+    table = _decisions({"key": [node[d] for d, _ in items], "record_id": [d for d, _ in items],
+                        "reason": [SEMANTIC_DUPLICATE] * len(items), "kept": [k for _, (k, _) in items],
+                        "detail": [_detail(k, sim) for _, (k, sim) in items]})
+    return table, {"duplicates": len(items), "largest": int(np.bincount(keys - keys.min()).max())}
 
 
 def write_duplicates(duplicates: Mapping[str, Sequence], path) -> str:
@@ -246,15 +275,24 @@ class SemanticDedup(Filter):
     batch_size = 4096
     measures = (pa.field("clip_embedding", pa.list_(pa.float32())),)
 
-    def __init__(self, duplicates: Mapping[str, Sequence] | str, keep_embeddings: bool = False):
+    def __init__(self, duplicates: Mapping[str, Sequence] | str | None = None, keep_embeddings: bool = False,
+                 folder: str | None = None, ranges: Sequence[int] | None = None):
         """`duplicates`: {dropped id: (kept id, similarity)}, or the path of a Parquet file of them
-        (`write_duplicates`), read once per worker in `setup()` rather than shipped with every shard task."""
+        (`write_duplicates`), read once per worker in `setup()`; or `folder` and `ranges`: the decisions by
+        row range that `jobs.dedup.semantic_step` writes (`curation.dedup.decisions`), matched by `_node`."""
+        if (duplicates is None) == (folder is None):
+            raise ValueError("SemanticDedup takes duplicates by record_id or a folder of decisions by row range")
+        from curation.dedup.decisions import RangeDecisions
+
+        self.consumes = ("_node",)
         self.path = duplicates if isinstance(duplicates, str) else None
-        self.duplicates = None if self.path else {k: (str(v[0]), float(v[1])) for k, v in duplicates.items()}
+        self.duplicates = (None if self.path or duplicates is None
+                           else {k: (str(v[0]), float(v[1])) for k, v in duplicates.items()})
+        self.by_range = RangeDecisions(folder, ranges or ()) if folder is not None else None
         self.keep_embeddings = keep_embeddings
 
     def setup(self) -> None:
-        if self.duplicates is None:
+        if self.duplicates is None and self.path is not None:
             from curation.storage.fs import read_parquet
 
             t = read_parquet(str(self.path))
@@ -267,10 +305,14 @@ class SemanticDedup(Filter):
         return {"clip_embedding": pa.nulls(batch.num_rows, pa.list_(pa.float32()))}
 
     def decide(self, batch: pa.Table) -> Sequence[Drop | None]:
+        if self.by_range is not None:
+            from curation.dedup.decisions import nodes_of
+
+            return [Drop(*hit) if hit else None for hit in self.by_range.lookup(nodes_of(batch, "SemanticDedup"))]
         if self.duplicates is None:
             self.setup()
         out: list[Drop | None] = []
         for rid in batch.column("record_id").to_pylist():
             hit = self.duplicates.get(rid)
-            out.append(Drop(SEMANTIC_DUPLICATE, f"of {hit[0]}: cosine {hit[1]:.4f}") if hit else None)
+            out.append(Drop(SEMANTIC_DUPLICATE, _detail(*hit)) if hit else None)
         return out

@@ -138,7 +138,8 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     `crop_distance`: with "phash", the crop hash (filters/crophash.py) is a second perceptual signal,
     matched within this distance (None: pHash alone)."""
     from curation.dedup import components, keys, leaders
-    from curation.runner import cluster_cpus, shard_nodes, shuffle
+    from curation.dedup.decisions import row_ranges
+    from curation.runner import cluster_cpus, shuffle
 
     files = [(str(f), rows) for f, rows in files]
     present = set(parquet_file(files[0][0]).schema_arrow.names) if files else set()
@@ -191,9 +192,7 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
                     "components_driver_rss_mib": _driver_rss_mib()})
     t0 = time.time()
     # the input's rows in ranges, a range per group of consecutive grouping shards
-    q = max(1, min(len(shards), p))
-    groups = [tuple(shards[i * len(shards) // q:(i + 1) * len(shards) // q]) for i in range(q)]
-    ranges = [shard_nodes(g[0], names) for g in groups[1:]]
+    groups, ranges = row_ranges(shards, names, p)
     labels, stats = shuffle(edges, components.label_rows, components.labels, ranges=ranges, executor=executor)
     figures.update({"members": sum(s["nodes"] for s in stats), "components": sum(s["components"] for s in stats)})
     # fewer tasks than the key rows had: only the records in components take part (and the driver holds a
@@ -221,7 +220,7 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
 
 def node_reader(steps: Sequence[Stage], files: Sequence[tuple[Path | str, int]], batch_size: int) -> ParquetReader:
     """The reader of step 3: rows numbered when a step applies decisions by row range."""
-    numbered = any(isinstance(s, DedupDecide) and s.folder is not None for s in steps)
+    numbered = any(getattr(s, "by_range", None) is not None for s in steps)
     return ParquetReader(batch_size=batch_size, node_files=tuple(str(f) for f, _ in files) if numbered else None)
 
 
@@ -240,6 +239,8 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     if any(k in dedup for k in ("exact", "url", "phash")):
         stage, grouping = group_duplicates(files, dedup, max_distance, str(work_dir), shard_rows, partitions, executor)
         if stage is not None:
+            if "semantic" in dedup:
+                stage.consumes = ()  # SemanticDedup reads `_node` after it (and drops it)
             steps.append(stage)
         figures.update({"duplicates": grouping.get("duplicates", 0), "grouping": grouping,
                         "grouping_seconds": round(time.time() - t0, 3)})
@@ -249,15 +250,20 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     return steps, figures
 
 
+SEMANTIC_ROWS_PER_PART = 200_000  # embedded records (~2 KB each at 512 dims) per task that checks clusters
+
+
 def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, threshold: float, clusters: int | None,
                   figures: dict, executor: str = "ray", keep_embeddings: bool = True,
                   shard_rows: int = DEFAULT_SHARD_ROWS, partitions: int | None = None, fit_rows: int | None = None) -> Stage:
     """SemDeDup over the records' `clip_embedding` column: k-means on one worker (a GPU when the cluster has
-    one), then the records assigned to clusters and each cluster's pairs checked in a shuffle on the cluster;
-    the stage that drops what it found, naming the kept record."""
-    from curation.runner import run_remote
-    from filters.semdedup import (SemanticDedup, assign_rows, check_settings, cluster_duplicates, fit_centroids,
-                                  write_duplicates)
+    one), then the records assigned to clusters and each cluster's pairs checked in a shuffle on the cluster,
+    the duplicates written by row range as the other dedup kinds' decisions are (`curation.dedup.decisions`);
+    the stage that drops what it found, naming the kept record. The driver holds counts."""
+    from curation.dedup.decisions import row_ranges
+    from curation.dedup.leaders import write_decisions
+    from curation.runner import cluster_cpus, run_remote, shuffle
+    from filters.semdedup import SemanticDedup, assign_rows, check_settings, cluster_duplicates, fit_centroids
 
     try:
         check_settings(threshold, clusters)
@@ -274,17 +280,25 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
            else run_remote(fit_centroids, files, clusters, centroids, 0, fit_rows, gpus=1.0))
     if fit["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
         raise InputError(missing)
-    found = []
+    names = tuple(f for f, _ in files)
+    shards = parquet_shards(files, shard_rows)
+    p = partitions or max(1, min(4 * max(1, len(shards)), max(cluster_cpus(executor),
+                                                              -(-fit["embedded"] // SEMANTIC_ROWS_PER_PART))))
+    found, stats = [], []
     if fit["embedded"]:
-        found = group_by_key(parquet_shards(files, shard_rows), ParquetReader(batch_size=4096, columns=("record_id", "clip_embedding")),
-                             functools.partial(assign_rows, centroids_path=centroids),
-                             functools.partial(cluster_duplicates, threshold=threshold), partitions, executor)
-    duplicates = {r["record_id"]: (r["kept"], r["similarity"]) for t in found for r in t.to_pylist()}
+        reader = ParquetReader(batch_size=4096, columns=("record_id", "clip_embedding"), node_files=names)
+        found, stats = shuffle(shards, functools.partial(assign_rows, centroids_path=centroids),
+                               functools.partial(cluster_duplicates, threshold=threshold), p, reader=reader,
+                               executor=executor)
+    _, ranges = row_ranges(shards, names, p)
+    folder = storage.join(str(work_dir), "semantic_decisions")
+    _, written = shuffle(found, lambda t: t, functools.partial(write_decisions, folder=folder), ranges=ranges,
+                         executor=executor)
     figures["semantic"] = {"threshold": threshold, "embedded": fit["embedded"], "clusters": fit["clusters"],
-                           "fit_rows": fit["fit_rows"], "duplicates": len(duplicates), "device": fit["device"],
+                           "fit_rows": fit["fit_rows"], "duplicates": sum(s["duplicates"] for s in written),
+                           "largest_cluster": max((s["largest"] for s in stats), default=0), "device": fit["device"],
                            "seconds": round(time.time() - t0, 3)}
-    return SemanticDedup(write_duplicates(duplicates, storage.join(str(work_dir), "semantic_duplicates.parquet")),
-                         keep_embeddings=keep_embeddings)
+    return SemanticDedup(folder=folder, ranges=ranges, keep_embeddings=keep_embeddings)
 
 
 def measure_phash(files: list[tuple[Path, int]], work: Path, cfg_identity: dict, resume: bool, shard_rows: int,

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 # a URL list of at most this many rows has its duplicate URLs found in the driver, before the first shard
 # (curation.runner.Beside.local_rows); a longer one by the shuffle on the cluster, beside the downloads
 LOCAL_INDEX_ROWS = 100_000
+CUTOFF_SHARD_ROWS = 1_000_000  # input rows per task of the CLIP top fraction's folds (two small columns)
 RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
 
 
@@ -254,7 +255,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     output as if it were one pass. (A record dropped as eval overlap in pass 2 still counts in the
     top fraction's N: eval overlap is decided per record there.)
     """
-    from filters.clip_fraction import ClipTopFraction, cutoffs_json, fraction_cutoffs
+    from filters.clip_fraction import ClipTopFraction, cutoffs_json, cutoffs_on_cluster
     from jobs.dedup import dedup_steps, node_reader
 
     from curation.storage.objects import open_writer
@@ -271,7 +272,6 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     files = [(p, s["rows"]) for p, s in zip(first.shard_paths("records"), first.shards("records"))]
     extra: dict = {}
     steps: list = []
-    duplicates: set[str] = set()
     kinds = tuple(cfg.dedup) + (("semantic",) if cfg.semdedup and "semantic" not in cfg.dedup else ())
     if kinds or cfg.decontaminate:
         steps, figures = dedup_steps(files, kinds, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
@@ -284,17 +284,11 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
         if semantic is not None:
             writer.timings["semdedup"] = semantic.pop("seconds")
             extra["semdedup"] = semantic
-        for name in ("dedup_decisions", "semantic_duplicates.parquet"):  # who dedup drops, by id
-            url = storage.join(str(writer.work_dir), name)
-            if not storage.exists(url):
-                continue
-            parts = ([f for f in storage.listdir(url) if f.endswith(".parquet")]
-                     if not name.endswith(".parquet") else [url])
-            for part in parts:
-                duplicates.update(storage.read_parquet(part, columns=["record_id"]).column(0).to_pylist())
     if cfg.clip_keep_fraction is not None or cfg.clip_keep_fraction_by_source:
-        columns = (storage.read_parquet(str(p), columns=["record_id", "source", "clip_score"]) for p, _ in files)
-        cutoffs = fraction_cutoffs(columns, cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude=duplicates)
+        # ranked on the cluster: the records that dedup drops (its decisions by row range) are not ranked
+        exclude = [s.by_range for s in steps if getattr(s, "by_range", None) is not None]
+        cutoffs = cutoffs_on_cluster(parquet_shards(files, max(cfg.shard_rows, CUTOFF_SHARD_ROWS)), [p for p, _ in files],
+                                     cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude)
         log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
         extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
         steps.append(ClipTopFraction(cutoffs))

@@ -154,3 +154,55 @@ def test_curate_run_refuses_a_bad_fraction_before_any_work(tmp_path, capsys):
     assert main(["run", str(job)]) == 2
     assert "clip_keep_fraction must be a fraction in (0, 1], got 1.5" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("fraction, by_source", [(0.3, None), (0.5, {"a": 0.1, "b": 1.0}), (None, {"c": 0.77}),
+                                                 (0.0001, None), (1.0, {"a": 0.5})])
+def test_cutoffs_on_the_cluster_equal_the_in_memory_ones_with_ties_nulls_and_excluded_records(tmp_path, fraction, by_source):
+    """The radix selection over folds (`cutoffs_on_cluster`) finds the same cutoffs as `fraction_cutoffs` over
+    every column in memory: scores from 51 values (many exact ties), NaN and null scores, null sources, -0.0,
+    and records dropped by dedup decisions by row range left out of the ranking."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.dedup.decisions import RangeDecisions, row_ranges
+    from curation.dedup.leaders import write_decisions
+    from curation.runner import node_id, parquet_shards
+    from filters.clip_fraction import cutoffs_on_cluster
+
+    rng = np.random.default_rng(1)
+    values = np.r_[rng.random(49).astype(np.float32), np.float32(0.25), np.float32(-0.0)]
+    files, tables = [], []
+    for f in range(3):
+        n = 3000
+        sc = rng.choice(values, n).astype(np.float32)
+        sc[rng.random(n) < 0.05] = np.nan
+        src = rng.choice(np.array(["a", "b", "c", None], dtype=object), n)
+        ids = [f"r{f}-{i:05d}" for i in rng.permutation(n)]
+        t = pa.table({"record_id": ids, "source": pa.array(list(src), pa.string()), "clip_score": pa.array(sc, pa.float32())})
+        path = str(tmp_path / f"part-{f}.parquet")
+        pq.write_table(t, path, row_group_size=500)
+        files.append((path, n))
+        tables.append(t)
+    names = [p for p, _ in files]
+    shards = parquet_shards(files, 1000)
+    # a tenth of the records dropped by an earlier dedup step, written by row range as dedup writes them
+    dropped = [(f, i) for f in range(3) for i in np.flatnonzero(rng.random(3000) < 0.1).tolist()]
+    _, ranges = row_ranges(shards, names, 4)
+    folder = str(tmp_path / "decisions")
+    decisions = pa.table({"key": pa.array([node_id(f, i) for f, i in dropped], pa.int64()),
+                          "record_id": [tables[f]["record_id"][i].as_py() for f, i in dropped],
+                          "reason": ["duplicate_image"] * len(dropped), "kept": ["x"] * len(dropped),
+                          "detail": ["d"] * len(dropped)})
+    bounds = [0, *ranges, 1 << 62]
+    for part in range(len(ranges) + 1):
+        keys = decisions["key"].to_numpy()
+        write_decisions(decisions.filter(pa.array((keys >= bounds[part]) & (keys < bounds[part + 1]))), part, folder)
+    exclude = {r for r in decisions["record_id"].to_pylist()}
+    want = fraction_cutoffs(tables, fraction, by_source, exclude=exclude)
+    got = cutoffs_on_cluster(shards, names, fraction, by_source, [RangeDecisions(folder, ranges)], executor="local")
+    assert got == want
+    assert fraction_cutoffs(tables, fraction, by_source) == cutoffs_on_cluster(shards, names, fraction, by_source,
+                                                                               executor="local")
+    assert all(c.kept > 0 for c in want.values())

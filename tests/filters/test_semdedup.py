@@ -142,6 +142,8 @@ def test_semantic_dedup_on_a_local_ray_finds_the_planted_copies_only(local_ray, 
         assert kept == f"of {original}" and 0.995 < float(sim) <= 1.0
     assert len(planted) == 1 and len(found) == len(copies) + 1
     embedded = m["semdedup"]["embedded"]
+    largest = m["semdedup"].pop("largest_cluster")
+    assert math.ceil(embedded / 3) <= largest <= embedded  # 3 clusters: the largest has at least a third
     assert m["semdedup"] == {"threshold": 0.995, "embedded": embedded, "clusters": 3, "fit_rows": embedded,
                              "duplicates": len(found), "device": "cpu"}
     # the top fraction is taken over the records that are not duplicates: ceil(0.5 x (N - duplicates))
@@ -150,6 +152,39 @@ def test_semantic_dedup_on_a_local_ray_finds_the_planted_copies_only(local_ray, 
     records = out.read("records", columns=["record_id", "clip_embedding"])
     assert records.num_rows == cut["kept"] and records.column("clip_embedding").null_count == records.num_rows
     assert m["stages"]["semdedup"]["dropped"] == {"semantic_duplicate": len(found)}
+
+
+def test_exact_and_semantic_dedup_in_one_job_apply_both_decisions_by_row_range(local_ray, tmp_path, demo_records):
+    """dedup = exact with semdedup: the exact copy goes as duplicate_image (that stage runs first and leaves
+    `_node` for the semantic one), the re-encoded copies as semantic_duplicate; no row keeps `_node`, and
+    the top fraction ranks neither."""
+    import hashlib
+
+    src, copies, planted, items = demo_records
+    rows = Dataset(src).read("records").to_pylist()
+    for r in rows:  # the sha256 that a download measures
+        r["sha256"] = hashlib.sha256(r["image"]).hexdigest()
+    w = DatasetWriter(tmp_path / "in", target_shard_bytes=20_000)
+    for k in range(0, len(rows), 9):
+        w.write("records", records_from_pylist(rows[k:k + 9]))
+    w.close()
+    cfg = WebPairsConfig(urls="", out=str(tmp_path / "out"), filters=("clip",), clip_model=CLIP_CONFIG,
+                         clip_checkpoint=CLIP_WEIGHTS, clip_gpus=0.0, semdedup=True, semdedup_threshold=0.995,
+                         semdedup_clusters=3, shard_rows=10, clip_keep_fraction=0.5, dedup=("exact",))
+    m = filter_records(cfg, str(tmp_path / "in"))
+    out = Dataset(tmp_path / "out")
+    rejects = out.read("rejects").to_pylist()
+    by_reason: dict = {}
+    for r in rejects:
+        by_reason.setdefault(r["reason"], set()).add(r["record_id"])
+    assert len(by_reason["duplicate_image"]) == len(planted) == 1
+    assert by_reason["semantic_duplicate"] == set(copies)
+    assert m["stages"]["dedup"]["dropped"] == {"duplicate_image": 1}
+    assert m["stages"]["semdedup"]["dropped"] == {"semantic_duplicate": len(copies)}
+    cut = m["clip_keep_fraction"]["*"]
+    assert cut["scored"] == m["semdedup"]["embedded"] - len(copies) - 1
+    records = out.read("records")
+    assert "_node" not in records.column_names and records.num_rows == cut["kept"]
 
 
 def test_keep_embeddings_keeps_the_column(local_ray, tmp_path, demo_records):
@@ -238,8 +273,17 @@ def test_the_global_step_fits_on_a_sample_and_groups_on_partitions_like_one_proc
                        path, row_group_size=100)
         files.append((path, len(ids[lo:lo + 400])))
     figures: dict = {}
-    semantic_step(files, tmp_path, 0.99, 8, figures, executor="local", shard_rows=200, partitions=3, fit_rows=300)
-    got = {r["record_id"]: r["kept"] for r in pq.read_table(tmp_path / "semantic_duplicates.parquet").to_pylist()}
+    stage = semantic_step(files, tmp_path, 0.99, 8, figures, executor="local", shard_rows=200, partitions=3, fit_rows=300)
+    # the decisions by row range, a file per range (the driver got counts only)
+    parts = sorted((tmp_path / "semantic_decisions").glob("part-*.parquet"))
+    assert len(parts) == len(stage.by_range.ranges) + 1 == 3
+    rows = pa.concat_tables([pq.read_table(p) for p in parts]).to_pylist()
+    got = {r["record_id"]: r["kept"] for r in rows}
+    assert {r["reason"] for r in rows} == {"semantic_duplicate"} and figures["semantic"]["duplicates"] == len(rows)
+    # each decision's node is its record's row: file index in the top bits, the row below
+    where = {rid: (k, i) for k, (path, _) in enumerate(files) for i, rid in enumerate(pq.read_table(path)["record_id"].to_pylist())}
+    from curation.runner import node_id
+    assert all(r["node"] == node_id(*where[r["record_id"]]) for r in rows)
     fig = figures["semantic"]
     assert fig["embedded"] == len(ids) - 1 and fig["clusters"] == 8 and fig["fit_rows"] < fig["embedded"] // 3
     # one process, all embeddings, the same centroids
@@ -250,3 +294,26 @@ def test_the_global_step_fits_on_a_sample_and_groups_on_partitions_like_one_proc
     want = sd.semantic_duplicates([ids[i] for i in keep], torch.from_numpy(xs), labels, 0.99)
     assert got == {d: kept for d, (kept, _) in want.items()}
     assert all(got.get(c) == o for c, o in copies.items())
+
+
+def test_semantic_duplicates_in_blocks_decide_as_one_matrix(monkeypatch):
+    """Members compared SIM_BLOCK at a time against the kept ones decide exactly as the whole matrix at once:
+    blocks of 7 over clusters of up to ~60, with chains of copies across block edges and exact ties."""
+    import torch
+
+    import filters.semdedup as sd
+
+    rng = np.random.default_rng(3)
+    base = rng.normal(size=(40, 16)).astype(np.float32)
+    x = np.concatenate([base, base[rng.integers(0, 40, 80)] + 0.02 * rng.normal(size=(80, 16)).astype(np.float32),
+                        base[:5]])  # exact copies: similarity ties
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ids = [f"r{i:04d}" for i in rng.permutation(len(x))]
+    labels = torch.from_numpy(rng.integers(0, 3, len(x)))
+    xt = torch.from_numpy(x)
+    whole = sd.semantic_duplicates(ids, xt, labels, 0.97)
+    monkeypatch.setattr(sd, "SIM_BLOCK", 7)
+    blocked = sd.semantic_duplicates(ids, xt, labels, 0.97)
+    assert len(whole) > 30
+    assert {d: k for d, (k, _) in blocked.items()} == {d: k for d, (k, _) in whole.items()}
+    assert all(abs(blocked[d][1] - whole[d][1]) < 1e-5 for d in whole)
