@@ -123,12 +123,32 @@ def _rss(pid: int) -> tuple[int, int]:
     return fields.get("VmRSS", 0), fields.get("VmRSS", 0) - fields.get("RssShmem", 0) - fields.get("RssFile", 0)
 
 
+def _split(pid: int) -> dict:
+    """MiB of the process's resident memory by kind: anonymous, shared memory (Ray's object store), files."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("RssAnon", "RssShmem", "RssFile")):
+            name, value = line.split(":")
+            out[name] = int(value.split()[0]) // 1024
+    return out
+
+
 def _name(pid: int) -> str:
     """The process's title: Ray names its workers by the task they run (ray::shuffle_reduce ...)."""
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")[:60]
     except OSError:
         return ""
+
+
+def _phase(at: float, figures: dict) -> str:
+    """The grouping's phase at `at` seconds from its start (phases run one after the other)."""
+    end = 0.0
+    for name in ("keys", "components", "decide"):
+        end += figures.get(f"{name}_seconds", 0.0)
+        if at <= end:
+            return name
+    return "decide"
 
 
 def run_once(folder: Path) -> dict:
@@ -144,7 +164,8 @@ def run_once(folder: Path) -> dict:
     meta = json.loads((folder / "files.json").read_text())
     files = [(f, n) for f, n in meta["files"]]
     init_ray(num_cpus=2)
-    peak = {"rss": 0, "private": 0, "name": ""}
+    peak = {"rss": 0, "private": 0, "name": "", "at": 0.0, "private_name": "", "private_at": 0.0}
+    t0 = time.time()
     stop = threading.Event()
     last_cpu: dict[int, float] = {}
 
@@ -157,8 +178,10 @@ def run_once(folder: Path) -> dict:
                 except (OSError, ValueError):
                     continue
                 if rss > peak["rss"]:
-                    peak["rss"], peak["name"] = rss, _name(pid)
-                peak["private"] = max(peak["private"], private)
+                    peak["rss"], peak["name"], peak["at"] = rss, _name(pid), time.time() - t0
+                    peak["split"] = _split(pid)
+                if private > peak["private"]:
+                    peak["private"], peak["private_name"], peak["private_at"] = private, _name(pid), time.time() - t0
             stop.wait(0.2)
 
     time.sleep(2)  # Ray's workers up before the clock starts
@@ -195,6 +218,10 @@ def run_once(folder: Path) -> dict:
             "largest_process_peak_rss_mib": round(peak["rss"] / 2**20),
             "largest_process_peak_private_mib": round(peak["private"] / 2**20),
             "largest_process": peak["name"],
+            "largest_process_phase": _phase(peak["at"], figures),
+            "largest_process_split_mib": peak.get("split", {}),
+            "largest_private_process": peak["private_name"],
+            "largest_private_phase": _phase(peak["private_at"], figures),
             "pairs_checked_per_record": round(figures["pairs_checked"] / n, 2),
             "key_rows_per_record": round(figures["key_rows"] / n, 2),
             "recall_of_planted_copies": round(found / len(copies), 5),
