@@ -145,7 +145,7 @@ def _score_of(key: int) -> float:
     return float(np.array([bits], np.uint32).view(np.float32)[0])
 
 
-def _ranked(batch: pa.Table, groups: Sequence[str], by_source: Mapping[str, float], exclude: Sequence) -> tuple:
+def _ranked(batch: pa.Table, groups: Sequence[str], exclude: Sequence) -> tuple:
     """(group index per ranked row, key per row, row indices) of the scored rows of `batch` that are not
     excluded (dropped by an earlier decision: `curation.dedup.decisions.RangeDecisions`)."""
     import pyarrow.compute as pc
@@ -166,10 +166,10 @@ def _ranked(batch: pa.Table, groups: Sequence[str], by_source: Mapping[str, floa
     return group[rows], _desc_keys(score[rows]), rows
 
 
-def _fold_histograms(batch, value, groups, by_source, exclude, spec):
+def _fold_histograms(batch, value, groups, exclude, spec):
     """One radix round: per group (known prefix bits p, prefix), the histogram of the next 16 bits of the keys
     that start with the prefix."""
-    g, keys, _ = _ranked(batch, groups, by_source, exclude)
+    g, keys, _ = _ranked(batch, groups, exclude)
     value = value if value is not None else {}
     for i, (p, prefix) in spec.items():
         k = keys[g == i].astype(np.uint64)
@@ -181,9 +181,9 @@ def _fold_histograms(batch, value, groups, by_source, exclude, spec):
     return value
 
 
-def _fold_ties(batch, value, groups, by_source, exclude, spec):
+def _fold_ties(batch, value, groups, exclude, spec):
     """The last round: per group (key, r), the r smallest record ids of the rows with exactly that key."""
-    g, keys, rows = _ranked(batch, groups, by_source, exclude)
+    g, keys, rows = _ranked(batch, groups, exclude)
     ids = batch.column("record_id")
     value = value if value is not None else {}
     for i, (key, r) in spec.items():
@@ -217,7 +217,7 @@ def cutoffs_on_cluster(shards: Sequence, names: Sequence[str], fraction: float |
     fractions = [by_source.get(g, fraction) for g in groups]
     numbered = tuple(str(n) for n in names) if exclude else None
     reader = ParquetReader(batch_size=65_536, columns=("source", "clip_score"), node_files=numbered)
-    common = dict(groups=groups, by_source=by_source, exclude=tuple(exclude))
+    common = dict(groups=groups, exclude=tuple(exclude))
     state = {i: (0, 0) for i in range(len(groups))}  # (prefix bits, prefix)
     rank: dict[int, int] = {}
     scored: dict[int, int] = {}
