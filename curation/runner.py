@@ -1251,25 +1251,28 @@ def cluster_cpus(executor: str = "ray") -> int:
 # ------------------------------------------------------------ a distributed fold
 
 
-def _fold_shard(shard, reader, fold):
+def _fold_shard(shard, reader, fold, finish=None):
     value = None
     for batch in reader(shard):
         value = fold(batch, value)
-    return value
+    return finish(shard, value) if finish is not None else value
 
 
 def fold_shards(shards: Sequence[Any], reader: Callable[[Any], Iterator[pa.Table]],
                 fold: Callable[[pa.Table, Any], Any], combine: Callable[[Any, Any], Any],
-                executor: str = "ray", in_flight: int | None = None) -> Any:
+                executor: str = "ray", in_flight: int | None = None,
+                finish: Callable[[Any, Any], Any] | None = None) -> Any:
     """A small value over every row: `fold(batch, value)` over each shard's batches in a task (value starts as
-    None), the shards' values `combine`d on the driver as they come (None where a shard had no rows; at
-    most `in_flight` tasks at once, by default 2 per CPU), so the driver holds one value and a few in
-    transit: counts and histograms, never a column. A failed task is retried."""
+    None), then `finish(shard, value)` in the task when given (e.g. it writes what the shard gathered to a
+    file of its own and returns counts), the shards' values `combine`d on the driver as they come (None
+    where a shard had no rows; at most `in_flight` tasks at once, by default 2 per CPU), so the driver
+    holds one value and a few in transit: counts and histograms, never a column. A failed task is retried
+    (a `finish` that writes must write whole files, so a retry writes the same)."""
     shards = list(shards)
     total = None
     if executor == "local":
         for s in shards:
-            v = _fold_shard(s, reader, fold)
+            v = _fold_shard(s, reader, fold, finish)
             total = v if total is None else (total if v is None else combine(total, v))
         return total
     if executor != "ray":
@@ -1281,7 +1284,7 @@ def fold_shards(shards: Sequence[Any], reader: Callable[[Any], Iterator[pa.Table
     pending: list = []
     queue = iter(shards)
     for s in queue:
-        pending.append(task.remote(s, reader, fold))
+        pending.append(task.remote(s, reader, fold, finish))
         if len(pending) >= limit:
             break
     while pending:
@@ -1290,5 +1293,5 @@ def fold_shards(shards: Sequence[Any], reader: Callable[[Any], Iterator[pa.Table
         total = v if total is None else (total if v is None else combine(total, v))
         nxt = next(queue, None)
         if nxt is not None:
-            pending.append(task.remote(nxt, reader, fold))
+            pending.append(task.remote(nxt, reader, fold, finish))
     return total

@@ -7,9 +7,11 @@ cosine similarity to another one is above a threshold. Here:
 1. `ClipScore(keep_embeddings=True)` (filters/clip_score.py) measures
    `clip_embedding`, the L2-normalised image embedding, in the first pass;
 2. the global step, after the first pass (`jobs/dedup.py` `semantic_step`):
-   `fit_centroids` runs spherical k-means in torch (`kmeans`) on one worker
-   (a GPU when the cluster has one) over a strided sample of the embeddings
-   (256 a cluster, as faiss; at most FIT_ROWS unless the clusters need 39 each),
+   tasks count the embeddings and write a strided sample of them (every
+   stride-th row of each file: 256 a cluster, as faiss; at most FIT_ROWS
+   unless the clusters need 39 each) to files of the work dir (`sample_fold`,
+   `sample_finish`); `fit_centroids` runs spherical k-means in torch
+   (`kmeans`) on one worker (a GPU when the cluster has one) over that sample
    and saves the centroids beside the job's work files; then a shuffle on
    the cluster (`curation.runner.shuffle`) assigns every record to its
    nearest centroid in the map tasks (`assign_rows`) and, in the reduce
@@ -33,6 +35,7 @@ that k-means puts in different clusters are not compared.
 
 from __future__ import annotations
 
+import io
 import math
 from typing import Mapping, Sequence
 
@@ -45,7 +48,7 @@ from curation.reasons import SEMANTIC_DUPLICATE
 from curation.runtime import Resources
 from filters.base import Drop, Filter
 
-__all__ = ["kmeans", "semantic_duplicates", "fit_centroids", "assign_rows", "cluster_duplicates", "write_duplicates",
+__all__ = ["kmeans", "semantic_duplicates", "fit_centroids", "fit_stride", "sample_fold", "sample_finish", "combine_samples", "assign_rows", "cluster_duplicates", "write_duplicates",
            "default_clusters", "SemanticDedup", "check_settings"]
 
 ROWS_PER_CLUSTER = 1000
@@ -159,45 +162,78 @@ def _embeddings(table: pa.Table, where: str = "") -> tuple[list[str], np.ndarray
     return ids, x
 
 
-def fit_centroids(files: Sequence[tuple[str, int]], clusters: int | None, out_path: str, seed: int = 0,
-                  fit_rows: int | None = None) -> dict:
-    """The global step, on one worker (a GPU when the cluster has one): spherical k-means over the embeddings
-    of `files` ((path, rows) pairs), or over a strided sample of them when there are more than the fit needs
-    (`fit_sample_rows`; `fit_rows` in place of FIT_ROWS); the centroids are saved to `out_path` (.npy) for
-    the tasks that assign every record (`assign_rows`). Returns {"embedded": N, "clusters": k, "fit_rows":
-    rows fitted, "device": ...}.
-    """
+def fit_stride(total_rows: int, clusters: int | None, fit_rows: int | None = None) -> int:
+    """Every stride-th row of each file goes into the k-means sample (`fit_sample_rows` of them in all)."""
+    wanted = clusters or default_clusters(total_rows)
+    return max(1, math.ceil(total_rows / fit_sample_rows(wanted, fit_rows)))
+
+
+def sample_fold(batch: pa.Table, value: dict | None, stride: int) -> dict:
+    """A fold over a shard (`curation.runner.fold_shards`; rows numbered, `_node`): its embeddings counted,
+    and those of every stride-th row of their file kept for the k-means sample."""
+    from curation.runner import NODE_ROW_BITS
+
+    value = value or {"embedded": 0, "dim": None, "chunks": [], "where": None}
+    batch = batch.filter(batch.column("clip_embedding").is_valid())
+    if batch.num_rows == 0:
+        return value
+    _, x = _embeddings(batch)
+    if value["dim"] is not None and x.shape[1] != value["dim"]:
+        raise ValueError(f"clip_embedding of {x.shape[1]} values beside {value['dim']} in one shard")
+    value["dim"] = x.shape[1]
+    rows = batch.column("_node").to_numpy() & ((1 << NODE_ROW_BITS) - 1)
+    value["chunks"].append(x[rows % stride == 0])
+    value["embedded"] += len(x)
+    return value
+
+
+def sample_finish(shard, value: dict | None, folder: str) -> dict:
+    """The end of a shard's fold: its sample written to `folder/shard-NNNNNN.npy` (whole, so a retried task
+    writes the same file); returns the counts."""
+    if value is None or not value["embedded"]:
+        return {"embedded": 0, "sampled": 0, "dim": None, "where": shard.path}
+    from curation.storage import fs as storage
+
+    x = np.concatenate(value["chunks"]) if value["chunks"] else np.zeros((0, value["dim"]), np.float32)
+    if len(x):
+        buf = io.BytesIO()
+        np.save(buf, x.astype(np.float32))
+        storage.write_bytes(storage.join(folder, f"shard-{shard.shard_id:06d}.npy"), buf.getvalue())
+    return {"embedded": value["embedded"], "sampled": len(x), "dim": value["dim"], "where": shard.path}
+
+
+def combine_samples(a: dict, b: dict) -> dict:
+    if a["dim"] is not None and b["dim"] is not None and a["dim"] != b["dim"]:
+        raise ValueError(f"{b['where']}: clip_embedding of {b['dim']} values, {a['dim']} in {a['where']}")
+    return {"embedded": a["embedded"] + b["embedded"], "sampled": a["sampled"] + b["sampled"],
+            "dim": a["dim"] if a["dim"] is not None else b["dim"], "where": a["where"] if a["dim"] is not None else b["where"]}
+
+
+def fit_centroids(sample_folder: str, clusters: int | None, embedded: int, out_path: str, seed: int = 0) -> dict:
+    """The global step, on one worker (a GPU when the cluster has one): spherical k-means over the sample
+    that `sample_fold` / `sample_finish` wrote to `sample_folder` (at most `fit_sample_rows` embeddings,
+    plus one per file); `clusters` (None: one per ROWS_PER_CLUSTER of the `embedded` records). The
+    centroids are saved to `out_path` (.npy) for the tasks that assign every record (`assign_rows`).
+    Returns {"clusters": k, "fit_rows": rows fitted, "device": ...}."""
     import torch
 
-    from curation.storage.fs import read_parquet
+    from curation.storage import fs as storage
 
-    total = sum(rows for _, rows in files)
-    wanted = clusters or default_clusters(total)
-    stride = max(1, math.ceil(total / fit_sample_rows(wanted, fit_rows)))
-    chunks: list[np.ndarray] = []
-    embedded, dim = 0, None
-    for path, _ in files:
-        _, x = _embeddings(read_parquet(str(path), columns=["clip_embedding"]), str(path))
-        if not len(x):
-            continue
-        if dim is not None and x.shape[1] != dim:
-            raise ValueError(f"{path}: clip_embedding of {x.shape[1]} values, {dim} in the files before")
-        dim = x.shape[1]
-        first = (-embedded) % stride  # every stride-th embedding over all files
-        chunks.append(x[first::stride])
-        embedded += len(x)
-    if not embedded:
-        return {"embedded": 0, "clusters": 0, "fit_rows": 0, "device": "cpu"}
+    parts = [f for f in storage.listdir(sample_folder) if f.endswith(".npy")]
+    chunks = []
+    for f in parts:
+        with storage.open_file(f, "rb") as fh:
+            chunks.append(np.load(io.BytesIO(fh.read())))
+    if not chunks:
+        return {"clusters": 0, "fit_rows": 0, "device": "cpu"}
     device = "cuda" if torch.cuda.is_available() else "cpu"
     sample = torch.from_numpy(np.concatenate(chunks)).to(device)
     k = min(clusters or default_clusters(embedded), len(sample))
     with torch.inference_mode():
         centroids, _ = kmeans(sample, k, seed=seed)
-    from curation.storage.fs import open_file
-
-    with open_file(str(out_path), "wb") as f:
+    with storage.open_file(str(out_path), "wb") as f:
         np.save(f, centroids.float().cpu().numpy())
-    return {"embedded": embedded, "clusters": k, "fit_rows": len(sample), "device": device}
+    return {"clusters": k, "fit_rows": len(sample), "device": device}
 
 
 _CENTROIDS: dict[str, np.ndarray] = {}
@@ -240,7 +276,7 @@ def cluster_duplicates(rows: pa.Table | None, part: int, threshold: float) -> tu
         return _decisions({c: [] for c in ("key", "record_id", "reason", "kept", "detail")}), {"duplicates": 0, "largest": 0}
     emb = rows.column("embedding").combine_chunks()
     x = torch.from_numpy(emb.flatten().to_numpy().reshape(len(emb), -1).copy())
-    keys = rows.column("key").to_numpy()
+    keys = rows.column("key").to_numpy().copy()  # writable, for torch
     labels = torch.from_numpy(keys)
     ids = rows.column("record_id").to_pylist()
     with torch.inference_mode():

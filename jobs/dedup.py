@@ -251,6 +251,7 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
 
 
 SEMANTIC_ROWS_PER_PART = 200_000  # embedded records (~2 KB each at 512 dims) per task that checks clusters
+SAMPLE_SHARD_ROWS = 250_000  # input rows per task that counts the embeddings and samples them for k-means
 
 
 def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, threshold: float, clusters: int | None,
@@ -262,8 +263,9 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
     the stage that drops what it found, naming the kept record. The driver holds counts."""
     from curation.dedup.decisions import row_ranges
     from curation.dedup.leaders import write_decisions
-    from curation.runner import cluster_cpus, run_remote, shuffle
-    from filters.semdedup import SemanticDedup, assign_rows, check_settings, cluster_duplicates, fit_centroids
+    from curation.runner import cluster_cpus, fold_shards, run_remote, shuffle
+    from filters.semdedup import (SemanticDedup, assign_rows, check_settings, cluster_duplicates, combine_samples,
+                                  fit_centroids, fit_stride, sample_finish, sample_fold)
 
     try:
         check_settings(threshold, clusters)
@@ -275,17 +277,29 @@ def semantic_step(files: Sequence[tuple[Path | str, int]], work_dir: Path, thres
     if files and "clip_embedding" not in parquet_file(str(files[0][0])).schema_arrow.names:
         raise InputError(missing)
     t0 = time.time()
-    centroids = storage.join(str(work_dir), "semantic_centroids.npy")
-    fit = (fit_centroids(files, clusters, centroids, fit_rows=fit_rows) if executor == "local"
-           else run_remote(fit_centroids, files, clusters, centroids, 0, fit_rows, gpus=1.0))
-    if fit["embedded"] == 0 and any(rows for _, rows in files):  # the column is there, every value null
-        raise InputError(missing)
     names = tuple(f for f, _ in files)
+    # the k-means sample: every stride-th row of each file, gathered by tasks into files of the work dir
+    sample = storage.join(str(work_dir), "semantic_sample")
+    storage.remove(sample, recursive=True)  # a sample of an earlier run would mix in
+    try:
+        counted = fold_shards(parquet_shards(files, max(shard_rows, SAMPLE_SHARD_ROWS)),
+                              ParquetReader(batch_size=4096, columns=("clip_embedding",), node_files=names),
+                              functools.partial(sample_fold, stride=fit_stride(sum(r for _, r in files), clusters, fit_rows)),
+                              combine_samples, executor=executor, finish=functools.partial(sample_finish, folder=sample))
+    except ValueError as exc:  # embeddings of two lengths
+        raise InputError(str(exc)) from None
+    embedded = counted["embedded"] if counted else 0
+    if embedded == 0 and any(rows for _, rows in files):  # the column is there, every value null
+        raise InputError(missing)
+    centroids = storage.join(str(work_dir), "semantic_centroids.npy")
+    fit = (fit_centroids(sample, clusters, embedded, centroids) if executor == "local"
+           else run_remote(fit_centroids, sample, clusters, embedded, centroids, 0, gpus=1.0))
+    fit["embedded"] = embedded
     shards = parquet_shards(files, shard_rows)
     p = partitions or max(1, min(4 * max(1, len(shards)), max(cluster_cpus(executor),
-                                                              -(-fit["embedded"] // SEMANTIC_ROWS_PER_PART))))
+                                                              -(-embedded // SEMANTIC_ROWS_PER_PART))))
     found, stats = [], []
-    if fit["embedded"]:
+    if embedded:
         reader = ParquetReader(batch_size=4096, columns=("record_id", "clip_embedding"), node_files=names)
         found, stats = shuffle(shards, functools.partial(assign_rows, centroids_path=centroids),
                                functools.partial(cluster_duplicates, threshold=threshold), p, reader=reader,

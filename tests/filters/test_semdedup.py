@@ -317,3 +317,25 @@ def test_semantic_duplicates_in_blocks_decide_as_one_matrix(monkeypatch):
     assert len(whole) > 30
     assert {d: k for d, (k, _) in blocked.items()} == {d: k for d, (k, _) in whole.items()}
     assert all(abs(blocked[d][1] - whole[d][1]) < 1e-5 for d in whole)
+
+
+def test_embeddings_of_two_lengths_in_two_files_are_an_error_naming_them(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from curation.errors import InputError
+    from jobs.dedup import semantic_step
+
+    files = []
+    for k, dim in enumerate((8, 6)):
+        path = tmp_path / f"part-{k}.parquet"
+        pq.write_table(pa.table({"record_id": [f"r{k}:{i}" for i in range(5)],
+                                 "clip_embedding": pa.array([[1.0] * dim] * 5, pa.list_(pa.float32()))}), path)
+        files.append((path, 5))
+    (tmp_path / "semantic_sample").mkdir()
+    (tmp_path / "semantic_sample" / "shard-000099.npy").write_bytes(b"stale")  # an earlier run's: removed first
+    with pytest.raises(InputError, match=r"part-1\.parquet: clip_embedding of 6 values, 8 in .*part-0\.parquet"):
+        semantic_step(files, tmp_path, 0.9, 1, {}, executor="local")
+    figures: dict = {}
+    semantic_step(files[:1], tmp_path, 0.9, 1, figures, executor="local")
+    assert figures["semantic"]["embedded"] == 5 and figures["semantic"]["fit_rows"] == 5
