@@ -215,7 +215,8 @@ def group_duplicates(files: Sequence[tuple[Path | str, int]], dedup: Sequence[st
     log.info("dedup grouping: %d records, %d key rows, %d pairs checked, %d edges, %d rounds, %d components, "
              "%d duplicates", total, figures["key_rows"], figures["pairs_checked"], figures["edges"], rounds,
              figures["components"], figures["duplicates"])
-    return DedupDecide(folder=folder, ranges=ranges), figures
+    # with semantic dedup after it, the stage leaves the rows' numbers for SemanticDedup (which drops them)
+    return DedupDecide(folder=folder, ranges=ranges, keep_node="semantic" in dedup), figures
 
 
 def node_reader(steps: Sequence[Stage], files: Sequence[tuple[Path | str, int]], batch_size: int) -> ParquetReader:
@@ -239,8 +240,6 @@ def dedup_steps(files: Sequence[tuple[Path | str, int]], dedup: Sequence[str], m
     if any(k in dedup for k in ("exact", "url", "phash")):
         stage, grouping = group_duplicates(files, dedup, max_distance, str(work_dir), shard_rows, partitions, executor)
         if stage is not None:
-            if "semantic" in dedup:
-                stage.consumes = ()  # SemanticDedup reads `_node` after it (and drops it)
             steps.append(stage)
         figures.update({"duplicates": grouping.get("duplicates", 0), "grouping": grouping,
                         "grouping_seconds": round(time.time() - t0, 3)})
