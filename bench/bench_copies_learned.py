@@ -81,8 +81,6 @@ def training_set(n: int, reps: int, seed: int = 1) -> tuple[np.ndarray, np.ndarr
 
 
 def learn(x: np.ndarray, sids: np.ndarray, kinds: np.ndarray, reg: float, seed: int = 0):
-    from scipy.linalg import eigh
-
     orig = {s: i for i, (s, k) in enumerate(zip(sids, kinds)) if k == "original"}
     within = np.array([x[i] - x[orig[s]] for i, (s, k) in enumerate(zip(sids, kinds)) if k != "original"])
     originals = x[list(orig.values())]
@@ -90,8 +88,11 @@ def learn(x: np.ndarray, sids: np.ndarray, kinds: np.ndarray, reg: float, seed: 
     between = originals[a] - originals[b]
     sw, sb = within.T @ within / len(within), between.T @ between / len(between)
     d = sw.shape[0]
-    _, vecs = eigh(sb, sw + reg * np.trace(sw) / d * np.eye(d))
-    proj = vecs[:, ::-1][:, :64]
+    # the generalised eigenproblem sb v = l (sw + reg) v, through the Cholesky factor of the right side
+    low = np.linalg.cholesky(sw + reg * np.trace(sw) / d * np.eye(d))
+    inv = np.linalg.inv(low)
+    _, u = np.linalg.eigh(inv @ sb @ inv.T)
+    proj = (inv.T @ u)[:, ::-1][:, :64]
     return proj, np.median(originals @ proj, axis=0)
 
 
