@@ -2,14 +2,16 @@
 
     .venv/bin/python bench/bench_pipeline.py --images 2000 --runs 3 --shard-rows 500
 
-A seeded corpus of photo-sized JPEGs (1024x768, 100-300 KB at quality 90,
-generated once into WORK/corpus-N-seed0/ and reused) with one caption each is
-served from loopback by a ThreadingHTTPServer (`jobs.demo.serve_directory`)
-for the whole benchmark. Each run, interleaved, every process fresh:
+A seeded corpus of photo-like JPEGs (longest side 320-1280 px, aspect 3:4 to
+16:9, quality 75-95, generated once into WORK/corpus-v2-N-seed0/ and reused)
+with one caption each is served from loopback by a ThreadingHTTPServer
+(`jobs.demo.serve_directory`) for the whole benchmark. Each run, interleaved,
+every process fresh:
 
-* (a) baseline: `img2dataset.download` alone, the settings the project hands
-      img2dataset (Parquet output, no resize, no re-encode, sha256, no EXIF,
-      1 process, 16 threads, `--shard-rows` URLs per shard);
+* (a) baseline: `img2dataset.download` alone at the settings its README advises
+      (processes = the machine's cores, 32 threads each; `--processes`,
+      `--threads`) with the output the project asks of it (Parquet, no resize,
+      no re-encode, sha256, no EXIF, `--shard-rows` URLs per shard);
 * (1) subject:  `curate run JOB.toml` (download -> basic -> CLIP with the
       shipped demo model -> caption samples -> pack 2048 -> shards), with a
       CLIP threshold of -1 so that no pair is dropped by score;
@@ -18,12 +20,16 @@ for the whole benchmark. Each run, interleaved, every process fresh:
       threads, the same demo model);
 * (2) subject:  `curate download URLS --out DIR` (the download stage alone);
 * (3) subject:  `curate run` on 4N URLs (the same images, each URL 4 times
-      with distinct `?k=` query strings): the driver's peak RSS against (1)'s.
+      with distinct `?k=` query strings): the driver's peak RSS against (1)'s;
+* (4) subject:  `curate run` on the first 10 URLs: the fixed cost of a job
+      (imports, start-up, model load, shutdown).
 
 Targets: (1) wall <= 0.8 x ((a) + (b)); (2) throughput >= 0.95 x (a)'s;
 (3) driver peak RSS at 4N <= 1.2 x at N. Wall times are whole processes
 (imports, Ray's start, model load included) measured by this script; ratios
-are medians of the per-run ratios. Driver peak RSS is the `ru_maxrss` of the
+are medians of the per-run ratios. Each process tree's CPU seconds are printed
+beside its wall, and its mean busy cores (CPU seconds / wall; the machine's
+busy CPU seconds from /proc/stat over the same wall beside it). Driver peak RSS is the `ru_maxrss` of the
 `curate` process itself (not its Ray workers); "all processes" is the summed
 RSS of it and its descendants, sampled every 0.25 s.
 
@@ -52,8 +58,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEMO_CLIP = ROOT / "jobs" / "assets" / "demo-clip"
-WIDTH, HEIGHT = 1024, 768
-SUBJECTS = ("img2dataset", "curate_run", "bare_clip", "curate_download", "curate_run_4n")
+MIN_SIDE, MAX_SIDE = 320, 1280  # the longest side of the corpus' images
+SUBJECTS = ("img2dataset", "curate_run", "bare_clip", "curate_download", "curate_run_4n", "curate_run_10")
 
 NOUNS = ["dog", "cat", "bicycle", "mountain", "harbour", "teapot", "lighthouse", "market", "garden", "train",
          "bridge", "kitchen", "forest", "street", "beach", "library", "violin", "tractor", "castle", "river"]
@@ -67,15 +73,19 @@ PLACES = ["at dawn", "in the rain", "under a grey sky", "near the sea", "in the 
 
 
 def _image(rng, sigma: float):
-    """A 1024x768 photo-like image: a smooth colour field, mid-scale texture and grain."""
+    """A photo-like image (longest side MIN_SIDE-MAX_SIDE, landscape or portrait): a smooth colour field,
+    mid-scale texture and grain."""
     import numpy as np
     from PIL import Image
 
+    side = int(rng.integers(MIN_SIDE, MAX_SIDE + 1))
+    other = int(side / float(rng.uniform(4 / 3, 16 / 9)))
+    width, height = (side, other) if rng.random() < 0.7 else (other, side)
     coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-    base = np.asarray(Image.fromarray(coarse).resize((WIDTH, HEIGHT), Image.BICUBIC), dtype=np.float32)
+    base = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), dtype=np.float32)
     mid = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
-    texture = np.asarray(Image.fromarray(mid).resize((WIDTH, HEIGHT), Image.BILINEAR), dtype=np.float32)
-    grain = rng.normal(0.0, sigma, (HEIGHT, WIDTH, 1)).astype(np.float32)
+    texture = np.asarray(Image.fromarray(mid).resize((width, height), Image.BILINEAR), dtype=np.float32)
+    grain = rng.normal(0.0, sigma, (height, width, 1)).astype(np.float32)
     return Image.fromarray(np.clip(0.7 * base + 0.3 * texture + grain, 0, 255).astype(np.uint8))
 
 
@@ -85,7 +95,7 @@ def make_corpus(work: Path, n: int, seed: int = 0) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    folder = work / f"corpus-{n}-seed{seed}"
+    folder = work / f"corpus-v2-{n}-seed{seed}"
     if (folder / "captions.parquet").is_file():
         return folder
     (folder / "www").mkdir(parents=True, exist_ok=True)
@@ -97,7 +107,7 @@ def make_corpus(work: Path, n: int, seed: int = 0) -> Path:
         path = folder / "www" / name
         if not path.is_file():
             tmp = path.with_suffix(".tmp")
-            _image(rng, sigma=float(rng.uniform(2.0, 7.0))).save(tmp, "JPEG", quality=90)
+            _image(rng, sigma=float(rng.uniform(2.0, 7.0))).save(tmp, "JPEG", quality=int(rng.integers(75, 96)))
             os.replace(tmp, path)
         files.append(name)
         captions.append(f"a photo of a {rng.choice(ADJECTIVES)} {rng.choice(NOUNS)} {rng.choice(PLACES)}")
@@ -107,12 +117,13 @@ def make_corpus(work: Path, n: int, seed: int = 0) -> Path:
     return folder
 
 
-def write_url_list(corpus: Path, base_url: str, path: Path, copies: int = 1) -> int:
-    """url, caption: every image `copies` times (copy k > 0 as `?k=K`: a distinct URL, the same file)."""
+def write_url_list(corpus: Path, base_url: str, path: Path, copies: int = 1, first: int | None = None) -> int:
+    """url, caption: every image (or the `first` ones) `copies` times (copy k > 0 as `?k=K`: a distinct URL,
+    the same file)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    t = pq.read_table(corpus / "captions.parquet").to_pydict()
+    t = pq.read_table(corpus / "captions.parquet").slice(0, first).to_pydict()
     urls, caps = [], []
     for k in range(copies):
         for f, c in zip(t["file"], t["caption"]):
@@ -125,7 +136,7 @@ def write_url_list(corpus: Path, base_url: str, path: Path, copies: int = 1) -> 
 # ------------------------------------------------------ children (fresh processes)
 
 
-def child_img2dataset(urls: str, out: str, shard_rows: str, threads: str) -> None:
+def child_img2dataset(urls: str, out: str, shard_rows: str, threads: str, processes: str) -> None:
     """img2dataset alone, with the settings of curation/crawl/download.py (run_img2dataset, Img2datasetReader)."""
     from curation.images import DEFAULT_MAX_PIXELS
 
@@ -135,7 +146,7 @@ def child_img2dataset(urls: str, out: str, shard_rows: str, threads: str) -> Non
 
     download(
         url_list=urls, input_format="parquet", url_col="url", caption_col="caption", output_folder=out,
-        output_format="parquet", processes_count=1, thread_count=int(threads), number_sample_per_shard=int(shard_rows),
+        output_format="parquet", processes_count=int(processes), thread_count=int(threads), number_sample_per_shard=int(shard_rows),
         resize_mode="no", skip_reencode=True, encode_format="jpg", timeout=10, retries=0,
         max_image_area=float(DEFAULT_MAX_PIXELS), extract_exif=False, compute_hash="sha256", enable_wandb=False,
         disallowed_header_directives=[], incremental_mode="incremental",
@@ -181,25 +192,28 @@ def child_bare_clip(folder: str, result: str, threads: str = "2") -> None:
     Path(result).write_text(json.dumps({"scored": len(scores)}))
 
 
-def child_curate(rss_file: str, *argv: str) -> int:
-    """The `curate` CLI in this process; its own peak RSS (ru_maxrss) written to `rss_file` at exit."""
+def child_curate(rss_file: str, *argv: str, timeline: str | None = None) -> int:
+    """The `curate` CLI in this process, ended as the command ends (`curation.cli.exit_now`); its own peak
+    RSS (ru_maxrss) written to `rss_file` at exit; with `timeline`, Ray's task timeline (chrome trace)
+    written there before Ray shuts down."""
     import atexit
     import resource
 
     atexit.register(lambda: Path(rss_file).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
-    from curation.cli import main
+    from curation.cli import exit_now, main
 
-    return main(list(argv))
+    rc = main(list(argv))
+    if timeline is not None:
+        import ray
+
+        if ray.is_initialized():
+            ray.timeline(filename=timeline)
+    exit_now(rc)
+    return rc
 
 
 def child_curate_timeline(rss_file: str, timeline: str, *argv: str) -> int:
-    """`child_curate`, then Ray's task timeline (chrome trace) written to `timeline` before Ray shuts down."""
-    rc = child_curate(rss_file, *argv)
-    import ray
-
-    if ray.is_initialized():
-        ray.timeline(filename=timeline)
-    return rc
+    return child_curate(rss_file, *argv, timeline=timeline)
 
 
 CHILDREN = {"img2dataset": child_img2dataset, "bare_clip": child_bare_clip, "curate": child_curate,
@@ -277,7 +291,8 @@ def run_child(name: str, *args: str, log: Path, spy: Path | None = None) -> dict
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}); last lines of {log}:\n" + "".join(open(log).readlines()[-30:]))
     return {"seconds": wall, "tree_peak_rss": tree_peak, "cpu_seconds": round(sum(cpu.values()), 1),
-            "machine_busy_cpu_seconds": round(busy, 1), "processes": len(cpu)}
+            "machine_busy_cpu_seconds": round(busy, 1), "processes": len(cpu),
+            "busy_cores": round(sum(cpu.values()) / wall, 2), "machine_busy_cores": round(busy / wall, 2)}
 
 
 def job_toml(path: Path, urls: Path, out: Path, shard_rows: int, threads: int) -> Path:
@@ -334,21 +349,23 @@ def _success_rows(folder: Path) -> int:
     return n
 
 
-def one_run(i: int, args, urls: Path, urls4: Path, n: int, work: Path) -> dict:
+def one_run(i: int, args, urls: Path, urls4: Path, urls10: Path, n: int, work: Path) -> dict:
     tmp = work / f"run-{i}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     res: dict = {}
     sr, th = str(args.shard_rows), str(args.threads)
 
-    res["img2dataset"] = run_child("img2dataset", str(urls), str(tmp / "i2d"), sr, th, log=tmp / "img2dataset.log")
+    res["img2dataset"] = run_child("img2dataset", str(urls), str(tmp / "i2d"), sr, th, str(args.processes),
+                                   log=tmp / "img2dataset.log")
     res["img2dataset"]["ok"] = _success_rows(tmp / "i2d")
     print(f"run {i}: (a) img2dataset {res['img2dataset']['seconds']:.1f} s ({res['img2dataset']['ok']}/{n} ok)", flush=True)
 
     job = job_toml(tmp / "job.toml", urls, tmp / "run", args.shard_rows, args.threads)
     res["curate_run"] = curate(["run", str(job)], tmp, tmp / "curate_run.log", tmp / "run")
     shutil.rmtree(tmp / "run")
-    print(f"run {i}: (1) curate run {res['curate_run']['seconds']:.1f} s, stages {res['curate_run']['stages']}", flush=True)
+    print(f"run {i}: (1) curate run {res['curate_run']['seconds']:.1f} s ({res['curate_run']['busy_cores']} busy cores), "
+          f"stages {res['curate_run']['stages']}", flush=True)
 
     res["bare_clip"] = run_child("bare_clip", str(tmp / "i2d"), str(tmp / "bare.json"), str(args.bare_threads),
                                  log=tmp / "bare_clip.log")
@@ -369,6 +386,9 @@ def one_run(i: int, args, urls: Path, urls4: Path, n: int, work: Path) -> dict:
         print(f"run {i}: (3) curate run 4N {res['curate_run_4n']['seconds']:.1f} s, driver peak "
               f"{res['curate_run_4n']['driver_peak_rss'] / 2**20:.0f} MiB (N: {res['curate_run']['driver_peak_rss'] / 2**20:.0f} MiB)",
               flush=True)
+    job10 = job_toml(tmp / "job10.toml", urls10, tmp / "run10", args.shard_rows, args.threads)
+    res["curate_run_10"] = curate(["run", str(job10)], tmp, tmp / "curate_run_10.log", tmp / "run10")
+    print(f"run {i}: (4) curate run, 10 URLs {res['curate_run_10']['seconds']:.1f} s", flush=True)
     if not args.keep:
         shutil.rmtree(tmp)
     return res
@@ -476,6 +496,8 @@ def summarize(runs: list[dict], n: int, scale: int) -> dict:
         "tree_peak_rss": {k: _med([x["tree_peak_rss"] for x in v]) for k, v in per.items() if v},
         "cpu_seconds": {k: _med([x["cpu_seconds"] for x in v]) for k, v in per.items() if v},
         "machine_busy_cpu_seconds": {k: _med([x["machine_busy_cpu_seconds"] for x in v]) for k, v in per.items() if v},
+        "busy_cores": {k: _med([x["cpu_seconds"] / x["seconds"] for x in v]) for k, v in per.items() if v},
+        "machine_busy_cores": {k: _med([x["machine_busy_cpu_seconds"] / x["seconds"] for x in v]) for k, v in per.items() if v},
         "stage_seconds": {k: {st: _med([x["stages"][st]["seconds"] for x in per[k]]) for st in per[k][0]["stages"]}
                           for k in ("curate_run", "curate_download", "curate_run_4n") if per[k]},
         "timings": {k: {t: _med([x["timings"].get(t) for x in per[k]]) for t in per[k][0]["timings"]}
@@ -486,6 +508,8 @@ def summarize(runs: list[dict], n: int, scale: int) -> dict:
         s["ratio_seconds_per_url_4n_to_n"] = _med([b["seconds"] / (scale * a["seconds"]) for a, b in zip(per["curate_run"], per["curate_run_4n"])])
     s["targets"] = {
         "run_le_0.8x_a_plus_b": s["ratio_run_to_a_plus_b"] <= 0.8,
+        "run_busy_cores_ge_1.7": s["busy_cores"]["curate_run"] >= 1.7,
+        "fixed_cost_10_urls_le_5s": s["seconds"]["curate_run_10"] <= 5.0,
         "download_ge_0.95x_img2dataset": s["ratio_download_throughput"] >= 0.95,
     }
     if "ratio_rss_4n_to_n" in s:
@@ -519,11 +543,19 @@ def table(s: dict, n: int, scale: int) -> str:
             f"| `curate run`, {scale * n} URLs (wall) | {sec['curate_run_4n']:.1f} s | "
             f"{s['ratio_seconds_per_url_4n_to_n']:.2f} x s/URL at {n} | |",
         ]
-    lines += ["", "| process | wall s | CPU s (it and its children) | machine busy CPU s meanwhile | peak RSS, all its processes |",
-              "| --- | ---: | ---: | ---: | ---: |"]
+    lines += [
+        f"| (1) `curate run` mean busy cores (its CPU s / wall) | {s['busy_cores']['curate_run']:.2f} | | "
+        f">= 1.70: {ok(t['run_busy_cores_ge_1.7'])} |",
+        f"| (4) `curate run`, 10 URLs: the fixed cost of a job | {sec['curate_run_10']:.1f} s | | "
+        f"<= 5.0 s: {ok(t['fixed_cost_10_urls_le_5s'])} |",
+    ]
+    lines += ["", "| process | wall s | CPU s (it and its children) | busy cores | machine busy CPU s meanwhile (cores) | "
+              "peak RSS, all its processes |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for k in SUBJECTS:
         if k in sec:
-            lines.append(f"| {k} | {sec[k]:.1f} | {s['cpu_seconds'][k]:.1f} | {s['machine_busy_cpu_seconds'][k]:.1f} | "
+            lines.append(f"| {k} | {sec[k]:.1f} | {s['cpu_seconds'][k]:.1f} | {s['busy_cores'][k]:.2f} | "
+                         f"{s['machine_busy_cpu_seconds'][k]:.1f} ({s['machine_busy_cores'][k]:.2f}) | "
                          f"{mib(s['tree_peak_rss'][k])} MiB |")
     return "\n".join(lines)
 
@@ -535,7 +567,8 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=300, help="N: images and URLs of the corpus")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--shard-rows", type=int, default=150, help="URLs per input shard (curate) and per img2dataset shard")
-    ap.add_argument("--threads", type=int, default=16, help="download threads (both)")
+    ap.add_argument("--threads", type=int, default=32, help="download threads (both; img2dataset's per process)")
+    ap.add_argument("--processes", type=int, default=os.cpu_count() or 1, help="img2dataset's processes (a)")
     ap.add_argument("--bare-threads", type=int, default=2, help="torch threads of the bare open_clip loop (b)")
     ap.add_argument("--scale", type=int, default=4, help="the memory check's second size: SCALE x N URLs")
     ap.add_argument("--no-4n", action="store_true", help="skip (3), the run on SCALE x N URLs")
@@ -555,7 +588,7 @@ def main() -> int:
     t0 = time.time()
     corpus = make_corpus(work, args.images)
     sizes = [p.stat().st_size for p in (corpus / "www").glob("*.jpg")]
-    print(f"corpus: {len(sizes)} JPEGs {WIDTH}x{HEIGHT}, {min(sizes) // 1024}-{max(sizes) // 1024} KB "
+    print(f"corpus: {len(sizes)} JPEGs, longest side {MIN_SIDE}-{MAX_SIDE} px, {min(sizes) // 1024}-{max(sizes) // 1024} KB "
           f"(median {statistics.median(sizes) // 1024} KB), {sum(sizes) / 2**20:.0f} MiB; ready in {time.time() - t0:.0f} s",
           flush=True)
     runs: list[dict] = []
@@ -565,14 +598,17 @@ def main() -> int:
         urls4 = work / f"urls-{args.images}x{args.scale}.parquet"
         n = write_url_list(corpus, base, urls)
         write_url_list(corpus, base, urls4, copies=args.scale)
+        urls10 = work / "urls-10.parquet"
+        write_url_list(corpus, base, urls10, first=10)
         for i in range(args.runs):
-            runs.append(one_run(i, args, urls, urls4, n, work))
+            runs.append(one_run(i, args, urls, urls4, urls10, n, work))
         if args.profile:
             profile = profile_run(args, urls, work)
     s = summarize(runs, n, args.scale) if runs else None
     if s:
         print()
-        print(f"{args.runs} runs, {n} URLs, shard_rows {args.shard_rows}, {os.cpu_count()} CPUs; medians")
+        print(f"{args.runs} runs, {n} URLs, shard_rows {args.shard_rows}, {os.cpu_count()} CPUs; img2dataset at "
+              f"{args.processes} processes x {args.threads} threads, curate at {args.threads} threads; medians")
         print(table(s, n, args.scale))
         for k in ("curate_run", "curate_run_4n", "curate_download"):
             if k in s["stage_seconds"]:

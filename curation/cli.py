@@ -178,5 +178,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def entry() -> None:
+    """The `curate` command: `main`, then a quick exit (`exit_now`)."""
+    exit_now(main())
+
+
+def exit_now(rc: int) -> None:
+    """End the process with `rc` once output is flushed and the atexit handlers (Ray's shutdown among
+    them) have run, without tearing down every module one by one: with torch loaded that teardown
+    alone takes 0.5-0.7 s, a tenth of a small job."""
+    import atexit
+
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(rc)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

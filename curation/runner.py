@@ -203,12 +203,33 @@ def fit_cpus(requested: float, total: float) -> float:
     return float(min(requested, cap))
 
 
-def cluster_gpus() -> float:
-    """GPUs in the Ray cluster (starting a local Ray if none is running)."""
+def cluster_gpus(address: str | None = None) -> float:
+    """GPUs of the Ray cluster: the running one's, else the cluster at `address` (or $RAY_ADDRESS), joined;
+    else this machine's (`local_gpus`), which a local Ray would find too, without starting one."""
+    import sys
+
+    named = address or os.environ.get("RAY_ADDRESS", "local") != "local"
+    if "ray" not in sys.modules and not named:
+        return local_gpus()
     import ray
 
-    init_ray()
+    if not ray.is_initialized():
+        if not named:
+            return local_gpus()
+        init_ray(address)
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def local_gpus() -> float:
+    """NVIDIA GPUs of this machine, as its driver lists them, within $CUDA_VISIBLE_DEVICES."""
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        return 0.0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        found = min(found, len([d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")]))
+    return float(found)
 
 
 # ------------------------------------------------------------ the pipeline

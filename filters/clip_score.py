@@ -36,6 +36,7 @@ starts, never a download attempt in every actor.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -102,7 +103,7 @@ class ClipModelSpec:
                 _check_container(path)
             return
         name = resolve_model_name(self.model)
-        import open_clip
+        open_clip = import_open_clip(self.model)
 
         if open_clip.get_model_config(name) is None:
             raise InputError(f"unknown open_clip model {self.model!r} (see open_clip.list_models())")
@@ -137,6 +138,85 @@ def model_config_known(model: str) -> bool:
     spec = importlib.util.find_spec("open_clip")
     folders = list(spec.submodule_search_locations or []) if spec else []
     return any((Path(folder) / "model_configs" / f"{model}.json").is_file() for folder in folders)
+
+# open_clip's optional towers: the packages it imports when present, and the config keys that need them
+_OPTIONAL_TOWERS = {"transformers": (("text_cfg", "hf_model_name"), ("text_cfg", "hf_tokenizer_name")),
+                    "timm": (("vision_cfg", "timm_model_name"),)}
+_TOWER_MODULES = {"transformers": ("hf_model", "HFTextEncoder"), "timm": ("timm_model", "TimmModel")}
+_hidden_towers: set[str] = set()
+
+
+def _shipped_config(model: str) -> dict | None:
+    """The model config of `model` (a config JSON or a name among open_clip's shipped configs), read
+    without importing open_clip; None when it is neither."""
+    import importlib.util
+
+    if model.endswith(".json"):
+        return _model_config_json(model)
+    spec = importlib.util.find_spec("open_clip")
+    for folder in list(spec.submodule_search_locations or []) if spec else []:
+        path = Path(folder) / "model_configs" / f"{model}.json"
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+    return None
+
+
+def import_open_clip(model: str | None = None):
+    """open_clip, imported for `model` without what that model does not use.
+
+    A plain `import open_clip` imports every optional tower it knows (Hugging
+    Face transformers, timm, and through them torch._dynamo) and torchvision's
+    whole package (its models and ops, torch._dynamo again): about 6 CPU s
+    before the first image, in every process that scores. For a model whose
+    config names no HF text tower and no timm vision tower, open_clip is
+    imported with those two packages absent (it treats them as optional) and
+    with torchvision's modules that it uses (transforms, ops.misc) loaded
+    without the package `__init__`; the modules are open_clip's and
+    torchvision's own, unchanged. A later `import torchvision` or
+    `transformers` still gets the whole package; a later model that needs a
+    tower left out has its open_clip module imported again with it.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    cfg = _shipped_config(model) if model else None
+    if "open_clip" in sys.modules:
+        clip = sys.modules["open_clip"]
+        for name in sorted(_hidden_towers):
+            if cfg is not None and _needs_tower(cfg, name):
+                module_name, cls = _TOWER_MODULES[name]
+                tower = importlib.reload(importlib.import_module(f"open_clip.{module_name}"))
+                setattr(importlib.import_module("open_clip.model"), cls, getattr(tower, cls))
+                _hidden_towers.discard(name)
+        return clip
+    if cfg is None:
+        return importlib.import_module("open_clip")
+    hide = [n for n in _OPTIONAL_TOWERS if n not in sys.modules and not _needs_tower(cfg, n)]
+    stubs = []
+    for name in ("torchvision", "torchvision.ops") if "torchvision" not in sys.modules else ():
+        spec = importlib.util.find_spec(name)
+        if spec is None:
+            break
+        package = types.ModuleType(name)
+        package.__path__ = list(spec.submodule_search_locations or [])
+        package.__spec__ = spec
+        sys.modules[name] = package
+        stubs.append(name)
+    for name in hide:
+        sys.modules[name] = None  # an ImportError for open_clip's optional imports
+    try:
+        clip = importlib.import_module("open_clip")
+        _hidden_towers.update(hide)
+        return clip
+    finally:
+        for name in (*hide, *stubs):
+            sys.modules.pop(name, None)
+
+
+def _needs_tower(cfg: dict, package: str) -> bool:
+    return any((cfg.get(part) or {}).get(key) for part, key in _OPTIONAL_TOWERS[package])
 
 
 def _check_container(path: Path) -> None:
@@ -194,7 +274,7 @@ def pretrained_weights(name: str, tag: str) -> tuple[Path, Path]:
     in one line, naming the missing file and where to put it, when it is not
     on disk.
     """
-    import open_clip
+    open_clip = import_open_clip(name)
     from open_clip.constants import HF_WEIGHTS_NAME
     from open_clip.pretrained import has_hf_hub
 
@@ -260,7 +340,7 @@ def _hub_offline() -> Iterator[None]:
 
 def resolve_model_name(model: str) -> str:
     """An open_clip model name; a path to a model-config JSON is registered first."""
-    import open_clip
+    open_clip = import_open_clip(model)
 
     if model.endswith(".json"):
         path = Path(model)
@@ -272,7 +352,7 @@ def resolve_model_name(model: str) -> str:
 
 def resolve_preprocess_cfg(spec: ClipModelSpec) -> dict[str, Any]:
     """The eval preprocessing open_clip would build for this model, without loading weights."""
-    import open_clip
+    open_clip = import_open_clip(spec.model)
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     name = resolve_model_name(spec.model)
@@ -291,7 +371,7 @@ def resolve_preprocess_cfg(spec: ClipModelSpec) -> dict[str, Any]:
 
 def load_clip(spec: ClipModelSpec, device: str = "cpu"):
     """(model, eval preprocess, tokenizer) through open_clip's ordinary loading path."""
-    import open_clip
+    open_clip = import_open_clip(spec.model)
 
     name = resolve_model_name(spec.model)
     pretrained = spec.checkpoint or spec.pretrained
@@ -309,7 +389,13 @@ def load_clip(spec: ClipModelSpec, device: str = "cpu"):
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise InputError(f"{where}: cannot load CLIP weights: {first}") from exc
     model.eval()
-    return model, preprocess, open_clip.get_tokenizer(name)
+    return model, preprocess, clip_tokenizer(name)
+
+
+@functools.lru_cache(maxsize=4)
+def clip_tokenizer(name: str):
+    """open_clip's tokenizer of model `name`, made once per process (its BPE tables take 0.15 s to build)."""
+    return import_open_clip(name).get_tokenizer(name)
 
 
 CPU_BATCH_SIZE = 64
@@ -346,7 +432,12 @@ def _plain(v):
 
 def _split_transform(transform) -> tuple[list, Any]:
     """open_clip's eval Compose → (PIL steps before the tensor conversion, Normalize)."""
-    from torchvision import transforms as T
+    import importlib
+    import sys
+
+    # the module open_clip's transforms come from (loaded by `import_open_clip`, perhaps without torchvision's
+    # package __init__): asked of sys.modules first, so that the whole package is not imported for it
+    T = sys.modules.get("torchvision.transforms") or importlib.import_module("torchvision.transforms")
 
     steps = list(getattr(transform, "transforms", [transform]))
     idx = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), None)
@@ -378,13 +469,13 @@ class ClipPreprocess(Filter):
     def _ready(self) -> None:
         if self._pil_steps is not None:
             return
-        import open_clip
+        import_open_clip(self.spec.model)
         from open_clip.transform import PreprocessCfg, image_transform_v2
 
         self._cfg = resolve_preprocess_cfg(self.spec)
         transform = image_transform_v2(PreprocessCfg(**self._cfg), is_train=False)
         self._pil_steps, _ = _split_transform(transform)
-        self._tokenizer = open_clip.get_tokenizer(resolve_model_name(self.spec.model))
+        self._tokenizer = clip_tokenizer(resolve_model_name(self.spec.model))
 
     def measure(self, batch: pa.Table) -> dict[str, pa.Array]:
         from PIL import Image
@@ -565,7 +656,7 @@ def from_config(cfg) -> list[Filter]:
 
     spec = ClipModelSpec(cfg.clip_model, cfg.clip_pretrained, cfg.clip_checkpoint)
     spec.check()
-    gpus = cfg.clip_gpus if cfg.clip_gpus is not None else (1.0 if cluster_gpus() else 0.0)
+    gpus = cfg.clip_gpus if cfg.clip_gpus is not None else (1.0 if cluster_gpus(getattr(cfg, "ray_address", None)) else 0.0)
     batch = cfg.clip_batch_size or default_batch_size(gpus)
     pre = ClipPreprocess(spec, max_pixels=cfg.max_pixels, fast_decode=getattr(cfg, "clip_fast_decode", False))
     pre.batch_size = batch

@@ -19,7 +19,6 @@ which is why the builder rejects free text that contains one.
 
 from __future__ import annotations
 
-import base64
 import functools
 import importlib.resources
 import logging
@@ -90,8 +89,12 @@ def vocab_path():
 
 @functools.lru_cache(maxsize=1)
 def _mergeable_ranks() -> dict[bytes, int]:
-    data = vocab_path().read_bytes()
-    ranks = {base64.b64decode(tok): int(rank) for tok, rank in (line.split() for line in data.splitlines() if line)}
+    import binascii
+
+    fields = vocab_path().read_bytes().split()  # "TOKEN-BASE64 RANK" per line
+    if len(fields) % 2:
+        raise ValueError(f"{vocab_path()}: a line without its rank")
+    ranks = dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2])))
     if len(ranks) != NUM_REGULAR_TOKENS:
         raise ValueError(f"{vocab_path()}: expected {NUM_REGULAR_TOKENS} tokens, found {len(ranks)}")
     return ranks

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 # (curation.runner.Beside.local_rows); a longer one by the shuffle on the cluster, beside the downloads
 LOCAL_INDEX_ROWS = 100_000
 CUTOFF_SHARD_ROWS = 1_000_000  # input rows per task of the CLIP top fraction's folds (two small columns)
-RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address")
+RUNTIME_KEYS = ("out", "overwrite", "resume", "ray_address", "runner")
+RUNNERS = ("auto", "local", "ray")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,10 @@ class WebPairsConfig:
     overwrite: bool = False  # replace a non-empty output (only once the new one is complete)
     resume: bool = False  # continue an interrupted run of the same config
     ray_address: str | None = None
+    # "auto": in this process when the input fits one input shard (shard_rows), no Ray cluster is named
+    # (ray_address, $RAY_ADDRESS) and none is running in this process: a small job starts in seconds, not
+    # Ray's; "ray": a Ray job; "local": this process
+    runner: str = "auto"
 
 
 def filter_stages(cfg: WebPairsConfig) -> list[Stage]:
@@ -167,6 +172,30 @@ def fetch_policy(cfg: WebPairsConfig) -> FetchPolicy:
         raise InputError(str(exc)) from None
 
 
+def executor(cfg: WebPairsConfig, fits_one_shard: Callable[[int], bool]) -> str:
+    """Where the job runs: "ray" or "local" (`runner`); `fits_one_shard(rows)`: whether the input has at most
+    that many rows, found from metadata."""
+    if cfg.runner not in RUNNERS:
+        raise InputError(f"runner must be one of {', '.join(RUNNERS)}, got {cfg.runner!r}")
+    if cfg.runner != "auto":
+        return cfg.runner
+    import os
+    import sys
+
+    if cfg.ray_address or os.environ.get("RAY_ADDRESS", "local") != "local":
+        return "ray"
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray this process started or joined
+        return "ray"
+    return "local" if fits_one_shard(cfg.shard_rows) else "ray"
+
+
+def _start(cfg: WebPairsConfig, used: str) -> str:
+    if used == "ray":
+        init_ray(cfg.ray_address)
+    log.info("runner: %s", "Ray" if used == "ray" else "this process")
+    return used
+
+
 def _batch(cfg: WebPairsConfig) -> int:
     """Rows per batch the readers hand on: the CLIP batch size when one is set, else the CPU default."""
     from filters.clip_score import CPU_BATCH_SIZE
@@ -191,7 +220,7 @@ def _download_pipeline(cfg: WebPairsConfig, after: list) -> Pipeline:
 
 
 def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline, urls: UrlList,
-              correct_after: bool = False) -> dict:
+              correct_after: bool = False, used: str = "ray") -> dict:
     """The URL list's shards through `pipeline`, planned as they go (curation/crawl/urls.py), with the
     duplicate-URL shuffle beside them. `correct_after` (a download, records only): shards start at once
     and those that ran before the duplicates were known are corrected after; else they wait for them."""
@@ -201,18 +230,19 @@ def _run_urls(cfg: WebPairsConfig, writer: DatasetWriter, pipeline: Pipeline, ur
     folder = storage.join(staging, DUPLICATES_DIR)
     fix = functools.partial(fix_shard, staging=staging, folder=folder) if correct_after else None
     beside = Beside(UrlKeys(urls.columns), DuplicatesReduce(folder), folder, fix=fix, local_rows=LOCAL_INDEX_ROWS)
-    shards = urls.shards(cfg.shard_rows, staging, convert=run_remote)
-    return run_pipeline(pipeline, shards, writer, beside=beside)
+    shards = urls.shards(cfg.shard_rows, staging, convert=run_remote if used == "ray" else None)
+    return run_pipeline(pipeline, shards, writer, beside=beside, executor=used)
 
 
 def download(cfg: WebPairsConfig) -> dict:
     """URL list → records + rejects (no filters); returns the manifest."""
     urls = url_list(cfg)  # fail fast on bad input
     fetch_policy(cfg)
+    used = executor(cfg, urls.fits)
     with open_output(cfg, job="download") as writer:
-        init_ray(cfg.ray_address)
-        _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]), urls, correct_after=True)
-        return writer.close(config={"command": "download", **dataclasses.asdict(cfg)})
+        _start(cfg, used)
+        _run_urls(cfg, writer, _download_pipeline(cfg, [Sink("records")]), urls, correct_after=True, used=used)
+        return writer.close(config={"command": "download", **dataclasses.asdict(cfg), "runner": used})
 
 
 def needs_two_passes(cfg: WebPairsConfig) -> bool:
@@ -243,7 +273,7 @@ def _first_pass_stages(cfg: WebPairsConfig) -> list[Stage]:
 
 
 def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable[[DatasetWriter], object],
-                after: list) -> tuple[dict, dict]:
+                after: list, used: str = "ray") -> tuple[dict, dict]:
     """Everything that needs the whole dataset, between two passes; returns (pass-2 summary, manifest extras).
 
     Pass 1 (`first_pass`) runs the filters into a scratch dataset in the output's staging (continued
@@ -276,7 +306,8 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
     if kinds or cfg.decontaminate:
         steps, figures = dedup_steps(files, kinds, cfg.max_hamming_distance, writer.work_dir, cfg.decontaminate,
                                      cfg.shard_rows, semantic_threshold=cfg.semdedup_threshold,
-                                     semantic_clusters=cfg.semdedup_clusters, keep_embeddings=cfg.keep_embeddings)
+                                     semantic_clusters=cfg.semdedup_clusters, keep_embeddings=cfg.keep_embeddings,
+                                     executor=used)
         writer.timings["grouping"] = figures.get("grouping_seconds", 0.0)
         semantic = figures.pop("semantic", None)
         if cfg.dedup or cfg.decontaminate:
@@ -288,7 +319,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
         # ranked on the cluster: the records that dedup drops (its decisions by row range) are not ranked
         exclude = [s.by_range for s in steps if getattr(s, "by_range", None) is not None]
         cutoffs = cutoffs_on_cluster(parquet_shards(files, max(cfg.shard_rows, CUTOFF_SHARD_ROWS)), [p for p, _ in files],
-                                     cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude)
+                                     cfg.clip_keep_fraction, cfg.clip_keep_fraction_by_source, exclude, executor=used)
         log.info("CLIP top fraction: %s", ", ".join(f"{k}: {c.kept} of {c.scored} (cutoff {c.clip_score})" for k, c in cutoffs.items()))
         extra["clip_keep_fraction"] = cutoffs_json(cutoffs)
         steps.append(ClipTopFraction(cutoffs))
@@ -297,7 +328,7 @@ def _two_passes(cfg: WebPairsConfig, writer: DatasetWriter, first_pass: Callable
         writer.count_stage(name, c["in"], c["out"], c["dropped"], c["seconds"])
     t0 = time.time()
     pipeline = Pipeline(node_reader(steps, files, _batch(cfg)), [*steps, *after], task_cpus=cfg.task_cpus)
-    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer)
+    summary = run_pipeline(pipeline, parquet_shards(files, cfg.shard_rows), writer, executor=used)
     writer.timings["second_pass"] = time.time() - t0
     if "download" in first.manifest:
         extra["download"] = first.manifest["download"]
@@ -312,18 +343,18 @@ def filter_records(cfg: WebPairsConfig, input_dir: str, verify: bool = False) ->
     files = [(p, s["rows"]) for p, s in zip(src.shard_paths("records"), src.shards("records"))]
     stages = filter_stages(cfg)  # a bad filter name or CLIP model fails here, before the output is touched
     two_pass = needs_two_passes(cfg)
+    used = executor(cfg, lambda limit: src.rows("records") <= limit)
     with open_output(cfg, inputs=(input_dir,), job="filter", input=storage.canonical(input_dir)) as writer:
-        init_ray(cfg.ray_address)
+        _start(cfg, used)
         reader = ParquetReader(batch_size=_batch(cfg))
         shards = parquet_shards(files, cfg.shard_rows)
         extra = None
+        first = Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus)
         if two_pass:
-            _, extra = _two_passes(
-                cfg, writer, lambda w: run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, w),
-                [Sink("records")])
+            _, extra = _two_passes(cfg, writer, lambda w: run_pipeline(first, shards, w, executor=used), [Sink("records")], used)
         else:
-            run_pipeline(Pipeline(reader, [*stages, Sink("records")], task_cpus=cfg.task_cpus), shards, writer)
-        config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg)}
+            run_pipeline(first, shards, writer, executor=used)
+        config = {"command": "filter", "input": input_dir, **dataclasses.asdict(cfg), "runner": used}
         config.pop("urls")
         return writer.close(config=config, extra=extra)
 
@@ -340,18 +371,20 @@ def run(cfg: WebPairsConfig, writer: DatasetWriter | None = None) -> dict:
     urls = url_list(cfg)  # fail fast on bad input
     fetch_policy(cfg)
     check_settings(cfg.dedup, cfg.max_hamming_distance)
+    used = executor(cfg, urls.fits)
     with writer or open_output(cfg, job="web_pairs") as writer:
-        init_ray(cfg.ray_address)
+        _start(cfg, used)
         t0 = time.time()
         build = build_steps(cfg.format, cfg.tasks, cfg.pack, min_pixels=cfg.vision_min_pixels,
                             max_pixels=cfg.vision_max_pixels, images_once=cfg.images_once)
         extra: dict = {}
         if needs_two_passes(cfg):  # filters first; dedup, semantic dedup, the top fraction; then build
             first = _download_pipeline(cfg, [*_first_pass_stages(cfg), Sink("records")])
-            summary, extra = _two_passes(cfg, writer, lambda w: _run_urls(cfg, w, first, urls), [Sink("records"), *build])
+            summary, extra = _two_passes(cfg, writer, lambda w: _run_urls(cfg, w, first, urls, used=used),
+                                         [Sink("records"), *build], used)
         else:
             pipeline = _download_pipeline(cfg, [*filter_stages(cfg), Sink("records"), *build])
-            summary = _run_urls(cfg, writer, pipeline, urls)
+            summary = _run_urls(cfg, writer, pipeline, urls, used=used)
         writer.timings["pipeline"] = time.time() - t0
-        config = {"job": "web_pairs", **dataclasses.asdict(cfg)}
-        return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, "ray")})
+        config = {"job": "web_pairs", **dataclasses.asdict(cfg), "runner": used}
+        return writer.close(config=config, extra={**extra, **build_extra(writer, summary, build, used)})

@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from curation.crawl.urls import UrlColumns
-from curation.crawl.fetch import BLOCKED_PREFIX, FetchPolicy, fetching
+from curation.crawl.fetch import BLOCKED_PREFIX, FetchPolicy, fetching, img2dataset_module
 from curation.errors import InputError
 from curation.images import DEFAULT_MAX_PIXELS, ImageRejected, decoded_size
 from curation.crawl.netpolicy import interleave_by_host
@@ -147,34 +147,6 @@ class FromImg2dataset(Stage):
             }
         )
         return ensure_reject_columns(table)
-
-
-def _img2dataset(module: str):
-    """img2dataset's `module` (downloader, resizer), imported without its package's `__init__`.
-
-    The package's `__init__` imports its CLI (`img2dataset.main`), and with it
-    torch, webdataset and wandb's writers: about 6 CPU seconds in every worker
-    process that downloads, for code the download loop never runs. The module
-    is loaded from the installed package as it is; a later `import img2dataset`
-    still gets the whole package.
-    """
-    import importlib
-    import importlib.util
-    import sys
-    import types
-
-    name = f"img2dataset.{module}"
-    if name in sys.modules or "img2dataset" in sys.modules:
-        return importlib.import_module(name)
-    spec = importlib.util.find_spec("img2dataset")
-    package = types.ModuleType("img2dataset")
-    package.__path__ = list(spec.submodule_search_locations or [])
-    package.__spec__ = spec
-    sys.modules["img2dataset"] = package
-    try:
-        return importlib.import_module(name)
-    finally:
-        del sys.modules["img2dataset"]  # the real package, __init__ and all, for whoever imports it next
 
 
 CHECK_PREFIX = "image check: "  # the error message of an image refused by `_CheckedResizer`: "image check: REASON: detail"
@@ -367,11 +339,11 @@ class Img2datasetReader:
 
         env = {"OPENCV_IO_MAX_IMAGE_PIXELS": str(int(self.max_pixels)), "NO_ALBUMENTATIONS_UPDATE": "1"}
         with scoped_env(env):
-            Downloader = _img2dataset("downloader").Downloader
+            Downloader = img2dataset_module("downloader").Downloader
 
         def resizer():  # img2dataset's own, made on the first image that needs it (not a JPEG kept as it is)
             with scoped_env(env):
-                return _img2dataset("resizer").Resizer(
+                return img2dataset_module("resizer").Resizer(
                     image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
                     skip_reencode=True, max_image_area=float(self.max_pixels))
 

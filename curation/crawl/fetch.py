@@ -407,10 +407,56 @@ def _check_engine(downloader) -> None:
         )
 
 
+def img2dataset_module(module: str):
+    """img2dataset's `module` (downloader, resizer), imported without its package's `__init__`.
+
+    The package's `__init__` imports its CLI (`img2dataset.main`), and with it
+    torch, webdataset and wandb's writers: about 4 CPU seconds in every worker
+    process that downloads, for code the download loop never runs. Its
+    `logger` module (the downloader's counters) imports wandb for the CLI's
+    progress reports, another 0.7 s: while the downloader loads, `wandb` is a
+    placeholder that refuses any use, unless wandb is imported already. The
+    modules are loaded from the installed package as they are; a later
+    `import img2dataset` still gets the whole package.
+    """
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    name = f"img2dataset.{module}"
+    if name in sys.modules or "img2dataset" in sys.modules:
+        return importlib.import_module(name)
+    spec = importlib.util.find_spec("img2dataset")
+    package = types.ModuleType("img2dataset")
+    package.__path__ = list(spec.submodule_search_locations or [])
+    package.__spec__ = spec
+    sys.modules["img2dataset"] = package
+    placeholder = "wandb" not in sys.modules and "img2dataset.logger" not in sys.modules
+    if placeholder:
+        sys.modules["wandb"] = _NoWandb("wandb")
+    try:
+        return importlib.import_module(name)
+    finally:
+        del sys.modules["img2dataset"]  # the real package, __init__ and all, for whoever imports it next
+        if placeholder:
+            del sys.modules["wandb"]
+
+
+class _NoWandb(types.ModuleType):
+    """What img2dataset's logger sees as `wandb` when `img2dataset_module` loads it: any use is an error."""
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise RuntimeError("img2dataset's wandb reporting is off here: its logger was loaded without wandb "
+                           "(curation.crawl.fetch.img2dataset_module)")
+
+
 @contextlib.contextmanager
 def fetching(policy: FetchPolicy) -> Iterator[FetchStats]:
     """For this block, img2dataset's Downloader fetches through `policy`; yields the block's counts."""
-    import img2dataset.downloader as downloader
+    downloader = img2dataset_module("downloader")
 
     with _FETCHING:
         _check_engine(downloader)

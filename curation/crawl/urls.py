@@ -73,6 +73,8 @@ URL_LIST_FORMATS = (".parquet", ".csv", ".tsv", ".jsonl")
 DUPLICATES_DIR = "url-duplicates"  # in the output's staging: the reduce tasks' parts and index.json
 # rows per shard of a map task of the duplicate shuffle (several shards per task: fewer objects)
 MAP_ROWS = 500_000
+TEXT_COUNT_BYTES = 8 << 20  # UrlList.fits counts the lines of a text file up to this size
+FITS_MAX_FILES = 64  # and looks at no more files than this (a list of more parts is no small job)
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,25 @@ class UrlList:
         """The first file's columns (the others are checked as planning reaches them)."""
         first = self.files[0]
         check_columns(first.url, _schema(first).names, self.columns)
+
+    def fits(self, limit: int) -> bool:
+        """Whether the list has at most `limit` rows, from the Parquet files' footers (a text file: its lines,
+        when it is small enough to count them here). Stops at the first file past the limit."""
+        if len(self.files) > FITS_MAX_FILES:
+            return False
+        rows = 0
+        for file in self.files:
+            if file.suffix == ".parquet":
+                rows += open_parquet(file.url).metadata.num_rows
+            else:
+                size = file.size if file.size is not None else storage.file_size(file.url)
+                if size is None or size > TEXT_COUNT_BYTES:
+                    return False
+                with storage.open_file(file.url) as f:
+                    rows += f.read().count(b"\n") + 1  # an upper bound: a header, a last line without its newline
+            if rows > limit:
+                return False
+        return True
 
     def shards(self, rows_per_shard: int, staging: str, convert=None) -> Iterator["InputShard"]:
         """Input shards, file by file, from footers. `convert(fn, *args)` runs a text file's conversion

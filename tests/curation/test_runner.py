@@ -265,3 +265,20 @@ def test_resume_refuses_an_input_that_changed(tmp_path):
     writer = DatasetWriter(tmp_path / "out", resume=True, config={"k": 1})  # the same input: resumes
     run_pipeline(pipeline, parquet_shards([(a, 30)], rows_per_shard=10), writer, executor="local")
     assert writer.close()["tables"]["records"]["rows"] == 30
+
+
+def test_local_gpus_counts_the_drivers_gpus_within_cuda_visible_devices(monkeypatch):
+    import os
+
+    from curation.runner import local_gpus
+
+    try:
+        found = len(os.listdir("/proc/driver/nvidia/gpus"))
+    except OSError:
+        found = 0
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert local_gpus() == found
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert local_gpus() == 0
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
+    assert local_gpus() == 0

@@ -8,6 +8,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from curation.cli import main
+from curation.errors import InputError
 from curation.storage.dataset import Dataset
 from curation.democorpus import generate_corpus
 from jobs.config import config_from_dict
@@ -344,3 +345,41 @@ def test_the_example_config_loads_as_is_and_with_every_commented_key_and_names_e
     keys = set(re.findall(r"^#? ?([a-z_]+) = ", text, re.M))
     missing = sorted({f.name for f in dataclasses.fields(WebPairsConfig)} - keys)
     assert missing == [], f"keys the example does not show: {missing}"
+
+
+def test_a_small_job_runs_in_this_process_with_the_same_output_as_on_ray(site, tmp_path, local_ray):
+    """runner "local" (what "auto" picks for a one-shard list with no Ray around) and "ray" make the same
+    dataset, through both passes (dedup, the CLIP top fraction); the manifest says which ran."""
+    root, urls, items = site
+    outs = {}
+    for runner in ("local", "ray"):
+        job = _job_toml(tmp_path / f"{runner}.toml", urls, tmp_path / runner, runner=runner, clip_keep_fraction=0.6,
+                        dedup=["exact", "url", "phash"])
+        assert main(["run", str(job)]) == 0
+        outs[runner] = _contents(tmp_path / runner)
+        assert Dataset(tmp_path / runner).manifest["config"]["runner"] == runner
+    assert outs["local"] == outs["ray"]
+    records, _, rejects = outs["local"]
+    assert records and {stage for _, stage, _ in rejects} >= {"download", "dedup", "clip_fraction"}
+
+
+def test_auto_picks_this_process_only_for_one_shard_and_no_ray(monkeypatch):
+    import sys
+
+    from jobs.web_pairs import executor
+
+    cfg = WebPairsConfig(urls="u.parquet", out="o", shard_rows=100)
+    def fits(limit):  # a list of exactly one shard's rows
+        return limit >= 100
+
+    ray_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    monkeypatch.setenv("RAY_ADDRESS", "local")
+    assert executor(cfg, fits) == ("ray" if ray_running else "local")
+    assert executor(cfg, lambda limit: False) == "ray"
+    assert executor(WebPairsConfig(urls="u", out="o", runner="local"), lambda limit: False) == "local"
+    assert executor(WebPairsConfig(urls="u", out="o", runner="ray"), fits) == "ray"
+    assert executor(WebPairsConfig(urls="u", out="o", ray_address="head:6379"), fits) == "ray"
+    monkeypatch.setenv("RAY_ADDRESS", "head:6379")
+    assert executor(cfg, fits) == "ray"
+    with pytest.raises(InputError, match="runner must be one of auto, local, ray"):
+        executor(WebPairsConfig(urls="u", out="o", runner="spark"), fits)

@@ -273,3 +273,21 @@ def test_on_ray_shards_that_ran_before_the_index_are_corrected_by_tasks(tmp_path
     rejects = {r["record_id"]: r["detail"] for r in data.read("rejects").to_pylist()}
     assert rejects["web:2"] == "same URL as web:0, found after it was fetched"
     assert rejects["web:4"] == "same URL as web:1, found after it was fetched"
+
+
+def test_fits_counts_rows_from_footers_and_small_text_files(tmp_path, monkeypatch):
+    import curation.crawl.urls as urls_module
+
+    cols = UrlColumns("web")
+    a, b = tmp_path / "a.parquet", tmp_path / "b.csv"
+    pq.write_table(pa.table({"url": [f"http://x/{i}" for i in range(30)], "caption": ["c"] * 30}), a, row_group_size=7)
+    b.write_text("url,caption\n" + "".join(f"http://y/{i},c\n" for i in range(20)))
+    assert UrlList([str(a)], cols).fits(30) and not UrlList([str(a)], cols).fits(29)
+    both = UrlList([str(a), str(b)], cols)
+    assert both.fits(60) and not both.fits(45)  # a text file's lines, header included, are an upper bound
+    monkeypatch.setattr(urls_module, "TEXT_COUNT_BYTES", 100)  # a text file too large to count here: not small
+    assert not UrlList([str(b)], cols).fits(10**6)
+    monkeypatch.setattr(urls_module, "FITS_MAX_FILES", 1)
+    c = tmp_path / "c.parquet"
+    c.write_bytes(a.read_bytes())
+    assert not UrlList([str(a), str(c)], cols).fits(10**6)
