@@ -223,8 +223,9 @@ CHILDREN = {"img2dataset": child_img2dataset, "bare_clip": child_bare_clip, "cur
 # ------------------------------------------------------------- the driver side
 
 
-def _tree(pid: int, cpu: dict[int, float]) -> int:
-    """Summed RSS (bytes) of pid and its descendants, from /proc; their CPU seconds so far go into `cpu`."""
+def _tree(pid: int, cpu: dict[int, float], largest: dict | None = None) -> int:
+    """Summed RSS (bytes) of pid and its descendants, from /proc; their CPU seconds so far go into `cpu`,
+    and the largest RSS of any one of them so far into `largest["rss"]`."""
     children: dict[int, list[int]] = {}
     stat: dict[int, tuple[int, float]] = {}
     page, tick = os.sysconf("SC_PAGE_SIZE"), os.sysconf("SC_CLK_TCK")
@@ -244,6 +245,8 @@ def _tree(pid: int, cpu: dict[int, float]) -> int:
         if p in stat:
             total += stat[p][0]
             cpu[p] = max(cpu.get(p, 0.0), stat[p][1])
+            if largest is not None:
+                largest["rss"] = max(largest.get("rss", 0), stat[p][0])
         stack.extend(children.get(p, []))
     return total
 
@@ -280,8 +283,9 @@ def run_child(name: str, *args: str, log: Path, spy: Path | None = None) -> dict
                                        "--rate", "50", "--nonblocking", "--output", str(spy)],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         tree_peak = 0
+        largest: dict = {}
         while proc.poll() is None:
-            tree_peak = max(tree_peak, _tree(proc.pid, cpu))
+            tree_peak = max(tree_peak, _tree(proc.pid, cpu, largest))
             time.sleep(0.25)
     wall = time.perf_counter() - t0
     if spying is not None:  # py-spy writes its file on SIGINT
@@ -290,7 +294,8 @@ def run_child(name: str, *args: str, log: Path, spy: Path | None = None) -> dict
     busy = _machine_cpu()[0] - busy0
     if proc.returncode != 0:
         raise SystemExit(f"{name} failed ({proc.returncode}); last lines of {log}:\n" + "".join(open(log).readlines()[-30:]))
-    return {"seconds": wall, "tree_peak_rss": tree_peak, "cpu_seconds": round(sum(cpu.values()), 1),
+    return {"seconds": wall, "tree_peak_rss": tree_peak, "largest_process_peak_rss": largest.get("rss", 0),
+            "cpu_seconds": round(sum(cpu.values()), 1),
             "machine_busy_cpu_seconds": round(busy, 1), "processes": len(cpu),
             "busy_cores": round(sum(cpu.values()) / wall, 2), "machine_busy_cores": round(busy / wall, 2)}
 
@@ -332,6 +337,8 @@ def curate(argv: list[str], tmp: Path, log: Path, out: Path, profile: Path | Non
     r["timings"] = {k: round(v, 2) for k, v in m.get("timings", {}).items()}
     r["tables"] = {k: v["rows"] for k, v in m["tables"].items()}
     r["manifest_wall_seconds"] = m.get("wall_seconds")
+    r["run"] = m.get("run")  # the shard tasks' spans (curation/storage/dataset.py: task_figures)
+    r["fetch_seconds"] = (m.get("download") or {}).get("fetch_seconds")
     first = next(iter(m["stages"].values()), {})
     if r["tables"]["records"] != first.get("in"):  # the corpus has no faults and the threshold drops none
         raise SystemExit(f"{out}: {r['tables']['records']} records of {first.get('in')} URLs; "
@@ -494,6 +501,7 @@ def summarize(runs: list[dict], n: int, scale: int) -> dict:
         "ratio_download_throughput": _med([a / d for a, d in zip(sec["img2dataset"], sec["curate_download"])]),
         "driver_peak_rss": {k: _med([x.get("driver_peak_rss") for x in per[k]]) for k in ("curate_run", "curate_download", "curate_run_4n") if per[k]},
         "tree_peak_rss": {k: _med([x["tree_peak_rss"] for x in v]) for k, v in per.items() if v},
+        "largest_process_peak_rss": {k: _med([x.get("largest_process_peak_rss") for x in v]) for k, v in per.items() if v},
         "cpu_seconds": {k: _med([x["cpu_seconds"] for x in v]) for k, v in per.items() if v},
         "machine_busy_cpu_seconds": {k: _med([x["machine_busy_cpu_seconds"] for x in v]) for k, v in per.items() if v},
         "busy_cores": {k: _med([x["cpu_seconds"] / x["seconds"] for x in v]) for k, v in per.items() if v},
@@ -503,6 +511,13 @@ def summarize(runs: list[dict], n: int, scale: int) -> dict:
         "timings": {k: {t: _med([x["timings"].get(t) for x in per[k]]) for t in per[k][0]["timings"]}
                     for k in ("curate_run", "curate_download", "curate_run_4n") if per[k]},
     }
+    runs_tasks = [(x.get("run") or {}).get("tasks") for x in per["curate_run"]]
+    if all(runs_tasks):  # where the shard tasks' time went (curation/storage/dataset.py: task_figures)
+        keys = ("tasks", "processes", "span_seconds", "wall_seconds", "cpu_seconds", "setup_seconds", "reader_wait_seconds")
+        s["curate_run_tasks"] = {k: _med([t[k] for t in runs_tasks]) for k in keys}
+        s["curate_run_tasks"]["fetch_seconds"] = _med([x.get("fetch_seconds") for x in per["curate_run"]])
+        s["curate_run_tasks"]["outside_tasks_seconds"] = _med([x["seconds"] - t["span_seconds"]
+                                                               for x, t in zip(per["curate_run"], runs_tasks)])
     if per["curate_run_4n"]:
         s["ratio_rss_4n_to_n"] = _med([b["driver_peak_rss"] / a["driver_peak_rss"] for a, b in zip(per["curate_run"], per["curate_run_4n"])])
         s["ratio_seconds_per_url_4n_to_n"] = _med([b["seconds"] / (scale * a["seconds"]) for a, b in zip(per["curate_run"], per["curate_run_4n"])])
@@ -550,13 +565,13 @@ def table(s: dict, n: int, scale: int) -> str:
         f"<= 5.0 s: {ok(t['fixed_cost_10_urls_le_5s'])} |",
     ]
     lines += ["", "| process | wall s | CPU s (it and its children) | busy cores | machine busy CPU s meanwhile (cores) | "
-              "peak RSS, all its processes |",
-              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+              "peak RSS, all its processes | peak RSS, its largest process |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for k in SUBJECTS:
         if k in sec:
             lines.append(f"| {k} | {sec[k]:.1f} | {s['cpu_seconds'][k]:.1f} | {s['busy_cores'][k]:.2f} | "
                          f"{s['machine_busy_cpu_seconds'][k]:.1f} ({s['machine_busy_cores'][k]:.2f}) | "
-                         f"{mib(s['tree_peak_rss'][k])} MiB |")
+                         f"{mib(s['tree_peak_rss'][k])} MiB | {mib(s['largest_process_peak_rss'][k] or 0)} MiB |")
     return "\n".join(lines)
 
 
@@ -610,6 +625,13 @@ def main() -> int:
         print(f"{args.runs} runs, {n} URLs, shard_rows {args.shard_rows}, {os.cpu_count()} CPUs; img2dataset at "
               f"{args.processes} processes x {args.threads} threads, curate at {args.threads} threads; medians")
         print(table(s, n, args.scale))
+        if "curate_run_tasks" in s:
+            t = s["curate_run_tasks"]
+            print(f"curate_run tasks: {t['tasks']} shard tasks on {t['processes']} worker processes, span {t['span_seconds']:.1f} s "
+                  f"(the rest of the wall, {t['outside_tasks_seconds']:.1f} s: start-up, Ray, manifest, shutdown); summed over "
+                  f"tasks: wall {t['wall_seconds']:.1f} s, CPU {t['cpu_seconds']:.1f} s ({t['cpu_seconds'] / t['span_seconds']:.2f} "
+                  f"cores over the span), model set-up {t['setup_seconds']:.1f} s, waiting on the fetch {t['reader_wait_seconds']:.1f} s; "
+                  f"the fetch's own wall {t['fetch_seconds']:.1f} s")
         for k in ("curate_run", "curate_run_4n", "curate_download"):
             if k in s["stage_seconds"]:
                 print(f"{k}: stage seconds (summed over shard tasks) {s['stage_seconds'][k]}; timings {s['timings'][k]}")

@@ -189,6 +189,10 @@ def exit_now(rc: int) -> None:
     alone takes 0.5-0.7 s, a tenth of a small job."""
     import atexit
 
+    if "ray" in sys.modules:
+        from curation.runner import stop_ray
+
+        stop_ray()
     atexit._run_exitfuncs()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

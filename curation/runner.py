@@ -73,6 +73,9 @@ __all__ = [
     "api_server_offline",
     "fit_cpus",
     "cluster_gpus",
+    "local_gpus",
+    "ray_running",
+    "stop_ray",
     "run_pipeline",
     "parquet_shards",
     "ParquetReader",
@@ -218,6 +221,22 @@ def cluster_gpus(address: str | None = None) -> float:
             return local_gpus()
         init_ray(address)
     return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def ray_running() -> bool:
+    """Whether this process has started or joined a Ray (without importing Ray to find out)."""
+    import sys
+
+    return "ray" in sys.modules and sys.modules["ray"].is_initialized()
+
+
+def stop_ray() -> None:
+    """Shut down the Ray this process started or joined, if any (Ray's own atexit hook does the same
+    after a half-second pause for late error messages)."""
+    if ray_running():
+        import ray
+
+        ray.shutdown()
 
 
 def local_gpus() -> float:
@@ -525,25 +544,97 @@ def _run_shard(shard: InputShard, reader, steps, staging: str, pools: dict[int, 
     """Everything of one input shard, inside its task; returns what the driver records."""
     from curation.console import ProgressNote
 
+    started, cpu0 = time.time(), time.process_time()
     staging_path = Path(staging) if storage.is_local(staging) else staging  # a URL on object storage
-    run = _Flow(shard, steps, staging_path, pools)
-    # rows per stage so far, for the driver's progress bars (local staging only: not a PUT every half second)
-    note = ProgressNote(staging_path, shard.shard_id) if isinstance(staging_path, Path) else (lambda *a, **k: None)
-    rows_in = 0
-    batches = reader(shard)
-    while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
-        try:
-            batch = next(batches)
-        except StopIteration as end:
-            extra = end.value if isinstance(end.value, dict) else {}
-            break
-        rows_in += batch.num_rows
-        run.flow(batch)
-        note(rows_in, run.counts)
+    # the reader starts first, in its own thread (a download fetches while the models load), one batch ahead
+    batches = _Prefetch(reader(shard))
+    try:
+        run = _Flow(shard, steps, staging_path, pools)
+        setup = time.time() - started
+        # rows per stage so far, for the driver's progress bars (local staging only: not a PUT every half second)
+        note = ProgressNote(staging_path, shard.shard_id) if isinstance(staging_path, Path) else (lambda *a, **k: None)
+        rows_in = 0
+        waited = 0.0
+        while True:  # a reader may return a dict of figures for the shard's result (the download's request counts)
+            t0 = time.perf_counter()
+            kind, batch = batches.get()
+            waited += time.perf_counter() - t0
+            if kind == "end":
+                extra = batch if isinstance(batch, dict) else {}
+                break
+            rows_in += batch.num_rows
+            run.flow(batch)
+            note(rows_in, run.counts)
+    finally:
+        batches.close()
     result = run.finish(rows_in)
     result.update({k: v for k, v in extra.items() if k not in result})
     result["input"] = shard.identity()
+    # where the task's time went: set-up (models), waiting on the reader (for a download: on the fetch,
+    # which runs beside the flow), the rest in the stages and sinks; CPU of the whole process meanwhile
+    result["span"] = {"start": round(started, 3), "wall": round(time.time() - started, 3),
+                      "cpu": round(time.process_time() - cpu0, 3), "setup": round(setup, 3),
+                      "reader_wait": round(waited, 3), "pid": os.getpid()}
     return result
+
+
+class _Prefetch:
+    """A reader's batches, made in a thread of their own at most `depth` ahead of the flow that takes them.
+
+    `get()` gives ("batch", table) and, at the end, ("end", the generator's return value); an error of
+    the reader is raised there. `close()` stops a reader still running at its next batch (the generator
+    is closed in its thread, so its own clean-up runs there) without waiting for it.
+    """
+
+    def __init__(self, batches: Iterator[pa.Table], depth: int = 1):
+        import queue
+        import threading
+
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(batches,), name="shard-reader", daemon=True)
+        self._thread.start()
+
+    def _produce(self, batches) -> None:
+        try:
+            while True:
+                try:
+                    batch = next(batches)
+                except StopIteration as end:
+                    self._put(("end", end.value))
+                    return
+                if not self._put(("batch", batch)):
+                    batches.close()
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the flow, raised there
+            self._put(("error", exc))
+
+    def _put(self, item) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self) -> tuple[str, Any]:
+        kind, value = self._queue.get()
+        if kind == "error":
+            raise value
+        return kind, value
+
+    def close(self) -> None:
+        import queue
+
+        self._stop.set()  # a reader still running stops at its next batch (its generator closed there)
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
 
 
 class _Flow:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from typing import Iterable
@@ -37,6 +38,7 @@ __all__ = [
     "ensure_reject_columns",
     "split_rejects",
     "scoped_env",
+    "IMPORT_LOCK",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,12 @@ def split_rejects(batch: pa.Table, schema: pa.Schema = RECORD_SCHEMA) -> tuple[p
     )
     keep_cols = [c for c in kept.column_names if c not in {f.name for f in REJECT_COLUMNS}]
     return conform(kept.select(keep_cols), schema), conform(rejects, REJECT_SCHEMA)
+
+
+# held while a package is imported with parts of it left out (img2dataset's downloader without its
+# package, open_clip without the towers a model does not use: they put placeholders in sys.modules for
+# the time of the import), and by imports in other threads that must not see those placeholders
+IMPORT_LOCK = threading.RLock()
 
 
 @contextlib.contextmanager

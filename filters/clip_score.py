@@ -176,12 +176,19 @@ def import_open_clip(model: str | None = None):
     `transformers` still gets the whole package; a later model that needs a
     tower left out has its open_clip module imported again with it.
     """
+    from curation.runtime import IMPORT_LOCK
+
+    cfg = _shipped_config(model) if model else None
+    with IMPORT_LOCK:
+        return _import_open_clip(cfg)
+
+
+def _import_open_clip(cfg: dict | None):
     import importlib
     import importlib.util
     import sys
     import types
 
-    cfg = _shipped_config(model) if model else None
     if "open_clip" in sys.modules:
         clip = sys.modules["open_clip"]
         for name in sorted(_hidden_towers):

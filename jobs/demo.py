@@ -58,6 +58,7 @@ class DemoConfig:
     shard_rows: int = 10_000
     task_cpus: float = 1.0
     ray_address: str | None = None
+    runner: str = "auto"  # jobs.web_pairs.WebPairsConfig.runner
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -212,6 +213,7 @@ def run(cfg: DemoConfig, overwrite: bool = False) -> dict:
         task_cpus=cfg.task_cpus,
         overwrite=overwrite or _previous_demo(out),
         ray_address=cfg.ray_address,
+        runner=cfg.runner,
     )
     with web_pairs.open_output(job) as writer:
         www = writer.work_dir / "www"

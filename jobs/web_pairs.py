@@ -180,11 +180,10 @@ def executor(cfg: WebPairsConfig, fits_one_shard: Callable[[int], bool]) -> str:
     if cfg.runner != "auto":
         return cfg.runner
     import os
-    import sys
 
-    if cfg.ray_address or os.environ.get("RAY_ADDRESS", "local") != "local":
-        return "ray"
-    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray this process started or joined
+    from curation.runner import ray_running
+
+    if cfg.ray_address or os.environ.get("RAY_ADDRESS", "local") != "local" or ray_running():
         return "ray"
     return "local" if fits_one_shard(cfg.shard_rows) else "ray"
 

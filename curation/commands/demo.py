@@ -19,6 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="corpus seed (default 0)")
     p.add_argument("--min-clip-score", type=float, default=None, help="CLIP threshold for the demo model (default 0.15)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: in this process when the input fits one input shard and no Ray is named or running, else Ray; local: this process; ray: a Ray job")
     p.add_argument("--shard-rows", type=int, default=None, help="URLs per input shard (default 10000: one shard)")
     p.add_argument(
         "--overwrite", action="store_true",
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.time()
     cfg = demo.default_config(
         out=args.out, images=args.images, seed=args.seed, min_clip_score=args.min_clip_score, ray_address=args.ray_address,
-        shard_rows=args.shard_rows,
+        shard_rows=args.shard_rows, runner=args.runner,
     )
     m = demo.run(cfg, overwrite=args.overwrite)
     tables, stages, clip = m["tables"], m["stages"], m["demo"]["clip"]

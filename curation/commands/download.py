@@ -33,6 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_fetch_arguments(p)
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="URLs per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: in this process when the input fits one input shard and no Ray is named or running, else Ray; local: this process; ray: a Ray job")
     add_output_arguments(p, verify=False)
 
 
@@ -43,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = WebPairsConfig(
         urls=args.urls[0] if len(args.urls) == 1 else tuple(args.urls), out=args.out, source=args.source, url_col=args.url_col,
         caption_col=args.caption_col or None, id_col=args.id_col, threads=args.threads, timeout=args.timeout,
-        shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
-        **fetch_settings(args),
+        shard_rows=args.shard_rows, ray_address=args.ray_address, runner=args.runner, overwrite=args.overwrite,
+        resume=args.resume, **fetch_settings(args),
     )
     for option, value in (("--shard-rows", cfg.shard_rows), ("--threads", cfg.threads), ("--timeout", cfg.timeout),
                           ("--max-per-host", cfg.max_per_host)):

@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-gpus", type=float, default=None, help="GPUs per CLIP actor (default: 1 when the cluster has GPUs)")
     p.add_argument("--shard-rows", type=int, default=DEFAULT_SHARD_ROWS, help="records per input shard (unit of work, resume and output shard)")
     p.add_argument("--ray-address", default=None, help="join this Ray cluster (else $RAY_ADDRESS or a local Ray)")
+    p.add_argument("--runner", default="auto", choices=("auto", "local", "ray"), help="auto: in this process when the input fits one input shard and no Ray is named or running, else Ray; local: this process; ray: a Ray job")
     p.add_argument("--filters", default="basic,clip", help="filters to run, in order (default basic,clip; clip needs --clip-model; "
                    "text: the Qwen-VL caption cleaning, filters/text.py)")
     p.add_argument("--text-scripts", default=None, help="text filter: comma-separated Unicode scripts allowed in captions "
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         clip_model=args.clip_model, clip_pretrained=args.clip_pretrained, clip_checkpoint=args.clip_checkpoint,
         min_clip_score=args.min_clip_score, clip_batch_size=args.clip_batch_size, clip_gpus=args.clip_gpus,
         clip_fast_decode=args.clip_fast_decode,
-        shard_rows=args.shard_rows, ray_address=args.ray_address, overwrite=args.overwrite, resume=args.resume,
+        shard_rows=args.shard_rows, ray_address=args.ray_address, runner=args.runner, overwrite=args.overwrite, resume=args.resume,
         filters=tuple(f.strip() for f in args.filters.split(",") if f.strip()),
         clip_keep_fraction=args.clip_keep_fraction, clip_keep_fraction_by_source=by_source,
         keep_embeddings=args.keep_embeddings, semdedup=args.semdedup, semdedup_threshold=args.semdedup_threshold,

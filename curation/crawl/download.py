@@ -64,7 +64,7 @@ from curation.reasons import (
     OPTED_OUT,
     TIMEOUT,
 )
-from curation.runtime import Resources, Stage, ensure_reject_columns, scoped_env
+from curation.runtime import IMPORT_LOCK, Resources, Stage, ensure_reject_columns, scoped_env
 from curation.schema import RECORD_SCHEMA, STRUCTURED_ANNOTATIONS
 
 __all__ = [
@@ -342,7 +342,7 @@ class Img2datasetReader:
             Downloader = img2dataset_module("downloader").Downloader
 
         def resizer():  # img2dataset's own, made on the first image that needs it (not a JPEG kept as it is)
-            with scoped_env(env):
+            with scoped_env(env), IMPORT_LOCK:  # its imports (OpenCV, albumentations) see no placeholder
                 return img2dataset_module("resizer").Resizer(
                     image_size=256, resize_mode="no", resize_only_if_bigger=False, encode_format="jpg",
                     skip_reencode=True, max_image_area=float(self.max_pixels))
@@ -368,12 +368,13 @@ class Img2datasetReader:
         counts: dict = {}
 
         def download() -> None:
+            fetch0 = time.perf_counter()
             try:
                 with scoped_env(env), fetching(self.policy) as stats:
                     try:
                         downloader.download_shard((shard.shard_id, shard_file))
                     finally:
-                        counts.update(stats.to_json())
+                        counts.update(stats.to_json(), fetch_seconds=round(time.perf_counter() - fetch0, 3))
             except BaseException as exc:  # handed to the reading side, raised there
                 failure.append(exc)
                 rows.put(None)

@@ -419,12 +419,22 @@ def img2dataset_module(module: str):
     modules are loaded from the installed package as they are; a later
     `import img2dataset` still gets the whole package.
     """
+    import sys
+
+    from curation.runtime import IMPORT_LOCK
+
+    name = f"img2dataset.{module}"
+    if name in sys.modules:
+        return sys.modules[name]
+    with IMPORT_LOCK:
+        return _import_without_package(name)
+
+
+def _import_without_package(name: str):
     import importlib
     import importlib.util
     import sys
-    import types
 
-    name = f"img2dataset.{module}"
     if name in sys.modules or "img2dataset" in sys.modules:
         return importlib.import_module(name)
     spec = importlib.util.find_spec("img2dataset")

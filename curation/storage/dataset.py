@@ -489,8 +489,13 @@ class DatasetWriter:
         nodes: Counter = Counter()
         fetches: dict[str, Counter] = {}  # the download reader's counts per host, by kind
         input_shards = late_duplicates = 0
+        fetch_seconds = 0.0
+        spans: list[dict] = []
         for r in self.shard_results():  # written by the shard tasks
             input_shards += 1
+            fetch_seconds += float(r.get("fetch_seconds") or 0.0)
+            if r.get("span"):
+                spans.append({"shard_id": r["shard_id"], "node": r.get("node") or "driver", **r["span"]})
             nodes[r.get("node") or "driver"] += 1
             for f in r["files"]:
                 files.setdefault(f["path"].split("/", 1)[0], []).append(f)
@@ -520,6 +525,8 @@ class DatasetWriter:
         }
         if input_shards:  # where the work ran: input shards per node ("driver" = in this process)
             manifest["run"] = {"input_shards": input_shards, "resumed": self.resumed, "shards_by_node": dict(nodes)}
+            if spans:
+                manifest["run"]["tasks"] = task_figures(spans)
         if fetches:  # what the download sent, per host (most requested first)
             manifest["download"] = {
                 "requests": sum(fetches.get("requests_by_host", Counter()).values()),
@@ -527,6 +534,9 @@ class DatasetWriter:
             }
             # duplicate URLs fetched before the shuffle that finds them was complete (curation/crawl/urls.py)
             manifest["download"]["duplicate_urls_fetched"] = late_duplicates
+            # the fetch's own wall time, summed over shards (it runs beside the flow: the download stage's
+            # seconds are the time the flow waited on it, plus turning its rows into records)
+            manifest["download"]["fetch_seconds"] = round(fetch_seconds, 3)
         if extra:
             manifest.update(extra)
         return manifest
@@ -567,6 +577,27 @@ class DatasetWriter:
             d = self.out / table
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
+
+
+TASK_SPANS_LISTED = 256  # a run of at most this many input shards lists each task's span in its manifest
+
+
+def task_figures(spans: list[dict]) -> dict:
+    """Where the shard tasks' time went, from their spans (`curation.runner._run_shard`): summed wall,
+    CPU (of the task's process: its threads included), model set-up and reader wait (a download's wait on
+    the fetch), the span from the first start to the last end, and the worker processes; each task's
+    own span too when there are few (a large run keeps its spans in the staging's shard results only)."""
+    first = min(s["start"] for s in spans)
+    last = max(s["start"] + s["wall"] for s in spans)
+    out = {
+        "tasks": len(spans),
+        "processes": len({(s["node"], s["pid"]) for s in spans}),
+        "span_seconds": round(last - first, 3),
+        **{f"{k}_seconds": round(sum(s[k] for s in spans), 3) for k in ("wall", "cpu", "setup", "reader_wait")},
+    }
+    if len(spans) <= TASK_SPANS_LISTED:
+        out["spans"] = [{**s, "start": round(s["start"] - first, 3)} for s in sorted(spans, key=lambda s: s["start"])]
+    return out
 
 
 def _write_json(path: Path, value: Any) -> None:

@@ -282,3 +282,46 @@ def test_local_gpus_counts_the_drivers_gpus_within_cuda_visible_devices(monkeypa
     assert local_gpus() == 0
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "-1")
     assert local_gpus() == 0
+
+
+def test_the_reader_runs_ahead_in_its_thread_and_hands_on_its_end_value_and_errors():
+    import threading
+
+    import pyarrow as pa
+
+    from curation.runner import _Prefetch
+
+    made, closed = [], threading.Event()
+
+    def reader(n, fail_at=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise ValueError(f"bad batch {i}")
+                made.append(i)
+                yield pa.table({"x": [i]})
+            return {"fetched": n}
+        finally:
+            closed.set()
+
+    p = _Prefetch(reader(3))
+    got = []
+    while True:
+        kind, value = p.get()
+        if kind == "end":
+            break
+        got.append(value.column("x")[0].as_py())
+    assert got == [0, 1, 2] and value == {"fetched": 3}
+
+    p = _Prefetch(reader(5, fail_at=2))
+    assert p.get()[0] == "batch" and p.get()[0] == "batch"
+    with pytest.raises(ValueError, match="bad batch 2"):
+        p.get()
+
+    made.clear()
+    closed.clear()
+    p = _Prefetch(reader(1000), depth=1)
+    p.get()
+    p.close()
+    assert closed.wait(5)  # the generator's own clean-up ran, in its thread
+    assert len(made) < 10  # stopped a batch or two ahead, not read to the end

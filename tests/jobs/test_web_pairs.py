@@ -357,24 +357,28 @@ def test_a_small_job_runs_in_this_process_with_the_same_output_as_on_ray(site, t
                         dedup=["exact", "url", "phash"])
         assert main(["run", str(job)]) == 0
         outs[runner] = _contents(tmp_path / runner)
-        assert Dataset(tmp_path / runner).manifest["config"]["runner"] == runner
+        m = Dataset(tmp_path / runner).manifest
+        assert m["config"]["runner"] == runner
+        tasks = m["run"]["tasks"]  # where the (second pass's) shard tasks' time went
+        assert tasks["tasks"] == len(tasks["spans"]) == m["run"]["input_shards"] >= 1
+        assert all(0 <= s["setup"] <= s["wall"] and 0 <= s["reader_wait"] <= s["wall"] for s in tasks["spans"])
+        assert tasks["span_seconds"] >= max(s["start"] + s["wall"] for s in tasks["spans"]) - 1e-3
+        assert m["download"]["fetch_seconds"] > 0  # the first pass's fetch, its own wall time
     assert outs["local"] == outs["ray"]
     records, _, rejects = outs["local"]
     assert records and {stage for _, stage, _ in rejects} >= {"download", "dedup", "clip_fraction"}
 
 
 def test_auto_picks_this_process_only_for_one_shard_and_no_ray(monkeypatch):
-    import sys
-
+    from curation.runner import ray_running
     from jobs.web_pairs import executor
 
     cfg = WebPairsConfig(urls="u.parquet", out="o", shard_rows=100)
     def fits(limit):  # a list of exactly one shard's rows
         return limit >= 100
 
-    ray_running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
     monkeypatch.setenv("RAY_ADDRESS", "local")
-    assert executor(cfg, fits) == ("ray" if ray_running else "local")
+    assert executor(cfg, fits) == ("ray" if ray_running() else "local")
     assert executor(cfg, lambda limit: False) == "ray"
     assert executor(WebPairsConfig(urls="u", out="o", runner="local"), lambda limit: False) == "local"
     assert executor(WebPairsConfig(urls="u", out="o", runner="ray"), fits) == "ray"

@@ -210,3 +210,19 @@ def test_adopted_shards_are_linked_once_and_listed_with_their_checksums(tmp_path
     assert [f["path"] for f in m["tables"]["rejects"]["shards"]] == ["rejects/part-a00000.parquet"]
     assert m["tables"]["rejects"]["rows"] == 5
     assert Dataset(tmp_path / "out", verify=True).rows("rejects") == 5  # sha256 and row count still hold
+
+
+def test_task_figures_sum_the_spans_and_list_them_for_small_runs(monkeypatch):
+    import curation.storage.dataset as dataset
+    from curation.storage.dataset import task_figures
+
+    spans = [{"shard_id": 1, "node": "n1", "pid": 7, "start": 100.5, "wall": 4.0, "cpu": 3.0, "setup": 1.0, "reader_wait": 0.5},
+             {"shard_id": 0, "node": "n1", "pid": 8, "start": 100.0, "wall": 2.0, "cpu": 2.5, "setup": 0.0, "reader_wait": 0.25},
+             {"shard_id": 2, "node": "n2", "pid": 7, "start": 102.0, "wall": 1.0, "cpu": 0.5, "setup": 0.0, "reader_wait": 0.0}]
+    t = task_figures(spans)
+    assert {k: v for k, v in t.items() if k != "spans"} == {
+        "tasks": 3, "processes": 3, "span_seconds": 4.5, "wall_seconds": 7.0, "cpu_seconds": 6.0,
+        "setup_seconds": 1.0, "reader_wait_seconds": 0.75}
+    assert [(s["shard_id"], s["start"]) for s in t["spans"]] == [(0, 0.0), (1, 0.5), (2, 2.0)]
+    monkeypatch.setattr(dataset, "TASK_SPANS_LISTED", 2)
+    assert "spans" not in task_figures(spans)
