@@ -354,7 +354,8 @@ class Img2datasetReader:
             w.write_table(urls)
         columns = ["url", "caption", *[c for c in urls.column_names if c not in ("url", "caption")]]
         rows: "queue.Queue" = queue.Queue(maxsize=4 * self.batch_size)
-        writer = type("Collect", (_CollectingWriter,), {"emit": staticmethod(rows.put)})
+        # each row with the time it was fetched: the stage's seconds are the fetch's, not the reader's pace
+        writer = type("Collect", (_CollectingWriter,), {"emit": staticmethod(lambda row: rows.put((time.perf_counter(), row)))})
         downloader = Downloader(
             sample_writer_class=writer,
             resizer=_CheckedResizer(resizer, self.max_pixels),
@@ -377,7 +378,7 @@ class Img2datasetReader:
                         counts.update(stats.to_json(), fetch_seconds=round(time.perf_counter() - fetch0, 3))
             except BaseException as exc:  # handed to the reading side, raised there
                 failure.append(exc)
-                rows.put(None)
+                rows.put((time.perf_counter(), None))
 
         thread = threading.Thread(target=download, name=f"img2dataset-{shard.shard_id}", daemon=True)
         t0 = time.perf_counter()
@@ -385,13 +386,16 @@ class Img2datasetReader:
         try:
             batch: list[dict] = []
             while True:
-                row = rows.get()
+                fetched, row = rows.get()
                 if row is not None:
                     batch.append(row)
                 if batch and (row is None or len(batch) >= self.batch_size):
-                    now = time.perf_counter()
-                    yield _timed_rows(batch, "download", now - t0, image_checked=True)
-                    t0, batch = time.perf_counter(), []
+                    # the fetch's wall time from the previous batch's last row to this one's: the stage's
+                    # seconds add up to the fetch's own wall, from its start to its last row, however
+                    # fast the flow takes the batches
+                    rows_out, batch = batch, []
+                    yield _timed_rows(rows_out, "download", fetched - t0, image_checked=True)
+                    t0 = fetched
                 if row is None:
                     break
         finally:

@@ -19,6 +19,7 @@ from curation.crawl.download import FromImg2dataset, Img2datasetReader
 from curation.crawl.urls import UrlColumns, UrlList, read_url_list
 from curation.errors import InputError
 from curation.runner import Pipeline, Sink, run_pipeline
+from curation.runtime import Stage
 
 TIMEOUT = 5  # seconds per URL in these tests; /slow.jpg answers after SLOW
 SLOW = TIMEOUT + 3
@@ -272,3 +273,40 @@ def test_one_complete_decode_per_image_in_the_download_loop(monkeypatch):
         **rows, "status": ["failed_to_resize", "success"], "jpg": [None, photo], "image_checked": [True, True],
         "error_message": [cut[-1], None]})).to_pylist()
     assert failed[0]["reject_reason"] == "image_truncated" and failed[0]["reject_detail"].startswith("JPEG 320x240")
+
+
+class _Slow(Stage):
+    """A stage slower than the fetch: 0.25 s a batch."""
+
+    name = "slow"
+    batch_size = 2
+
+    def __call__(self, batch):
+        time.sleep(0.25)
+        return batch
+
+
+def test_the_download_stage_seconds_are_the_fetchs_own_not_the_pace_of_the_flow(tmp_path):
+    """12 JPEGs in batches of 2 behind a stage of 0.25 s a batch (1.5 s in all): the download's seconds
+    stay those of the fetch, which is done long before the flow has taken its rows."""
+    www = tmp_path / "www"
+    www.mkdir()
+    for i in range(12):
+        (www / f"p{i}.jpg").write_bytes(photo_jpeg(160 + i, 120))
+    with _serve(www) as base:
+        pq.write_table(pa.table({"url": [f"{base}/p{i}.jpg" for i in range(12)], "caption": ["a photo"] * 12}),
+                       tmp_path / "urls.parquet")
+        columns = UrlColumns("t")
+        reader = Img2datasetReader(threads=4, timeout=TIMEOUT, retries=0, batch_size=2,
+                                   policy=FetchPolicy(allow_private_network=True), columns=columns)
+        pipeline = Pipeline(reader, [FromImg2dataset("t"), _Slow(), Sink("records")])
+        with DatasetWriter(tmp_path / "out") as writer:
+            shards = list(UrlList(str(tmp_path / "urls.parquet"), columns).shards(100, str(writer.staging)))
+            run_pipeline(pipeline, shards, writer, executor="local")
+            manifest = writer.close()
+    stages, fetch = manifest["stages"], manifest["download"]["fetch_seconds"]
+    assert stages["slow"]["seconds"] >= 1.5 and manifest["tables"]["records"]["rows"] == 12
+    assert 0 < fetch < 1.0
+    assert fetch - 0.05 <= stages["download"]["seconds"] <= fetch + 0.5  # the fetch, plus turning rows into records
+    tasks = manifest["run"]["tasks"]
+    assert tasks["tasks"] == 1 and tasks["spans"][0]["wall"] >= stages["slow"]["seconds"]
