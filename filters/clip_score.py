@@ -130,14 +130,8 @@ def _model_config_json(model: str) -> dict:
 def model_config_known(model: str) -> bool:
     """Whether open_clip knows `model` (a name among its shipped model configs, or a valid config
     JSON), found without importing open_clip (and so torch). InputError for a bad JSON file."""
-    import importlib.util
+    return _shipped_config(model) is not None
 
-    if model.endswith(".json"):
-        _model_config_json(model)
-        return True
-    spec = importlib.util.find_spec("open_clip")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    return any((Path(folder) / "model_configs" / f"{model}.json").is_file() for folder in folders)
 
 # open_clip's optional towers: the packages it imports when present, and the config keys that need them
 _OPTIONAL_TOWERS = {"transformers": (("text_cfg", "hf_model_name"), ("text_cfg", "hf_tokenizer_name")),

@@ -188,11 +188,10 @@ def executor(cfg: WebPairsConfig, fits_one_shard: Callable[[int], bool]) -> str:
     return "local" if fits_one_shard(cfg.shard_rows) else "ray"
 
 
-def _start(cfg: WebPairsConfig, used: str) -> str:
+def _start(cfg: WebPairsConfig, used: str) -> None:
     if used == "ray":
         init_ray(cfg.ray_address)
     log.info("runner: %s", "Ray" if used == "ray" else "this process")
-    return used
 
 
 def _batch(cfg: WebPairsConfig) -> int:
